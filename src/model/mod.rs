@@ -1,0 +1,598 @@
+//! The state of one builder's builds: a pure, synchronous state machine.
+//!
+//! Sources turn what BuildKit sends into [`Event`]s; [`Model::apply`] folds them into the state
+//! and returns the [`Effect`]s that counters and histograms record (a build started, a build
+//! finished with its steps). Views read [`Model::snapshot`] at scrape time. Nothing here does I/O
+//! or knows about Prometheus, so every rule about counting is unit-tested with plain values.
+//!
+//! Counting rules, which make replays harmless:
+//! - a build is counted as finished when a `COMPLETE` arrives for a build held as running, and
+//!   then forgotten, so the second `COMPLETE` BuildKit sends for every build finds nothing;
+//! - `COMPLETE` records of builds never seen running are history: they seed names and last
+//!   completion times and count nothing, except those that finished while the source was
+//!   disconnected, which are counted once (remembered by ref);
+//! - a build's start is counted once per ref, however often `STARTED` is replayed.
+
+pub mod name;
+pub mod step;
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+
+use name::{LearnedNames, NameSet, UNKNOWN};
+use step::{truncate, StepKind};
+
+/// A point in time as unix seconds.
+pub type Time = f64;
+
+/// How much earlier than the moment a disconnect was noticed a build may have completed and
+/// still be counted from the replay after reconnecting (the completion may have been missed
+/// while the failing stream was being torn down).
+const DISCONNECT_SLACK_SECONDS: f64 = 5.0;
+/// Shortest build-arg value that is masked in text; shorter values would garble commands while
+/// protecting nothing.
+const MIN_MASKED_LEN: usize = 3;
+/// What a masked build-arg value is replaced with.
+const MASK: &str = "***";
+
+/// What a build-history record says about a build.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BuildInfo {
+    /// BuildKit's ref of the build.
+    pub reference: String,
+    /// When BuildKit created the build.
+    pub created_at: Time,
+    /// An image name the record carries (exporter attributes, or the configured name label).
+    pub image: Option<String>,
+    /// Build-arg values, masked wherever text from the build is kept.
+    pub secrets: Vec<String>,
+}
+
+/// How a build ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Exported successfully.
+    Succeeded,
+    /// Failed, with BuildKit's message.
+    Failed(String),
+    /// Canceled by the client.
+    Canceled,
+}
+
+impl Outcome {
+    /// The `result` label value.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed(_) => "failed",
+            Outcome::Canceled => "canceled",
+        }
+    }
+}
+
+/// A `COMPLETE` build-history record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The record's build.
+    pub info: BuildInfo,
+    /// When BuildKit completed it.
+    pub completed_at: Time,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// The state of one vertex as a progress message reports it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VertexUpdate {
+    /// Content digest; shared across builds, so only meaningful within one build.
+    pub digest: String,
+    /// Display name, e.g. `[3/15] RUN make`.
+    pub name: String,
+    /// When it started executing.
+    pub started: Option<Time>,
+    /// When it finished (executed, cached or failed).
+    pub completed: Option<Time>,
+    /// Whether the result came from cache.
+    pub cached: bool,
+    /// Error text, if it failed.
+    pub error: Option<String>,
+}
+
+/// One progress message of a build's `Status` stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    /// The build it belongs to.
+    pub reference: String,
+    /// Latest time the message speaks of (or its receive time): the build's last sign of life.
+    pub at: Time,
+    /// Vertex updates, in order; later updates of the same digest win.
+    pub vertexes: Vec<VertexUpdate>,
+    /// Image reference from a `naming to ...` status.
+    pub image: Option<String>,
+}
+
+/// Something a source observed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// `STARTED` history event: a build is running.
+    Started(BuildInfo),
+    /// `COMPLETE` history event.
+    Completed(Completion),
+    /// `DELETED` history event.
+    Deleted(String),
+    /// A message of a running build's `Status` stream.
+    Progress(Progress),
+    /// The connection to the source failed at this time.
+    Disconnected(Time),
+    /// The replay that opens a history stream has been received; `seen` holds every ref in it.
+    ReplayDone {
+        /// Refs that appeared in the replay, as `STARTED` or `COMPLETE`.
+        seen: HashSet<String>,
+    },
+    /// A finished build from history with its replayed progress, read to learn its name.
+    History {
+        /// The build's record.
+        completion: Completion,
+        /// Its stored progress.
+        progress: Vec<Progress>,
+    },
+}
+
+/// A change that counters and histograms record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// A build was seen starting (or running, for the first time).
+    BuildStarted,
+    /// A build finished and is counted.
+    BuildFinished(FinishedBuild),
+    /// A build from history: its completion time seeds the last-completion gauge only.
+    HistorySeen {
+        /// Its `name` label.
+        name: String,
+        /// Its `result` label.
+        result: &'static str,
+        /// When it completed.
+        completed_at: Time,
+    },
+    /// A running build vanished from the source without a completion record.
+    BuildLost {
+        /// Its ref.
+        reference: String,
+    },
+}
+
+/// A counted build, with everything the views need to remember of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedBuild {
+    /// BuildKit's ref.
+    pub reference: String,
+    /// `name` label value.
+    pub name: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// When it was created.
+    pub started_at: Time,
+    /// When it completed.
+    pub completed_at: Time,
+    /// Its steps that finished, in the order BuildKit announced them.
+    pub steps: Vec<FinishedStep>,
+}
+
+impl FinishedBuild {
+    /// Wall-clock duration of the build.
+    pub fn duration(&self) -> f64 {
+        (self.completed_at - self.started_at).max(0.0)
+    }
+}
+
+/// A step of a counted build that completed, came from cache or failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedStep {
+    /// The `instruction` label value.
+    pub instruction: &'static str,
+    /// Came from cache.
+    pub cached: bool,
+    /// Failed.
+    pub failed: bool,
+    /// Execution time of a step that ran and succeeded.
+    pub duration: Option<f64>,
+}
+
+/// A step in progress in a running build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningStep {
+    /// The bracketed position, e.g. `[base 3/4]` (empty for free-form steps).
+    pub label: String,
+    /// `instruction` label value.
+    pub instruction: &'static str,
+    /// The instruction's arguments, masked and cut to the configured length.
+    pub command: String,
+    /// When it started.
+    pub started: Time,
+}
+
+/// A running build as views show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningBuild {
+    /// BuildKit's ref.
+    pub reference: String,
+    /// `name` label value.
+    pub name: String,
+    /// When BuildKit created it.
+    pub started_at: Time,
+    /// Its last sign of life.
+    pub last_progress: Time,
+    /// Steps known so far, all stages.
+    pub steps: u32,
+    /// Steps completed (executed or cached).
+    pub completed: u32,
+    /// Steps that came from cache.
+    pub cached: u32,
+    /// `completed + 1`, capped at `steps`.
+    pub current_step: u32,
+    /// Steps executing now.
+    pub in_progress: Vec<RunningStep>,
+}
+
+/// Limits that keep memory and label sets bounded.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Longest command text kept in a label.
+    pub max_command_chars: usize,
+    /// Most distinct `name` label values.
+    pub max_names: usize,
+    /// Most step lists whose name is remembered.
+    pub max_learned: usize,
+    /// Most refs remembered to de-duplicate starts and completions.
+    pub max_remembered_refs: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { max_command_chars: 80, max_names: 200, max_learned: 1000, max_remembered_refs: 10_000 }
+    }
+}
+
+/// A vertex of a running build.
+#[derive(Debug, Clone)]
+struct Vertex {
+    /// Announcement order, for stable display.
+    seq: u32,
+    /// Masked display name.
+    name: String,
+    /// Parsed from `name`.
+    kind: StepKind,
+    started: Option<Time>,
+    completed: Option<Time>,
+    cached: bool,
+    error: Option<String>,
+}
+
+/// A build held as running.
+#[derive(Debug, Clone)]
+struct Build {
+    info: BuildInfo,
+    last_progress: Time,
+    /// Vertices by digest.
+    vertices: BTreeMap<String, Vertex>,
+    /// Image reference from the `naming to` status.
+    export_image: Option<String>,
+}
+
+impl Build {
+    fn new(info: BuildInfo) -> Self {
+        Build { last_progress: info.created_at, info, vertices: BTreeMap::new(), export_image: None }
+    }
+
+    fn apply(&mut self, progress: &Progress) {
+        self.last_progress = self.last_progress.max(progress.at);
+        if let Some(image) = &progress.image {
+            self.export_image = Some(image.clone());
+        }
+        for update in &progress.vertexes {
+            let next_seq = self.vertices.len() as u32;
+            let name = mask(&update.name, &self.info.secrets);
+            let vertex = self.vertices.entry(update.digest.clone()).or_insert_with(|| Vertex {
+                seq: next_seq,
+                kind: StepKind::parse(&name),
+                name: String::new(),
+                started: None,
+                completed: None,
+                cached: false,
+                error: None,
+            });
+            if vertex.name != name {
+                vertex.kind = StepKind::parse(&name);
+                vertex.name = name;
+            }
+            vertex.started = update.started.or(vertex.started);
+            vertex.completed = update.completed;
+            vertex.cached = update.cached;
+            vertex.error = update.error.as_ref().map(|e| mask(e, &self.info.secrets));
+        }
+    }
+
+    /// The vertices that count as steps, in announcement order: Dockerfile steps when there are
+    /// any, else every vertex that is not BuildKit's own bookkeeping.
+    fn steps(&self) -> Vec<&Vertex> {
+        let dockerfile = self.vertices.values().any(|v| matches!(v.kind, StepKind::Dockerfile { .. }));
+        let mut steps: Vec<&Vertex> = self
+            .vertices
+            .values()
+            .filter(|v| match v.kind {
+                StepKind::Dockerfile { .. } => true,
+                StepKind::Other => !dockerfile,
+                StepKind::Internal => false,
+            })
+            .collect();
+        steps.sort_by_key(|v| v.seq);
+        steps
+    }
+
+    /// Identifies the Dockerfile: the same step list gives the same key.
+    fn steps_key(&self) -> Option<u64> {
+        let mut names: Vec<&str> = self.steps().iter().map(|v| v.name.as_str()).collect();
+        if names.is_empty() {
+            return None;
+        }
+        names.sort_unstable();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        names.hash(&mut hasher);
+        Some(hasher.finish())
+    }
+}
+
+/// Replaces every build-arg value in `text` with a mask.
+fn mask(text: &str, secrets: &[String]) -> String {
+    let mut text = text.to_string();
+    for secret in secrets.iter().filter(|s| s.len() >= MIN_MASKED_LEN) {
+        if text.contains(secret.as_str()) {
+            text = text.replace(secret.as_str(), MASK);
+        }
+    }
+    text
+}
+
+/// A bounded set of refs, forgetting the oldest.
+#[derive(Debug)]
+struct RecentRefs {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+    max: usize,
+}
+
+impl RecentRefs {
+    fn new(max: usize) -> Self {
+        RecentRefs { set: HashSet::new(), order: VecDeque::new(), max }
+    }
+
+    /// Records `reference`; false if it was already there.
+    fn insert(&mut self, reference: &str) -> bool {
+        if !self.set.insert(reference.to_string()) {
+            return false;
+        }
+        self.order.push_back(reference.to_string());
+        if self.order.len() > self.max {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    fn contains(&self, reference: &str) -> bool {
+        self.set.contains(reference)
+    }
+}
+
+/// All builds of one builder.
+#[derive(Debug)]
+pub struct Model {
+    settings: Settings,
+    /// Builds running now, by ref.
+    running: BTreeMap<String, Build>,
+    /// Refs whose start was counted.
+    started: RecentRefs,
+    /// Refs whose completion was counted.
+    finished: RecentRefs,
+    /// When the source was lost, until the replay after reconnecting is done.
+    disconnected_at: Option<Time>,
+    names: NameSet,
+    learned: LearnedNames,
+}
+
+impl Model {
+    /// An empty model.
+    pub fn new(settings: Settings) -> Self {
+        Model {
+            running: BTreeMap::new(),
+            started: RecentRefs::new(settings.max_remembered_refs),
+            finished: RecentRefs::new(settings.max_remembered_refs),
+            disconnected_at: None,
+            names: NameSet::new(settings.max_names),
+            learned: LearnedNames::new(settings.max_learned),
+            settings,
+        }
+    }
+
+    /// Whether `reference` is held as running.
+    pub fn is_running(&self, reference: &str) -> bool {
+        self.running.contains_key(reference)
+    }
+
+    /// Refs of the builds held as running.
+    pub fn running_refs(&self) -> Vec<String> {
+        self.running.keys().cloned().collect()
+    }
+
+    /// Folds one event into the state.
+    pub fn apply(&mut self, event: Event) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        match event {
+            Event::Started(info) => {
+                if !self.finished.contains(&info.reference) {
+                    if self.started.insert(&info.reference) {
+                        effects.push(Effect::BuildStarted);
+                    }
+                    self.running.entry(info.reference.clone()).or_insert_with(|| Build::new(info));
+                }
+            }
+            Event::Progress(progress) => {
+                if let Some(build) = self.running.get_mut(&progress.reference) {
+                    build.apply(&progress);
+                }
+            }
+            Event::Completed(completion) => {
+                let reference = completion.info.reference.clone();
+                if let Some(build) = self.running.remove(&reference) {
+                    self.finished.insert(&reference);
+                    effects.push(Effect::BuildFinished(self.finish(build, completion)));
+                } else if self.finished_while_disconnected(&completion) {
+                    self.finished.insert(&reference);
+                    if self.started.insert(&reference) {
+                        effects.push(Effect::BuildStarted);
+                    }
+                    let build = Build::new(completion.info.clone());
+                    effects.push(Effect::BuildFinished(self.finish(build, completion)));
+                } else if let Some(effect) = self.seed(Build::new(completion.info.clone()), &completion) {
+                    effects.push(effect);
+                }
+            }
+            Event::Deleted(reference) => {
+                if self.running.remove(&reference).is_some() {
+                    effects.push(Effect::BuildLost { reference });
+                }
+            }
+            Event::Disconnected(at) => {
+                self.disconnected_at.get_or_insert(at);
+            }
+            Event::ReplayDone { seen } => {
+                self.disconnected_at = None;
+                let lost: Vec<String> =
+                    self.running.keys().filter(|r| !seen.contains(*r)).cloned().collect();
+                for reference in lost {
+                    self.running.remove(&reference);
+                    effects.push(Effect::BuildLost { reference });
+                }
+            }
+            Event::History { completion, progress } => {
+                let mut build = Build::new(completion.info.clone());
+                for message in &progress {
+                    build.apply(message);
+                }
+                effects.extend(self.seed(build, &completion));
+            }
+        }
+        effects
+    }
+
+    fn finished_while_disconnected(&self, completion: &Completion) -> bool {
+        self.disconnected_at
+            .is_some_and(|at| completion.completed_at >= at - DISCONNECT_SLACK_SECONDS)
+            && !self.finished.contains(&completion.info.reference)
+    }
+
+    /// The name a build is known by now, before bounding.
+    fn resolve_name(&self, build: &Build) -> String {
+        let from_record = build.info.image.as_deref().and_then(name::repository);
+        let learned = || build.steps_key().and_then(|k| self.learned.get(k)).map(str::to_string);
+        let exported = || build.export_image.as_deref().and_then(name::repository);
+        from_record.or_else(learned).or_else(exported).unwrap_or_else(|| UNKNOWN.to_string())
+    }
+
+    /// Names a finished build and remembers the name for its step list.
+    fn admit_name(&mut self, build: &Build) -> String {
+        let name = self.names.admit(&self.resolve_name(build));
+        if let Some(key) = build.steps_key() {
+            self.learned.learn(key, &name);
+        }
+        name
+    }
+
+    fn seed(&mut self, build: Build, completion: &Completion) -> Option<Effect> {
+        let name = self.admit_name(&build);
+        (name != UNKNOWN).then(|| Effect::HistorySeen {
+            name,
+            result: completion.outcome.label(),
+            completed_at: completion.completed_at,
+        })
+    }
+
+    fn finish(&mut self, build: Build, completion: Completion) -> FinishedBuild {
+        let name = self.admit_name(&build);
+        let steps = build
+            .steps()
+            .into_iter()
+            .filter(|v| v.completed.is_some() || v.error.is_some())
+            .map(|v| {
+                let failed = v.error.is_some();
+                let cached = v.cached && !failed;
+                let duration = match (v.started, v.completed) {
+                    (Some(s), Some(c)) if !cached && !failed => Some((c - s).max(0.0)),
+                    _ => None,
+                };
+                FinishedStep { instruction: v.kind.instruction(), cached, failed, duration }
+            })
+            .collect();
+        let outcome = match completion.outcome {
+            Outcome::Failed(message) => Outcome::Failed(mask(&message, &build.info.secrets)),
+            other => other,
+        };
+        FinishedBuild {
+            reference: completion.info.reference,
+            name,
+            outcome,
+            started_at: build.info.created_at,
+            completed_at: completion.completed_at,
+            steps,
+        }
+    }
+
+    /// The running builds as of `now`, ordered by ref.
+    pub fn snapshot(&self) -> Vec<RunningBuild> {
+        self.running
+            .values()
+            .map(|build| {
+                let steps = build.steps();
+                let total = steps.len() as u32;
+                let completed =
+                    steps.iter().filter(|v| v.completed.is_some() && v.error.is_none()).count() as u32;
+                let cached = steps
+                    .iter()
+                    .filter(|v| v.completed.is_some() && v.cached && v.error.is_none())
+                    .count() as u32;
+                let in_progress = steps
+                    .iter()
+                    .filter(|v| v.completed.is_none() && v.error.is_none())
+                    .filter_map(|v| {
+                        let started = v.started?;
+                        let (label, command) = match &v.kind {
+                            StepKind::Dockerfile { label, command, .. } => (label.clone(), command.as_str()),
+                            _ => (String::new(), v.name.as_str()),
+                        };
+                        Some(RunningStep {
+                            label,
+                            instruction: v.kind.instruction(),
+                            command: truncate(command, self.settings.max_command_chars),
+                            started,
+                        })
+                    })
+                    .collect();
+                RunningBuild {
+                    reference: build.info.reference.clone(),
+                    name: self.names.peek(&self.resolve_name(build)),
+                    started_at: build.info.created_at,
+                    last_progress: build.last_progress,
+                    steps: total,
+                    completed,
+                    cached,
+                    current_step: (completed + 1).min(total),
+                    in_progress,
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,486 @@
+//! Event sequences through the model, including the quirks BuildKit really shows.
+
+use super::*;
+
+/// Builds the events of one build.
+struct Fixture {
+    reference: String,
+    created_at: Time,
+    secrets: Vec<String>,
+    image: Option<String>,
+}
+
+fn build(reference: &str, created_at: Time) -> Fixture {
+    Fixture { reference: reference.to_string(), created_at, secrets: Vec::new(), image: None }
+}
+
+impl Fixture {
+    fn secret(mut self, value: &str) -> Self {
+        self.secrets.push(value.to_string());
+        self
+    }
+
+    fn image(mut self, image: &str) -> Self {
+        self.image = Some(image.to_string());
+        self
+    }
+
+    fn info(&self) -> BuildInfo {
+        BuildInfo {
+            reference: self.reference.clone(),
+            created_at: self.created_at,
+            image: self.image.clone(),
+            secrets: self.secrets.clone(),
+        }
+    }
+
+    fn started(&self) -> Event {
+        Event::Started(self.info())
+    }
+
+    fn completed(&self, at: Time, outcome: Outcome) -> Event {
+        Event::Completed(Completion { info: self.info(), completed_at: at, outcome })
+    }
+
+    fn progress(&self, at: Time, vertexes: Vec<VertexUpdate>) -> Event {
+        Event::Progress(Progress { reference: self.reference.clone(), at, vertexes, image: None })
+    }
+
+    fn naming(&self, at: Time, image: &str) -> Event {
+        Event::Progress(Progress {
+            reference: self.reference.clone(),
+            at,
+            vertexes: Vec::new(),
+            image: Some(image.to_string()),
+        })
+    }
+}
+
+fn announced(digest: &str, name: &str) -> VertexUpdate {
+    VertexUpdate { digest: digest.to_string(), name: name.to_string(), ..Default::default() }
+}
+
+fn running(digest: &str, name: &str, started: Time) -> VertexUpdate {
+    VertexUpdate { started: Some(started), ..announced(digest, name) }
+}
+
+fn done(digest: &str, name: &str, started: Time, completed: Time) -> VertexUpdate {
+    VertexUpdate { completed: Some(completed), ..running(digest, name, started) }
+}
+
+fn cached(digest: &str, name: &str, at: Time) -> VertexUpdate {
+    VertexUpdate { cached: true, ..done(digest, name, at, at) }
+}
+
+fn failed(digest: &str, name: &str, started: Time, completed: Time, error: &str) -> VertexUpdate {
+    VertexUpdate { error: Some(error.to_string()), ..done(digest, name, started, completed) }
+}
+
+fn model() -> Model {
+    Model::new(Settings::default())
+}
+
+fn finished(effects: &[Effect]) -> Vec<&FinishedBuild> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::BuildFinished(b) => Some(b),
+            _ => None,
+        })
+        .collect()
+}
+
+fn started_count(effects: &[Effect]) -> usize {
+    effects.iter().filter(|e| matches!(e, Effect::BuildStarted)).count()
+}
+
+fn apply_all(model: &mut Model, events: Vec<Event>) -> Vec<Effect> {
+    events.into_iter().flat_map(|e| model.apply(e)).collect()
+}
+
+/// The 15-step single-stage build of the README, each step announced up front.
+fn fifteen_steps() -> Vec<(String, String)> {
+    let instructions = [
+        "FROM docker.io/library/tinybase:latest",
+        "WORKDIR /app",
+        "RUN echo system packages && sleep 1",
+        "RUN echo build tools && sleep 1",
+        "RUN echo opengl && sleep 1",
+        "RUN echo openblas && sleep 1",
+        "RUN echo ffmpeg && sleep 1",
+        "RUN echo pip upgrade && sleep 1",
+        "RUN echo numpy && sleep 1",
+        "RUN echo torch && sleep 1",
+        "RUN echo torchvision && sleep 1",
+        "RUN echo pytorch3d && sleep 1",
+        "RUN echo detectron2 && sleep 1",
+        "COPY . /app",
+        "RUN echo done",
+    ];
+    instructions
+        .iter()
+        .enumerate()
+        .map(|(i, text)| (format!("sha256:{i:02}"), format!("[{}/15] {text}", i + 1)))
+        .collect()
+}
+
+#[test]
+fn current_step_moves_through_a_single_stage_build() {
+    let mut model = model();
+    let b = build("r1", 100.0);
+    assert_eq!(started_count(&model.apply(b.started())), 1);
+    let steps = fifteen_steps();
+    let mut announce: Vec<VertexUpdate> =
+        steps.iter().map(|(d, n)| announced(d, n)).collect();
+    announce.push(announced("sha256:int", "[internal] load build definition from Dockerfile"));
+    model.apply(b.progress(100.5, announce));
+    let snap = model.snapshot();
+    assert_eq!((snap[0].steps, snap[0].completed, snap[0].current_step), (15, 0, 1));
+
+    let mut t = 101.0;
+    for (i, (digest, name)) in steps.iter().enumerate() {
+        model.apply(b.progress(t, vec![running(digest, name, t)]));
+        let snap = model.snapshot();
+        assert_eq!(snap[0].current_step, i as u32 + 1);
+        assert_eq!(snap[0].in_progress.len(), 1);
+        assert_eq!(snap[0].last_progress, t);
+        model.apply(b.progress(t + 1.0, vec![done(digest, name, t, t + 1.0)]));
+        t += 1.0;
+    }
+    let snap = model.snapshot();
+    assert_eq!((snap[0].completed, snap[0].current_step), (15, 15));
+    assert!(snap[0].in_progress.is_empty());
+
+    let effects = model.apply(b.completed(t + 0.5, Outcome::Succeeded));
+    let done = finished(&effects);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].steps.len(), 15);
+    assert_eq!(done[0].duration(), t + 0.5 - 100.0);
+    assert!(done[0].steps.iter().all(|s| s.duration == Some(1.0)));
+    assert_eq!(done[0].steps.iter().filter(|s| s.instruction == "RUN").count(), 12);
+    assert!(model.snapshot().is_empty());
+}
+
+#[test]
+fn the_second_complete_of_a_build_counts_nothing() {
+    let mut model = model();
+    let b = build("r1", 10.0);
+    let effects = apply_all(
+        &mut model,
+        vec![
+            b.started(),
+            b.progress(11.0, vec![done("d1", "[1/1] RUN true", 10.5, 11.0)]),
+            b.completed(11.1, Outcome::Succeeded),
+            b.completed(11.1, Outcome::Succeeded),
+        ],
+    );
+    assert_eq!(started_count(&effects), 1);
+    assert_eq!(finished(&effects).len(), 1);
+}
+
+#[test]
+fn replayed_history_seeds_but_counts_nothing() {
+    let mut model = model();
+    let old = build("old", 1.0).image("docker.io/library/app:1");
+    let unnamed = build("old2", 2.0);
+    let effects = apply_all(
+        &mut model,
+        vec![
+            old.completed(5.0, Outcome::Succeeded),
+            unnamed.completed(6.0, Outcome::Failed("x".into())),
+            Event::ReplayDone { seen: ["old".to_string(), "old2".to_string()].into() },
+        ],
+    );
+    assert_eq!(
+        effects,
+        vec![Effect::HistorySeen { name: "app".into(), result: "succeeded", completed_at: 5.0 }]
+    );
+}
+
+#[test]
+fn started_replayed_on_reconnect_counts_once() {
+    let mut model = model();
+    let b = build("r1", 10.0);
+    let mut effects = apply_all(&mut model, vec![b.started(), Event::Disconnected(20.0)]);
+    effects.extend(apply_all(
+        &mut model,
+        vec![b.started(), Event::ReplayDone { seen: ["r1".to_string()].into() }],
+    ));
+    assert_eq!(started_count(&effects), 1);
+    assert!(model.is_running("r1"));
+}
+
+#[test]
+fn a_build_finishing_while_disconnected_is_counted_once_after_reconnect() {
+    let mut model = model();
+    let b = build("r1", 10.0);
+    model.apply(b.started());
+    model.apply(b.progress(12.0, vec![done("d1", "[1/2] FROM x", 11.0, 12.0)]));
+    model.apply(Event::Disconnected(13.0));
+    // Replay after reconnecting: the build is complete, twice (both generations).
+    let effects = apply_all(
+        &mut model,
+        vec![
+            b.completed(15.0, Outcome::Succeeded),
+            b.completed(15.0, Outcome::Succeeded),
+            Event::ReplayDone { seen: ["r1".to_string()].into() },
+        ],
+    );
+    let done = finished(&effects);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].steps.len(), 1, "steps observed before the cut are kept");
+    // A second reconnect replays it again: nothing more.
+    model.apply(Event::Disconnected(30.0));
+    let effects = apply_all(
+        &mut model,
+        vec![b.completed(15.0, Outcome::Succeeded), Event::ReplayDone { seen: HashSet::new() }],
+    );
+    assert!(finished(&effects).is_empty());
+}
+
+#[test]
+fn a_build_that_started_and_finished_while_disconnected_is_counted() {
+    let mut model = model();
+    model.apply(Event::Disconnected(100.0));
+    let before = build("before", 10.0);
+    let during = build("during", 101.0);
+    let effects = apply_all(
+        &mut model,
+        vec![
+            before.completed(50.0, Outcome::Succeeded),
+            during.completed(110.0, Outcome::Failed("boom".into())),
+            Event::ReplayDone { seen: HashSet::new() },
+            during.completed(110.0, Outcome::Failed("boom".into())),
+        ],
+    );
+    let done = finished(&effects);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].reference, "during");
+    assert_eq!(done[0].outcome.label(), "failed");
+    assert_eq!(started_count(&effects), 1);
+}
+
+#[test]
+fn a_running_build_missing_from_the_replay_is_lost() {
+    let mut model = model();
+    model.apply(build("r1", 1.0).started());
+    model.apply(Event::Disconnected(5.0));
+    let effects = model.apply(Event::ReplayDone { seen: HashSet::new() });
+    assert_eq!(effects, vec![Effect::BuildLost { reference: "r1".into() }]);
+    assert!(model.snapshot().is_empty());
+}
+
+#[test]
+fn same_digest_twice_in_one_message_last_wins() {
+    let mut model = model();
+    let b = build("r1", 1.0);
+    model.apply(b.started());
+    model.apply(b.progress(
+        3.0,
+        vec![running("d1", "[1/1] RUN x", 2.0), done("d1", "[1/1] RUN x", 2.0, 3.0)],
+    ));
+    assert_eq!(model.snapshot()[0].completed, 1);
+    model.apply(b.progress(3.5, vec![done("d1", "[1/1] RUN x", 2.0, 3.0), running("d1", "[1/1] RUN x", 2.0)]));
+    let snap = model.snapshot();
+    assert_eq!(snap[0].completed, 0, "completed can go back to unset");
+    assert_eq!(snap[0].in_progress.len(), 1);
+}
+
+#[test]
+fn cached_can_flip_to_true() {
+    let mut model = model();
+    let b = build("r1", 1.0);
+    model.apply(b.started());
+    model.apply(b.progress(2.0, vec![done("d1", "[1/1] WORKDIR /app", 2.0, 2.0)]));
+    assert_eq!(model.snapshot()[0].cached, 0);
+    model.apply(b.progress(2.1, vec![cached("d1", "[1/1] WORKDIR /app", 2.0)]));
+    assert_eq!(model.snapshot()[0].cached, 1);
+    let effects = model.apply(b.completed(3.0, Outcome::Succeeded));
+    let step = &finished(&effects)[0].steps[0];
+    assert!(step.cached);
+    assert_eq!(step.duration, None, "cached steps have no execution time");
+}
+
+#[test]
+fn failed_step_and_build() {
+    let mut model = model();
+    let b = build("r1", 1.0);
+    model.apply(b.started());
+    model.apply(b.progress(
+        4.0,
+        vec![
+            done("d1", "[1/3] FROM x", 1.5, 2.0),
+            failed("d2", "[2/3] RUN false", 2.0, 4.0, "exit code: 1"),
+            announced("d3", "[3/3] RUN never"),
+        ],
+    ));
+    let snap = model.snapshot();
+    assert_eq!((snap[0].steps, snap[0].completed, snap[0].current_step), (3, 1, 2));
+    assert!(snap[0].in_progress.is_empty());
+    let effects = model.apply(b.completed(4.1, Outcome::Failed("process did not complete".into())));
+    let done = finished(&effects);
+    assert_eq!(done[0].outcome.label(), "failed");
+    assert_eq!(done[0].steps.len(), 2, "a step that never ran is not counted");
+    assert!(done[0].steps[1].failed);
+}
+
+#[test]
+fn multi_stage_steps_count_across_stages() {
+    let mut model = model();
+    let b = build("r1", 1.0);
+    model.apply(b.started());
+    model.apply(b.progress(
+        2.0,
+        vec![
+            announced("a", "[base 1/2] FROM tinybase"),
+            announced("b", "[base 2/2] RUN make"),
+            announced("c", "[stage-1 1/2] FROM scratch"),
+            announced("d", "[stage-1 2/2] COPY --from=base /out /"),
+            announced("e", "[internal] load build context"),
+            running("b", "[base 2/2] RUN make", 2.0),
+        ],
+    ));
+    let snap = &model.snapshot()[0];
+    assert_eq!(snap.steps, 4);
+    assert_eq!(snap.in_progress[0].label, "[base 2/2]");
+    assert_eq!(snap.in_progress[0].instruction, "RUN");
+    assert_eq!(snap.in_progress[0].command, "make");
+}
+
+#[test]
+fn free_form_frontends_count_their_vertices() {
+    let mut model = model();
+    let b = build("r1", 1.0);
+    model.apply(b.started());
+    model.apply(b.progress(
+        2.0,
+        vec![announced("a", "compile"), running("b", "link", 2.0), announced("c", "exporting to image")],
+    ));
+    let snap = &model.snapshot()[0];
+    assert_eq!(snap.steps, 2);
+    assert_eq!((snap.in_progress[0].instruction, snap.in_progress[0].command.as_str()), ("OTHER", "link"));
+}
+
+#[test]
+fn name_comes_from_the_record_first() {
+    let mut model = model();
+    let b = build("r1", 1.0).image("base-python-pose");
+    model.apply(b.started());
+    model.apply(b.naming(5.0, "docker.io/library/other:tag"));
+    assert_eq!(model.snapshot()[0].name, "base-python-pose");
+}
+
+#[test]
+fn running_build_moves_from_unknown_to_its_exported_name() {
+    let mut model = model();
+    let b = build("r1", 1.0);
+    model.apply(b.started());
+    model.apply(b.progress(2.0, vec![running("a", "[1/1] RUN x", 2.0)]));
+    assert_eq!(model.snapshot()[0].name, UNKNOWN);
+    model.apply(b.naming(3.0, "docker.io/library/base-python-pose:latest"));
+    assert_eq!(model.snapshot()[0].name, "base-python-pose");
+    let effects = model.apply(b.completed(3.1, Outcome::Succeeded));
+    assert_eq!(finished(&effects)[0].name, "base-python-pose");
+}
+
+#[test]
+fn rebuild_of_the_same_dockerfile_is_named_from_the_start() {
+    let mut model = model();
+    let first = build("r1", 1.0);
+    let steps = vec![announced("a", "[1/2] FROM x"), announced("b", "[2/2] RUN y")];
+    apply_all(
+        &mut model,
+        vec![
+            first.started(),
+            first.progress(2.0, steps.clone()),
+            first.naming(3.0, "docker.io/library/pose:v1"),
+            first.completed(3.0, Outcome::Succeeded),
+        ],
+    );
+    let second = build("r2", 10.0);
+    model.apply(second.started());
+    assert_eq!(model.snapshot()[0].name, UNKNOWN);
+    // Same step list, other digests (another context): the learned name applies.
+    let renamed: Vec<VertexUpdate> =
+        steps.iter().map(|v| VertexUpdate { digest: format!("{}2", v.digest), ..v.clone() }).collect();
+    model.apply(second.progress(11.0, renamed));
+    assert_eq!(model.snapshot()[0].name, "pose");
+}
+
+#[test]
+fn history_with_progress_teaches_names() {
+    let mut model = model();
+    let old = build("old", 1.0);
+    let effects = model.apply(Event::History {
+        completion: Completion { info: old.info(), completed_at: 9.0, outcome: Outcome::Canceled },
+        progress: vec![Progress {
+            reference: "old".into(),
+            at: 9.0,
+            vertexes: vec![announced("a", "[1/1] RUN z")],
+            image: Some("docker.io/library/hist:1".into()),
+        }],
+    });
+    assert_eq!(effects, vec![Effect::HistorySeen { name: "hist".into(), result: "canceled", completed_at: 9.0 }]);
+    let next = build("new", 20.0);
+    model.apply(next.started());
+    model.apply(next.progress(21.0, vec![announced("q", "[1/1] RUN z")]));
+    assert_eq!(model.snapshot()[0].name, "hist");
+}
+
+#[test]
+fn build_arg_values_are_masked_in_commands_and_errors() {
+    let mut model = model();
+    let b = build("r1", 1.0).secret("s3cr3t-marker").secret("x");
+    model.apply(b.started());
+    model.apply(b.progress(
+        2.0,
+        vec![running("a", "[1/1] RUN echo s3cr3t-marker x", 2.0)],
+    ));
+    let snap = &model.snapshot()[0];
+    assert_eq!(snap.in_progress[0].command, "echo *** x");
+    let effects = model.apply(b.completed(
+        3.0,
+        Outcome::Failed("process \"/bin/sh -c echo s3cr3t-marker\" failed".into()),
+    ));
+    assert_eq!(finished(&effects)[0].outcome, Outcome::Failed("process \"/bin/sh -c echo ***\" failed".into()));
+}
+
+#[test]
+fn long_commands_are_cut() {
+    let mut model = Model::new(Settings { max_command_chars: 10, ..Settings::default() });
+    let b = build("r1", 1.0);
+    model.apply(b.started());
+    model.apply(b.progress(2.0, vec![running("a", "[1/1] RUN 0123456789abcdef", 2.0)]));
+    assert_eq!(model.snapshot()[0].in_progress[0].command, "012345678…");
+}
+
+#[test]
+fn names_beyond_the_limit_become_other() {
+    let mut model = Model::new(Settings { max_names: 1, ..Settings::default() });
+    for (i, image) in ["a", "b"].iter().enumerate() {
+        let b = build(&format!("r{i}"), 1.0).image(image);
+        model.apply(b.started());
+        let effects = model.apply(b.completed(2.0, Outcome::Succeeded));
+        let want = if i == 0 { "a" } else { name::OVERFLOW };
+        assert_eq!(finished(&effects)[0].name, want);
+    }
+}
+
+#[test]
+fn progress_for_unknown_builds_is_ignored() {
+    let mut model = model();
+    model.apply(build("ghost", 1.0).progress(2.0, vec![announced("a", "[1/1] RUN x")]));
+    assert!(model.snapshot().is_empty());
+}
+
+#[test]
+fn remembered_refs_are_bounded() {
+    let mut refs = RecentRefs::new(2);
+    assert!(refs.insert("a"));
+    assert!(!refs.insert("a"));
+    refs.insert("b");
+    refs.insert("c");
+    assert!(!refs.contains("a"));
+    assert!(refs.contains("c"));
+    assert_eq!(refs.set.len(), 2);
+}
