@@ -1,1 +1,88 @@
+//! buildkit-exporter: watches BuildKit image builds and serves them to Prometheus.
+//!
+//! # Layout
+//! Data flows one way, one hop per layer:
+//!
+//! - [`source`] talks to engines: a BuildKit Control API client (through a Docker Engine's
+//!   `/grpc` upgrade or a buildkitd socket) that turns build-history and `Status` streams into
+//!   model events, reconnecting with backoff.
+//! - [`model`] is the pure build/step state machine: `apply(event) -> effects`, `snapshot()`.
+//!   No I/O, no async, no Prometheus types.
+//! - [`builder`] joins them: one builder's model behind a lock, written by its source, read by
+//!   the views; effects go to the counters as they happen.
+//! - [`metrics`] is the Prometheus view: counters fed by effects, point-in-time series built
+//!   from snapshots at scrape.
+//! - [`server`] serves the views over HTTP.
+//!
+//! [`run`] wires them together; `main.rs` only parses flags and sets up logging.
+
+pub mod builder;
+pub mod config;
+pub mod logging;
+pub mod metrics;
 pub mod model;
+pub mod server;
+pub mod source;
+
+use std::sync::Arc;
+
+use prometheus::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::info;
+
+use crate::builder::Builder;
+use crate::config::Config;
+use crate::metrics::{Counters, Live};
+use crate::server::Views;
+use crate::source::SourceOptions;
+
+/// Resolves once `shutdown` turns true (or its sender is gone).
+pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+/// Binds the configured addresses and runs the daemon until `shutdown` turns true.
+pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let mut listeners = Vec::new();
+    for address in &config.listen_addresses {
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
+        info!(address = %listener.local_addr()?, "listening");
+        listeners.push(listener);
+    }
+    serve(config, listeners, shutdown).await;
+    Ok(())
+}
+
+/// Runs the daemon on already-bound listeners until `shutdown` turns true.
+pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch::Receiver<bool>) {
+    let registry = Registry::new();
+    let counters = Counters::new(&registry);
+    let builders: Vec<Arc<Builder>> = config
+        .sources
+        .iter()
+        .map(|spec| Builder::new(&spec.name, config.model.clone(), counters.clone()))
+        .collect();
+    registry
+        .register(Box::new(Live::new(builders.clone())))
+        .expect("live metric names are unique");
+    let views = Arc::new(Views { registry, telemetry_path: config.telemetry_path.clone() });
+    let options = SourceOptions {
+        name_label: config.name_label.clone(),
+        max_message_bytes: config.max_message_bytes,
+        seed_builds: config.seed_builds,
+    };
+
+    let mut tasks = JoinSet::new();
+    for (spec, builder) in config.sources.iter().zip(&builders) {
+        tasks.spawn(source::run(spec.clone(), builder.clone(), options.clone(), shutdown.clone()));
+    }
+    for listener in listeners {
+        tasks.spawn(server::serve(listener, views.clone(), shutdown.clone()));
+    }
+    while tasks.join_next().await.is_some() {}
+    info!("stopped");
+}

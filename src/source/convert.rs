@@ -1,0 +1,199 @@
+//! Turning BuildKit's protobuf messages into model events. Pure functions.
+
+use bollard_buildkit_proto::google::protobuf::Timestamp;
+use bollard_buildkit_proto::moby::buildkit::v1::{
+    BuildHistoryEvent, BuildHistoryEventType, BuildHistoryRecord, StatusResponse,
+};
+
+use crate::model::{name, BuildInfo, Completion, Event, Outcome, Progress, Time, VertexUpdate};
+
+/// gRPC code BuildKit records for a build canceled by its client.
+const CODE_CANCELED: i32 = 1;
+
+fn seconds(ts: &Option<Timestamp>) -> Option<Time> {
+    ts.as_ref().map(|t| t.seconds as f64 + f64::from(t.nanos) / 1e9)
+}
+
+/// The event a build-history message stands for; `None` for a message without a record.
+pub fn history(event: &BuildHistoryEvent, name_label: &str) -> Option<Event> {
+    let record = event.record.as_ref()?;
+    match BuildHistoryEventType::try_from(event.r#type).ok()? {
+        BuildHistoryEventType::Started => Some(Event::Started(info(record, name_label))),
+        BuildHistoryEventType::Complete => Some(Event::Completed(completion(record, name_label))),
+        BuildHistoryEventType::Deleted => Some(Event::Deleted(record.r#ref.clone())),
+    }
+}
+
+/// What a record says about its build.
+pub fn info(record: &BuildHistoryRecord, name_label: &str) -> BuildInfo {
+    BuildInfo {
+        reference: record.r#ref.clone(),
+        created_at: seconds(&record.created_at).unwrap_or_default(),
+        image: image_name(record, name_label),
+        secrets: record
+            .frontend_attrs
+            .iter()
+            .filter(|(k, _)| k.starts_with("build-arg:"))
+            .map(|(_, v)| v.clone())
+            .collect(),
+    }
+}
+
+/// A `COMPLETE` record as a completion.
+pub fn completion(record: &BuildHistoryRecord, name_label: &str) -> Completion {
+    let outcome = match &record.error {
+        None => Outcome::Succeeded,
+        Some(status) if status.code == 0 => Outcome::Succeeded,
+        Some(status) if status.code == CODE_CANCELED || status.message.contains("context canceled") => {
+            Outcome::Canceled
+        }
+        Some(status) => Outcome::Failed(status.message.clone()),
+    };
+    let info = info(record, name_label);
+    Completion { completed_at: seconds(&record.completed_at).unwrap_or(info.created_at), info, outcome }
+}
+
+/// The image name a record carries, earliest source first: the image exporter's `name`
+/// attribute, the exporter response's `image.name`, the configured label given to the build,
+/// the same label in the exported image config.
+fn image_name(record: &BuildHistoryRecord, name_label: &str) -> Option<String> {
+    let first = |names: &str| names.split(',').map(str::trim).find(|n| !n.is_empty()).map(str::to_string);
+    let exporter = record.exporters.iter().find_map(|e| e.attrs.get("name").and_then(|n| first(n)));
+    let response = || record.exporter_response.get("image.name").and_then(|n| first(n));
+    let label = || record.frontend_attrs.get(&format!("label:{name_label}")).filter(|v| !v.is_empty()).cloned();
+    let config_label = || {
+        let config = record.exporter_response.get("containerimage.config")?;
+        let config: serde_json::Value = serde_json::from_str(config).ok()?;
+        config.pointer("/config/Labels")?.get(name_label)?.as_str().map(str::to_string)
+    };
+    exporter.or_else(response).or_else(label).or_else(config_label).filter(|n| name::repository(n).is_some())
+}
+
+/// A `Status` message as progress of build `reference`, received at `received_at`.
+pub fn progress(reference: &str, message: &StatusResponse, received_at: Time) -> Progress {
+    let mut latest: Option<Time> = None;
+    let mut saw = |t: Option<Time>| {
+        if let Some(t) = t {
+            latest = Some(latest.map_or(t, |l: Time| l.max(t)));
+        }
+    };
+    let vertexes = message
+        .vertexes
+        .iter()
+        .map(|v| {
+            let started = seconds(&v.started);
+            let completed = seconds(&v.completed);
+            saw(started);
+            saw(completed);
+            VertexUpdate {
+                digest: v.digest.clone(),
+                name: v.name.clone(),
+                started,
+                completed,
+                cached: v.cached,
+                error: (!v.error.is_empty()).then(|| v.error.clone()),
+            }
+        })
+        .collect();
+    let mut image = None;
+    for status in &message.statuses {
+        saw(seconds(&status.timestamp));
+        if let Some(reference) = name::naming_to(&status.id) {
+            image = Some(reference.to_string());
+        }
+    }
+    for log in &message.logs {
+        saw(seconds(&log.timestamp));
+    }
+    for _ in &message.warnings {
+        saw(Some(received_at));
+    }
+    Progress { reference: reference.to_string(), at: latest.unwrap_or(received_at), vertexes, image }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard_buildkit_proto::google::rpc::Status;
+    use bollard_buildkit_proto::moby::buildkit::v1::{Exporter, Vertex, VertexLog, VertexStatus};
+
+    fn ts(seconds: i64, nanos: i32) -> Option<Timestamp> {
+        Some(Timestamp { seconds, nanos })
+    }
+
+    fn record(error: Option<Status>) -> BuildHistoryRecord {
+        BuildHistoryRecord {
+            r#ref: "r1".into(),
+            created_at: ts(100, 500_000_000),
+            completed_at: ts(110, 0),
+            error,
+            frontend_attrs: [
+                ("build-arg:TOKEN".to_string(), "marker-value".to_string()),
+                ("filename".to_string(), "Dockerfile".to_string()),
+            ]
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn outcomes() {
+        let outcome = |error| completion(&record(error), "title").outcome;
+        assert_eq!(outcome(None), Outcome::Succeeded);
+        assert_eq!(outcome(Some(Status { code: 1, message: "context canceled".into(), details: vec![] })), Outcome::Canceled);
+        assert_eq!(
+            outcome(Some(Status { code: 2, message: "exit code: 1".into(), details: vec![] })),
+            Outcome::Failed("exit code: 1".into())
+        );
+    }
+
+    #[test]
+    fn record_fields() {
+        let c = completion(&record(None), "title");
+        assert_eq!((c.info.created_at, c.completed_at), (100.5, 110.0));
+        assert_eq!(c.info.secrets, vec!["marker-value".to_string()]);
+        assert_eq!(c.info.image, None);
+    }
+
+    #[test]
+    fn image_name_sources_in_order() {
+        let mut r = record(None);
+        r.exporter_response.insert(
+            "containerimage.config".into(),
+            r#"{"config":{"Labels":{"title":"from-config"}}}"#.into(),
+        );
+        assert_eq!(info(&r, "title").image.as_deref(), Some("from-config"));
+        r.frontend_attrs.insert("label:title".into(), "from-label".into());
+        assert_eq!(info(&r, "title").image.as_deref(), Some("from-label"));
+        r.exporter_response.insert("image.name".into(), "docker.io/library/resp:1,other:2".into());
+        assert_eq!(info(&r, "title").image.as_deref(), Some("docker.io/library/resp:1"));
+        r.exporters.push(Exporter { r#type: "image".into(), attrs: [("name".to_string(), "exp:1".to_string())].into() });
+        assert_eq!(info(&r, "title").image.as_deref(), Some("exp:1"));
+    }
+
+    #[test]
+    fn progress_takes_the_latest_timestamp_and_the_export_name() {
+        let message = StatusResponse {
+            vertexes: vec![Vertex {
+                digest: "d".into(),
+                name: "[1/1] RUN x".into(),
+                started: ts(10, 0),
+                completed: ts(12, 0),
+                error: String::new(),
+                ..Default::default()
+            }],
+            statuses: vec![VertexStatus {
+                id: "naming to docker.io/library/proto:slow".into(),
+                timestamp: ts(13, 0),
+                ..Default::default()
+            }],
+            logs: vec![VertexLog { timestamp: ts(14, 250_000_000), ..Default::default() }],
+            warnings: vec![],
+        };
+        let p = progress("r1", &message, 99.0);
+        assert_eq!(p.at, 14.25);
+        assert_eq!(p.image.as_deref(), Some("docker.io/library/proto:slow"));
+        assert_eq!(p.vertexes[0].error, None);
+        assert_eq!(progress("r1", &StatusResponse::default(), 99.0).at, 99.0);
+    }
+}

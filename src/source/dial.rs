@@ -1,0 +1,111 @@
+//! Opening a gRPC channel to BuildKit: directly on a buildkitd socket, or through a Docker
+//! Engine's `POST /grpc` endpoint upgraded to h2c (what buildx's "docker" driver does).
+
+use std::io;
+use std::pin::Pin;
+
+use http_body_util::Empty;
+use hyper::body::Bytes;
+use hyper::{header, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpStream, UnixStream};
+use tonic::transport::{Channel, Endpoint as TonicEndpoint, Uri};
+use tower::service_fn;
+
+use super::SourceError;
+use crate::config::{Endpoint, Transport};
+
+/// A byte stream to BuildKit, whatever carries it.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+type BoxedIo = Pin<Box<dyn Io>>;
+
+/// Opens a channel to the BuildKit Control service at `endpoint`.
+pub async fn connect(endpoint: &Endpoint) -> Result<Channel, SourceError> {
+    let target = endpoint.clone();
+    let connector = service_fn(move |_: Uri| {
+        let target = target.clone();
+        async move { dial(&target).await.map(TokioIo::new) }
+    });
+    // The URI is required by tonic but never resolved: the connector decides where to go.
+    TonicEndpoint::from_static("http://buildkit.invalid")
+        .connect_with_connector(connector)
+        .await
+        .map_err(|error| find_source_error(&error).unwrap_or_else(|| SourceError::Protocol {
+            endpoint: endpoint.to_string(),
+            detail: error_chain(&error),
+        }))
+}
+
+async fn dial(endpoint: &Endpoint) -> Result<BoxedIo, SourceError> {
+    match endpoint {
+        Endpoint::Buildkitd(transport) => open(endpoint, transport).await,
+        Endpoint::Docker(transport) => {
+            let stream = open(endpoint, transport).await?;
+            upgrade(endpoint, stream).await
+        }
+    }
+}
+
+async fn open(endpoint: &Endpoint, transport: &Transport) -> Result<BoxedIo, SourceError> {
+    let result: io::Result<BoxedIo> = match transport {
+        Transport::Unix(path) => UnixStream::connect(path).await.map(|s| Box::pin(s) as BoxedIo),
+        Transport::Tcp(addr) => TcpStream::connect(addr).await.map(|s| Box::pin(s) as BoxedIo),
+    };
+    result.map_err(|error| SourceError::from_io(endpoint, error))
+}
+
+/// Performs the HTTP/1.1 `POST /grpc` upgrade to h2c on an engine connection.
+async fn upgrade(endpoint: &Endpoint, stream: BoxedIo) -> Result<BoxedIo, SourceError> {
+    let protocol = |detail: String| SourceError::Protocol { endpoint: endpoint.to_string(), detail };
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| protocol(format!("HTTP handshake failed: {e}")))?;
+    // Without `with_upgrades` the upgraded stream is never handed over.
+    tokio::spawn(connection.with_upgrades());
+    let request = Request::post("/grpc")
+        .header(header::HOST, "docker")
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "h2c")
+        .body(Empty::<Bytes>::new())
+        .expect("static request is valid");
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| protocol(format!("no answer to the /grpc upgrade: {e}")))?;
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return Err(SourceError::Upgrade { endpoint: endpoint.to_string(), status: response.status().as_u16() });
+    }
+    let upgraded = hyper::upgrade::on(response)
+        .await
+        .map_err(|e| protocol(format!("upgrade to h2c failed: {e}")))?;
+    Ok(Box::pin(TokioIo::new(upgraded)))
+}
+
+/// The [`SourceError`] a connector returned, from inside tonic's error.
+fn find_source_error(error: &(dyn std::error::Error + 'static)) -> Option<SourceError> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<SourceError>() {
+            return Some(found.clone());
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// An error with its causes, on one line.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut current = error.source();
+    while let Some(e) = current {
+        let next = e.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        current = e.source();
+    }
+    text
+}
