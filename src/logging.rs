@@ -14,7 +14,7 @@ use crate::config::LogFormat;
 /// Installs the global subscriber. `level` is a level name or an `EnvFilter` directive.
 pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
     let filter = EnvFilter::try_new(level).map_err(|e| format!("invalid --log.level {level:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false);
     let result = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(true).try_init(),
         LogFormat::Logfmt => builder.event_format(Logfmt).try_init(),

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Stops the dockerd that scripts/engine-up.sh started (found by its pidfile in the state dir),
+# waits for it to exit and removes the state dir. Does nothing when engine-up.sh used an engine
+# it did not start.
+#
+#   BUILDKIT_EXPORTER_ENGINE_DIR  state dir (default /tmp/buildkit-exporter-engine)
+set -euo pipefail
+
+STATE="${BUILDKIT_EXPORTER_ENGINE_DIR:-/tmp/buildkit-exporter-engine}"
+STATE="${STATE%/}"
+PIDFILE="$STATE/docker.pid"
+MARKER="$STATE/.buildkit-exporter-engine"
+STOP_TIMEOUT="${BUILDKIT_EXPORTER_ENGINE_STOP_TIMEOUT:-40}"
+
+log() { printf '[engine-down] %s\n' "$*" >&2; }
+die() { printf '[engine-down] ERROR: %s\n' "$*" >&2; exit 1; }
+
+case "$STATE" in /?*) ;; *) die "BUILDKIT_EXPORTER_ENGINE_DIR must be an absolute path (got '$STATE')" ;; esac
+exec </dev/null
+
+if [ ! -f "$MARKER" ]; then
+  log "no engine started by engine-up.sh in $STATE; nothing to do"
+  exit 0
+fi
+
+exec 9>"$STATE.lock"
+flock -w 120 9 || die "could not lock $STATE.lock"
+
+own_pid() {
+  local pid
+  [ -f "$PIDFILE" ] || return 1
+  pid="$(tr -dc '0-9' <"$PIDFILE")"
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  case "$(tr '\0' ' ' <"/proc/$pid/cmdline")" in
+    *dockerd*"--pidfile $PIDFILE "*) ;;
+    *) return 1 ;;
+  esac
+  printf '%s\n' "$pid"
+}
+
+# Processes still running from our state dir (dockerd's managed containerd, shims), by pid.
+leftover_pids() {
+  local d pid
+  for d in /proc/[0-9]*; do
+    pid="${d#/proc/}"
+    [ "$pid" != "$$" ] || continue
+    if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qF -- "$STATE/"; then printf '%s\n' "$pid"; fi
+  done
+}
+
+if pid="$(own_pid)"; then
+  log "stopping dockerd pid $pid"
+  kill -TERM "$pid" 2>/dev/null || true
+  deadline=$((SECONDS + STOP_TIMEOUT))
+  while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "dockerd pid $pid still running after ${STOP_TIMEOUT}s; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  fi
+  log "dockerd stopped after ${SECONDS}s"
+else
+  log "dockerd from $PIDFILE is not running"
+fi
+
+# dockerd stops its containerd itself; anything left (after a crash or a kill) goes now.
+pids="$(leftover_pids)"
+if [ -n "$pids" ]; then
+  log "killing leftover processes: $(echo $pids)"
+  kill -TERM $pids 2>/dev/null || true
+  sleep 2
+  pids="$(leftover_pids)"
+  [ -z "$pids" ] || kill -KILL $pids 2>/dev/null || true
+fi
+
+# Unmount whatever is still mounted below the state dir (deepest first), then remove it.
+mounts="$(awk -v p="$STATE/" 'index($5, p) == 1 { print $5 }' /proc/self/mountinfo | sort -r)"
+if [ -n "$mounts" ]; then
+  while IFS= read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "WARNING: could not unmount $m"
+  done <<<"$mounts"
+fi
+if awk -v p="$STATE/" 'index($5, p) == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then
+  die "mounts remain below $STATE; not removing it"
+fi
+if [ -f "$STATE/created-docker0" ] && [ -e /sys/class/net/docker0 ] && command -v ip >/dev/null 2>&1; then
+  ip link delete docker0 2>/dev/null && log "deleted bridge docker0 (created by our dockerd)" \
+    || log "WARNING: could not delete bridge docker0"
+fi
+rm -rf -- "$STATE"
+rm -f -- "$STATE.lock"
+log "removed $STATE"
