@@ -79,10 +79,10 @@ fn parse_dockerfile(name: &str) -> Option<StepKind> {
     let close = rest.find(']')?;
     let inside = &rest[..close];
     let after = rest[close + 1..].trim_start();
-    let (stage, position) = match inside.rsplit_once(' ') {
-        Some((stage, position)) => (Some(stage.trim().to_string()), position),
-        None => (None, inside),
-    };
+    // BuildKit pads the index to the width of the total: `[ 2/15]`.
+    let mut words: Vec<&str> = inside.split_whitespace().collect();
+    let position = words.pop()?;
+    let stage = (!words.is_empty()).then(|| words.join(" "));
     let (index, total) = position.split_once('/')?;
     let index: u32 = index.parse().ok()?;
     let total: u32 = total.parse().ok()?;
@@ -100,7 +100,10 @@ fn parse_dockerfile(name: &str) -> Option<StepKind> {
         .copied()
         .unwrap_or(OTHER_INSTRUCTION);
     Some(StepKind::Dockerfile {
-        label: format!("[{inside}]"),
+        label: match &stage {
+            Some(stage) => format!("[{stage} {position}]"),
+            None => format!("[{position}]"),
+        },
         stage,
         index,
         total,
@@ -157,6 +160,14 @@ mod tests {
             dockerfile("[stage-2 2/3] COPY --from=base /out /app");
         assert_eq!((label.as_str(), stage.as_deref()), ("[stage-2 2/3]", Some("stage-2")));
         assert_eq!((instruction, command.as_str()), ("COPY", "--from=base /out /app"));
+    }
+
+    #[test]
+    fn padded_index() {
+        let (label, stage, index, total, _, _) = dockerfile("[ 2/15] WORKDIR /workspace");
+        assert_eq!((label.as_str(), stage, index, total), ("[2/15]", None, 2, 15));
+        let (label, stage, ..) = dockerfile("[base  3/12] RUN x");
+        assert_eq!((label.as_str(), stage.as_deref()), ("[base 3/12]", Some("base")));
     }
 
     #[test]

@@ -1,0 +1,220 @@
+//! Real builds on a real Docker Engine, and what the docker CLI itself saw of them.
+//!
+//! The engine is the one `DOCKER_HOST` names (scripts/engine-up.sh provisions one). Builds use
+//! `--progress=rawjson`, so each build's vertices as BuildKit reported them to its own client
+//! are the ground truth the exporter's numbers are checked against.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Instant;
+
+use tokio::process::{Child, Command};
+
+/// Serializes tests that use the engine: its builds and counters are shared.
+pub static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The `--source` value of the engine under test.
+pub fn source() -> String {
+    let host = std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string());
+    assert!(
+        host.starts_with("unix://"),
+        "end-to-end tests need a local engine socket; run scripts/test.sh (DOCKER_HOST={host})"
+    );
+    host
+}
+
+/// A unique suffix for names and cache-busting, per test process and call.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A build context in a temporary directory.
+pub struct Context {
+    dir: tempfile::TempDir,
+}
+
+impl Context {
+    /// A context holding `dockerfile` and a small file to COPY.
+    pub fn new(dockerfile: &str) -> Context {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+        std::fs::write(dir.path().join("requirements.txt"), "numpy\ntorch\n").unwrap();
+        Context { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// A `docker build` in progress.
+pub struct Build {
+    child: Child,
+    started: Instant,
+    output: PathBuf,
+    _output_dir: tempfile::TempDir,
+}
+
+/// How a finished `docker build` went, as its client saw it.
+#[derive(Debug)]
+pub struct BuildReport {
+    pub success: bool,
+    pub wall_seconds: f64,
+    pub vertices: BTreeMap<String, Vertex>,
+    pub raw: String,
+}
+
+/// A vertex's final state in the client's progress stream.
+#[derive(Debug, Clone, Default)]
+pub struct Vertex {
+    pub name: String,
+    pub started: Option<f64>,
+    pub completed: Option<f64>,
+    pub cached: bool,
+    pub error: bool,
+}
+
+impl BuildReport {
+    /// Dockerfile step vertices (`[i/n] ...`, `[stage i/n] ...`).
+    pub fn steps(&self) -> Vec<&Vertex> {
+        self.vertices
+            .values()
+            .filter(|v| v.name.starts_with('[') && !v.name.starts_with("[internal]") && !v.name.starts_with("[auth]"))
+            .collect()
+    }
+
+    pub fn cached_steps(&self) -> usize {
+        self.steps().iter().filter(|v| v.cached && v.completed.is_some()).count()
+    }
+
+    /// Finished (completed or failed) steps.
+    pub fn finished_steps(&self) -> usize {
+        self.steps().iter().filter(|v| v.completed.is_some() || v.error).count()
+    }
+
+    /// Execution times of steps that ran (not cached) and succeeded.
+    pub fn executed_durations(&self) -> Vec<f64> {
+        self.steps()
+            .iter()
+            .filter(|v| !v.cached && !v.error)
+            .filter_map(|v| Some(v.completed? - v.started?))
+            .collect()
+    }
+}
+
+impl Build {
+    /// Starts `docker build` of `context` tagged `tag` with extra `args`.
+    pub fn start(context: &Context, tag: &str, args: &[&str]) -> Build {
+        let output_dir = tempfile::tempdir().unwrap();
+        let output = output_dir.path().join("progress.json");
+        let file = std::fs::File::create(&output).unwrap();
+        let child = Command::new("docker")
+            .args(["build", "--progress=rawjson", "-t", tag])
+            .args(args)
+            .arg(context.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("run docker build");
+        Build { child, started: Instant::now(), output, _output_dir: output_dir }
+    }
+
+    /// Asks the client to stop, as Ctrl-C would.
+    pub fn interrupt(&self) {
+        let pid = self.child.id().expect("build still running");
+        let status = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the build and reads what the client saw.
+    pub async fn finish(mut self) -> BuildReport {
+        let status = self.child.wait().await.expect("docker build");
+        let wall_seconds = self.started.elapsed().as_secs_f64();
+        let raw = std::fs::read_to_string(&self.output).unwrap();
+        BuildReport { success: status.success(), wall_seconds, vertices: parse_progress(&raw), raw }
+    }
+}
+
+/// Runs a build to the end.
+pub async fn build(context: &Context, tag: &str, args: &[&str]) -> BuildReport {
+    Build::start(context, tag, args).finish().await
+}
+
+/// Folds the client's rawjson progress into final vertex states (later updates win).
+fn parse_progress(raw: &str) -> BTreeMap<String, Vertex> {
+    let mut vertices: BTreeMap<String, Vertex> = BTreeMap::new();
+    for value in serde_json::Deserializer::from_str(raw).into_iter::<serde_json::Value>() {
+        let Ok(value) = value else { break };
+        for v in value["vertexes"].as_array().into_iter().flatten() {
+            let digest = v["digest"].as_str().unwrap_or_default().to_string();
+            let entry = vertices.entry(digest).or_default();
+            entry.name = v["name"].as_str().unwrap_or_default().to_string();
+            let started = v["started"].as_str().map(rfc3339);
+            entry.started = entry.started.or(started);
+            entry.completed = v["completed"].as_str().map(rfc3339);
+            entry.cached = v["cached"].as_bool().unwrap_or(false);
+            entry.error = v["error"].as_str().is_some_and(|e| !e.is_empty());
+        }
+    }
+    vertices
+}
+
+/// `2026-11-23T23:52:35.460675536Z` as unix seconds.
+pub fn rfc3339(text: &str) -> f64 {
+    let (date, time) = text.trim_end_matches('Z').split_once('T').expect("RFC 3339 time");
+    let d: Vec<i64> = date.split('-').map(|p| p.parse().unwrap()).collect();
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<i64> = hms.split(':').map(|p| p.parse().unwrap()).collect();
+    let (y, m, day) = (d[0] - i64::from(d[1] <= 2), d[1], d[2]);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let seconds = days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2];
+    seconds as f64 + format!("0.{frac}").parse::<f64>().unwrap()
+}
+
+/// The 15-step single-stage Dockerfile shaped like a real ML base image; `nonce` makes it
+/// miss the cache, `sleep` is each step's run time in seconds.
+pub fn ml_dockerfile(nonce: &str, sleep: &str) -> String {
+    let mut text = format!(
+        "FROM tinybase:latest\nARG TOKEN=none\nWORKDIR /workspace\nRUN echo {nonce} system packages: python3 python3-dev python3-pip && sleep {sleep}\n"
+    );
+    for step in [
+        "build tools: build-essential cmake ninja-build git",
+        "graphics: libgl1-mesa-dev libglib2.0-0 libsm6 libxext6",
+        "math: libopenblas-dev liblapack-dev",
+        "media: ffmpeg libavcodec-dev",
+        "pip upgrade: pip setuptools wheel",
+    ] {
+        text.push_str(&format!("RUN echo {step} && sleep {sleep}\n"));
+    }
+    text.push_str("COPY requirements.txt /workspace/\n");
+    for step in [
+        "ml deps: numpy scipy opencv-python",
+        "pytorch: torch torchvision",
+        "fvcore iopath",
+        "pytorch3d",
+        "detectron2",
+    ] {
+        text.push_str(&format!("RUN echo {step} && sleep {sleep}\n"));
+    }
+    text.push_str("RUN echo token is $TOKEN > /dev/null\n");
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_parses_nanoseconds() {
+        assert_eq!(super::rfc3339("1970-01-01T00:00:01.5Z"), 1.5);
+        assert_eq!(super::rfc3339("2026-11-23T23:52:35Z"), 1795477955.0);
+    }
+}

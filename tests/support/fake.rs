@@ -1,0 +1,269 @@
+//! A fake BuildKit Control server on a unix socket, replaying recorded real streams.
+//!
+//! Each `ListenBuildHistory` call plays the next scripted connection: its history messages at
+//! their recorded pace (scaled by `speed`), then either hangs open or fails. A `COMPLETE` is held
+//! back until the build's `Status` stream, if one was asked for, has been sent in full, so
+//! replays are deterministic. Every write RPC is refused and counted, so tests can assert the
+//! exporter never calls one.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bollard_buildkit_proto::moby::buildkit::v1::control_server::{Control, ControlServer};
+use bollard_buildkit_proto::moby::buildkit::v1::*;
+use tokio::net::UnixListener;
+use tokio::sync::{mpsc, Notify};
+use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::fixture::{Line, Recorded};
+
+/// How a scripted history connection ends once its messages are sent.
+#[derive(Debug, Clone)]
+pub enum End {
+    /// Stays open, sending nothing more.
+    Hang,
+    /// Fails with this status.
+    Fail(Status),
+}
+
+/// One scripted `ListenBuildHistory` connection.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// History messages with their recorded times.
+    pub history: Vec<Line>,
+    /// What happens after them.
+    pub end: End,
+}
+
+/// What the fake serves.
+#[derive(Debug, Clone)]
+pub struct Script {
+    /// Connections in order; once used up, the last one repeats.
+    pub connections: Vec<Connection>,
+    /// `Status` messages by ref, with their recorded times.
+    pub status: HashMap<String, Vec<Line>>,
+    /// Replay speed: 10.0 plays ten times faster than recorded.
+    pub speed: f64,
+    /// When set, `ListenBuildHistory` fails at once with this status.
+    pub refuse_history: Option<Status>,
+}
+
+impl Script {
+    /// One connection playing every history message of `lines`, then hanging open.
+    pub fn from_recording(lines: &[Line], speed: f64) -> Script {
+        let history: Vec<Line> = lines.iter().filter(|l| matches!(l.item, Recorded::History(_))).cloned().collect();
+        Script {
+            connections: vec![Connection { history, end: End::Hang }],
+            status: status_by_ref(lines),
+            speed,
+            refuse_history: None,
+        }
+    }
+}
+
+/// Groups the `Status` messages of a recording by ref.
+pub fn status_by_ref(lines: &[Line]) -> HashMap<String, Vec<Line>> {
+    let mut status: HashMap<String, Vec<Line>> = HashMap::new();
+    for line in lines {
+        if let Recorded::Status { reference, .. } = &line.item {
+            status.entry(reference.clone()).or_default().push(line.clone());
+        }
+    }
+    status
+}
+
+/// Counters a test can read while the fake runs.
+#[derive(Debug, Default)]
+pub struct Calls {
+    pub history: AtomicUsize,
+    pub status: AtomicUsize,
+    /// Solve, Prune, UpdateBuildHistory, Session: must stay 0.
+    pub forbidden: AtomicUsize,
+}
+
+struct Fake {
+    script: Script,
+    calls: Arc<Calls>,
+    /// Refs whose `Status` stream has been sent in full.
+    status_done: Arc<Mutex<HashSet<String>>>,
+    /// Refs someone asked `Status` for.
+    status_asked: Arc<Mutex<HashSet<String>>>,
+    progress: Arc<Notify>,
+}
+
+/// A running fake.
+pub struct FakeBuildkit {
+    pub socket: PathBuf,
+    pub calls: Arc<Calls>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeBuildkit {
+    /// Serves `script` on a new socket in `dir`.
+    pub async fn start(dir: &Path, script: Script) -> FakeBuildkit {
+        let socket = dir.join("buildkitd.sock");
+        let _ = std::fs::remove_file(&socket);
+        let listener = UnixListener::bind(&socket).expect("bind fake socket");
+        let calls = Arc::new(Calls::default());
+        let fake = Fake {
+            script,
+            calls: calls.clone(),
+            status_done: Default::default(),
+            status_asked: Default::default(),
+            progress: Arc::new(Notify::new()),
+        };
+        let task = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(ControlServer::new(fake).max_encoding_message_size(256 * 1024 * 1024))
+                .serve_with_incoming(UnixListenerStream::new(listener))
+                .await
+                .expect("fake server");
+        });
+        FakeBuildkit { socket, calls, task }
+    }
+
+    /// The `--source` value reaching this fake.
+    pub fn source(&self) -> String {
+        format!("buildkitd+unix://{}", self.socket.display())
+    }
+
+    /// Stops serving: open streams break, new connections are refused.
+    pub fn stop(self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn delay(from: f64, to: f64, speed: f64) -> Duration {
+    Duration::from_secs_f64(((to - from) / speed).clamp(0.0, 5.0))
+}
+
+#[tonic::async_trait]
+impl Control for Fake {
+    async fn listen_build_history(
+        &self,
+        _request: Request<BuildHistoryRequest>,
+    ) -> Result<Response<Self::ListenBuildHistoryStream>, Status> {
+        let n = self.calls.history.fetch_add(1, Ordering::SeqCst);
+        if let Some(status) = &self.script.refuse_history {
+            return Err(status.clone());
+        }
+        let connections = &self.script.connections;
+        let connection = connections[n.min(connections.len() - 1)].clone();
+        let (tx, rx) = mpsc::channel(16);
+        let speed = self.script.speed;
+        let (done, asked, progress) = (self.status_done.clone(), self.status_asked.clone(), self.progress.clone());
+        tokio::spawn(async move {
+            let mut last = connection.history.first().map_or(0.0, |l| l.at);
+            for line in connection.history {
+                tokio::time::sleep(delay(last, line.at, speed)).await;
+                last = line.at;
+                let Recorded::History(event) = line.item else { continue };
+                if event.r#type == BuildHistoryEventType::Complete as i32 && event.record.as_ref().is_some_and(|r| r.generation == 0) {
+                    let reference = event.record.as_ref().map(|r| r.r#ref.clone()).unwrap_or_default();
+                    // Hold the completion until the build's Status stream has been sent.
+                    let wait = async {
+                        loop {
+                            let notified = progress.notified();
+                            let asked_for = asked.lock().unwrap().contains(&reference);
+                            if !asked_for || done.lock().unwrap().contains(&reference) {
+                                return;
+                            }
+                            notified.await;
+                        }
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
+                }
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            match connection.end {
+                End::Hang => tx.closed().await,
+                End::Fail(status) => {
+                    let _ = tx.send(Err(status)).await;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type ListenBuildHistoryStream = Stream_<BuildHistoryEvent>;
+
+    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<Self::StatusStream>, Status> {
+        self.calls.status.fetch_add(1, Ordering::SeqCst);
+        let reference = request.into_inner().r#ref;
+        let Some(lines) = self.script.status.get(&reference).cloned() else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            return Err(Status::not_found("no such job"));
+        };
+        self.status_asked.lock().unwrap().insert(reference.clone());
+        let (tx, rx) = mpsc::channel(16);
+        let speed = self.script.speed;
+        let (done, progress) = (self.status_done.clone(), self.progress.clone());
+        tokio::spawn(async move {
+            let mut last = lines.first().map_or(0.0, |l| l.at);
+            for line in lines {
+                tokio::time::sleep(delay(last, line.at, speed)).await;
+                last = line.at;
+                if let Recorded::Status { message, .. } = line.item {
+                    if tx.send(Ok(message)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            done.lock().unwrap().insert(reference);
+            progress.notify_waiters();
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type StatusStream = Stream_<StatusResponse>;
+
+    async fn disk_usage(&self, _: Request<DiskUsageRequest>) -> Result<Response<DiskUsageResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    type PruneStream = Stream_<UsageRecord>;
+
+    async fn prune(&self, _: Request<PruneRequest>) -> Result<Response<Self::PruneStream>, Status> {
+        self.calls.forbidden.fetch_add(1, Ordering::SeqCst);
+        Err(Status::permission_denied("read-only test"))
+    }
+
+    async fn solve(&self, _: Request<SolveRequest>) -> Result<Response<SolveResponse>, Status> {
+        self.calls.forbidden.fetch_add(1, Ordering::SeqCst);
+        Err(Status::permission_denied("read-only test"))
+    }
+
+    type SessionStream = Stream_<BytesMessage>;
+
+    async fn session(&self, _: Request<tonic::Streaming<BytesMessage>>) -> Result<Response<Self::SessionStream>, Status> {
+        self.calls.forbidden.fetch_add(1, Ordering::SeqCst);
+        Err(Status::permission_denied("read-only test"))
+    }
+
+    async fn list_workers(&self, _: Request<ListWorkersRequest>) -> Result<Response<ListWorkersResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn update_build_history(
+        &self,
+        _: Request<UpdateBuildHistoryRequest>,
+    ) -> Result<Response<UpdateBuildHistoryResponse>, Status> {
+        self.calls.forbidden.fetch_add(1, Ordering::SeqCst);
+        Err(Status::permission_denied("read-only test"))
+    }
+}

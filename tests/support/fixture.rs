@@ -1,0 +1,84 @@
+//! The fixture format: what a source sent, one JSON object per line, protobuf messages in
+//! base64 so they replay byte for byte. Written by `record`, read by the fake BuildKit.
+//!
+//! `{"at":1.25,"stream":"history","message":"..."}`
+//! `{"at":1.30,"stream":"status","ref":"abc","message":"..."}`
+//! `{"at":9.10,"stream":"status-end","ref":"abc"}`
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use base64::Engine as _;
+use bollard_buildkit_proto::moby::buildkit::v1::{BuildHistoryEvent, StatusResponse};
+use prost::Message;
+
+/// One recorded message.
+#[derive(Debug, Clone)]
+pub enum Recorded {
+    /// A build-history event.
+    History(BuildHistoryEvent),
+    /// A message of one build's `Status` stream.
+    Status { reference: String, message: StatusResponse },
+    /// The end of one build's `Status` stream.
+    StatusEnd { reference: String },
+}
+
+/// A recorded message and when it arrived, in seconds since recording started.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub at: f64,
+    pub item: Recorded,
+}
+
+fn b64() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+/// Encodes one line.
+pub fn encode(line: &Line) -> String {
+    let value = match &line.item {
+        Recorded::History(event) => serde_json::json!({
+            "at": line.at, "stream": "history", "message": b64().encode(event.encode_to_vec()),
+        }),
+        Recorded::Status { reference, message } => serde_json::json!({
+            "at": line.at, "stream": "status", "ref": reference, "message": b64().encode(message.encode_to_vec()),
+        }),
+        Recorded::StatusEnd { reference } => serde_json::json!({
+            "at": line.at, "stream": "status-end", "ref": reference,
+        }),
+    };
+    value.to_string()
+}
+
+/// Appends one line to `out`.
+pub fn write(out: &mut impl Write, line: &Line) -> std::io::Result<()> {
+    writeln!(out, "{}", encode(line))
+}
+
+/// Reads a fixture file.
+pub fn read(path: &Path) -> Vec<Line> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    std::io::BufReader::new(file)
+        .lines()
+        .map(|l| l.expect("read fixture line"))
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| decode(&l))
+        .collect()
+}
+
+fn decode(text: &str) -> Line {
+    let value: serde_json::Value = serde_json::from_str(text).expect("fixture line is JSON");
+    let at = value["at"].as_f64().expect("at");
+    let bytes = || b64().decode(value["message"].as_str().expect("message")).expect("base64");
+    let reference = || value["ref"].as_str().expect("ref").to_string();
+    let item = match value["stream"].as_str().expect("stream") {
+        "history" => Recorded::History(BuildHistoryEvent::decode(bytes().as_slice()).expect("history protobuf")),
+        "status" => Recorded::Status {
+            reference: reference(),
+            message: StatusResponse::decode(bytes().as_slice()).expect("status protobuf"),
+        },
+        "status-end" => Recorded::StatusEnd { reference: reference() },
+        other => panic!("unknown stream {other}"),
+    };
+    Line { at, item }
+}
