@@ -5,6 +5,7 @@
 pub mod engine;
 pub mod fake;
 pub mod fixture;
+pub mod prometheus;
 pub mod record;
 
 use std::future::Future;

@@ -1,0 +1,1 @@
+//! A real Prometheus for tests: started on a loopback port, scraping the daemon under test.
