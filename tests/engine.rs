@@ -124,3 +124,218 @@ async fn fifteen_step_build_then_cached_rebuild() {
     }
     daemon.stop().await;
 }
+
+/// Waits until `name` has `count` completed builds with `result`; returns the metrics then.
+async fn counted(daemon: &Daemon, name: &str, result: &str, count: f64) -> String {
+    eventually(Duration::from_secs(20), &format!("{name} counted {result}"), || async {
+        let m = daemon.metrics().await;
+        (sample(&m, "buildkit_builds_completed_total", &[("name", name), ("result", result)]) == Some(count)).then_some(m)
+    })
+    .await
+}
+
+/// Waits until build `name` is running at step `step` or later.
+async fn running_at(daemon: &Daemon, name: &str, step: f64) -> String {
+    eventually(Duration::from_secs(60), &format!("{name} at step {step}"), || async {
+        let m = daemon.metrics().await;
+        sample(&m, "buildkit_build_current_step", &[("name", name)]).is_some_and(|s| s >= step).then_some(m)
+    })
+    .await
+}
+
+fn labelled(name: &str) -> String {
+    format!("{LABEL}={name}")
+}
+
+/// Runs `promtool check metrics` on a real scrape: it must find nothing.
+fn promtool_check(metrics: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (installed by scripts/provision.sh)");
+    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let findings = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success() && findings.trim().is_empty(), "promtool check metrics:\n{findings}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_and_multi_stage_builds() {
+    let _engine = ENGINE.lock().await;
+    let daemon = daemon().await;
+
+    let failing = engine::unique("failing");
+    let context = Context::new(&format!(
+        "FROM tinybase:latest\nRUN echo {} && sleep 1\nRUN echo about to fail && false\nRUN echo never\n",
+        engine::unique("nonce")
+    ));
+    let report = build(&context, &failing, &["--label", &labelled(&failing)]).await;
+    assert!(!report.success);
+    let m = counted(&daemon, &failing, "failed", 1.0).await;
+    assert_eq!(sample(&m, "buildkit_steps_failed_total", &[("name", &failing), ("instruction", "RUN")]), Some(1.0));
+    assert_eq!(sum(&m, "buildkit_steps_failed_total", &[("name", &failing)]), 1.0);
+    assert_eq!(sum(&m, "buildkit_steps_total", &[("name", &failing)]), report.finished_steps() as f64);
+    assert_eq!(report.finished_steps(), 3, "FROM, the first RUN and the failing RUN");
+
+    // Multi-stage, named only by the `naming to` status at export (no label).
+    let multi = engine::unique("multi");
+    let context = Context::new(&format!(
+        "FROM tinybase:latest AS base\nRUN echo {} && sleep 1\nRUN echo built > /out.txt && sleep 1\n\
+         FROM tinybase:latest AS tools\nRUN echo tools && sleep 2\n\
+         FROM tinybase:latest\nCOPY --from=base /out.txt /out.txt\nCOPY --from=tools /bin/busybox /tools-busybox\n",
+        engine::unique("nonce")
+    ));
+    let running = Build::start(&context, &format!("{multi}:v1"), &[]);
+    let mut labels_seen = BTreeSet::new();
+    let mut max_steps = 0.0f64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while tokio::time::Instant::now() < deadline {
+        let m = daemon.metrics().await;
+        for (series, _) in samples(&m, "buildkit_build_step_running_info", &[]) {
+            if let Some(step) = series.split("step=\"").nth(1).and_then(|s| s.split('"').next()) {
+                labels_seen.insert(step.to_string());
+            }
+        }
+        max_steps = max_steps.max(sum(&m, "buildkit_build_steps", &[]));
+        if sample(&m, "buildkit_builds_completed_total", &[("name", &multi)]).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report = running.finish().await;
+    assert!(report.success, "{}", report.raw);
+    let m = counted(&daemon, &multi, "succeeded", 1.0).await;
+    assert_eq!(max_steps, report.steps().len() as f64, "steps across stages");
+    assert!(labels_seen.iter().any(|l| l.starts_with("[base ")), "{labels_seen:?}");
+    assert!(labels_seen.iter().any(|l| l.starts_with("[tools ")), "{labels_seen:?}");
+    assert_eq!(sum(&m, "buildkit_steps_total", &[("name", &multi)]), report.finished_steps() as f64);
+    assert_eq!(sum(&m, "buildkit_steps_total", &[("name", &multi), ("instruction", "COPY")]), 2.0);
+    promtool_check(&m);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_and_canceled_builds() {
+    let _engine = ENGINE.lock().await;
+    let daemon = daemon().await;
+    let (a, b) = (engine::unique("left"), engine::unique("right"));
+    let dockerfile = |nonce: String| format!("FROM tinybase:latest\nRUN echo {nonce} && sleep 3\nRUN echo second && sleep 1\n");
+    let (ca, cb) = (Context::new(&dockerfile(engine::unique("n"))), Context::new(&dockerfile(engine::unique("n"))));
+    let (ra, rb) = (Build::start(&ca, &a, &["--label", &labelled(&a)]), Build::start(&cb, &b, &["--label", &labelled(&b)]));
+    eventually(Duration::from_secs(20), "both running", || async {
+        let m = daemon.metrics().await;
+        let both = sample(&m, "buildkit_build_current_step", &[("name", &a)]).is_some()
+            && sample(&m, "buildkit_build_current_step", &[("name", &b)]).is_some();
+        (both && sample(&m, "buildkit_builds_running", &[]) == Some(2.0)).then_some(())
+    })
+    .await;
+    let m = daemon.metrics().await;
+    let refs: BTreeSet<String> = samples(&m, "buildkit_build_start_time_seconds", &[])
+        .into_iter()
+        .map(|(s, _)| s.split("ref=\"").nth(1).unwrap().split('"').next().unwrap().to_string())
+        .collect();
+    assert_eq!(refs.len(), 2, "two builds, two refs");
+    let (rep_a, rep_b) = (ra.finish().await, rb.finish().await);
+    assert!(rep_a.success && rep_b.success);
+    counted(&daemon, &a, "succeeded", 1.0).await;
+    let m = counted(&daemon, &b, "succeeded", 1.0).await;
+    assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(2.0));
+
+    // Ctrl-C of the client cancels the build.
+    let canceled = engine::unique("canceled");
+    let context = Context::new(&format!("FROM tinybase:latest\nRUN echo {} && sleep 60\n", engine::unique("n")));
+    let running = Build::start(&context, &canceled, &["--label", &labelled(&canceled)]);
+    eventually(Duration::from_secs(30), "sleep step running", || async {
+        let m = daemon.metrics().await;
+        (!samples(&m, "buildkit_build_step_running_info", &[("name", &canceled), ("instruction", "RUN")]).is_empty()).then_some(())
+    })
+    .await;
+    running.interrupt();
+    let report = running.finish().await;
+    assert!(!report.success);
+    let m = counted(&daemon, &canceled, "canceled", 1.0).await;
+    assert_eq!(sample(&m, "buildkit_builds_running", &[]), Some(0.0));
+    assert!(samples(&m, "buildkit_build_current_step", &[]).is_empty(), "no running series left");
+    assert_eq!(sample(&m, "buildkit_builds_completed_total", &[("name", &canceled), ("result", "failed")]), None);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exporter_restart_during_a_build() {
+    let _engine = ENGINE.lock().await;
+    let name = engine::unique("restart");
+    let context = Context::new(&ml_dockerfile(&engine::unique("nonce"), "0.5"));
+    let first = daemon().await;
+    let running = Build::start(&context, &name, &["--label", &labelled(&name)]);
+    running_at(&first, &name, 4.0).await;
+    first.stop().await;
+
+    let second = Daemon::start(&[&engine::source()], |_| {}).await;
+    // The late Status subscription replays what the new daemon missed.
+    let m = running_at(&second, &name, 5.0).await;
+    assert_eq!(sample(&m, "buildkit_build_steps", &[("name", &name)]), Some(15.0));
+    assert!(sample(&m, "buildkit_build_steps_completed", &[("name", &name)]).unwrap() >= 4.0);
+    let report = running.finish().await;
+    assert!(report.success);
+    let m = counted(&second, &name, "succeeded", 1.0).await;
+    assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(1.0));
+    assert_eq!(sum(&m, "buildkit_steps_total", &[("name", &name)]), 15.0);
+    assert_eq!(sum(&m, "buildkit_step_duration_seconds_count", &[("name", &name)]), report.executed_durations().len() as f64);
+    // The generation-1 COMPLETE comes ~3 s later: still one.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let m = second.metrics().await;
+    assert_eq!(sample(&m, "buildkit_builds_completed_total", &[("name", &name)]), Some(1.0));
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_cut_during_a_build() {
+    let _engine = ENGINE.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let engine_socket = engine::source().trim_start_matches("unix://").to_string();
+    let mut proxy = support::proxy::Proxy::start(&dir.path().join("engine.sock"), std::path::Path::new(&engine_socket));
+    let daemon = Daemon::start(&[&proxy.source()], |_| {}).await;
+    wait_up(&daemon).await;
+
+    let name = engine::unique("cut");
+    let context = Context::new(&format!(
+        "FROM tinybase:latest\nRUN echo {} && sleep 1\nRUN echo middle && sleep 4\nRUN echo end\n",
+        engine::unique("nonce")
+    ));
+    let running = Build::start(&context, &name, &["--label", &labelled(&name)]);
+    running_at(&daemon, &name, 3.0).await;
+    proxy.cut();
+    let m = eventually(Duration::from_secs(10), "source down", || async {
+        let m = daemon.metrics().await;
+        (sample(&m, "buildkit_exporter_source_up", &[]) == Some(0.0)).then_some(m)
+    })
+    .await;
+    // What was observed stays while the source is down.
+    assert!(sample(&m, "buildkit_build_current_step", &[("name", &name)]).is_some(), "{m}");
+    let report = running.finish().await;
+    assert!(report.success);
+    proxy.restore();
+    let m = counted(&daemon, &name, "succeeded", 1.0).await;
+    assert_eq!(sample(&m, "buildkit_exporter_source_up", &[]), Some(1.0));
+    assert!(sample(&m, "buildkit_exporter_source_reconnects_total", &[]).unwrap() >= 1.0);
+    assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(1.0), "{m}");
+    // Later replays (another cut) do not count it again.
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    proxy.restore();
+    // Back up after the (capped, jittered) backoff, and through the replay.
+    eventually(Duration::from_secs(40), "source up again", || async {
+        let m = daemon.metrics().await;
+        (sample(&m, "buildkit_exporter_source_up", &[]) == Some(1.0)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let m = daemon.metrics().await;
+    assert_eq!(sample(&m, "buildkit_builds_completed_total", &[("name", &name)]), Some(1.0));
+    assert_eq!(sample(&m, "buildkit_builds_running", &[]), Some(0.0));
+    daemon.stop().await;
+}

@@ -6,6 +6,7 @@ pub mod engine;
 pub mod fake;
 pub mod fixture;
 pub mod prometheus;
+pub mod proxy;
 pub mod record;
 
 use std::future::Future;
