@@ -103,8 +103,10 @@ pub struct VertexUpdate {
 pub struct Progress {
     /// The build it belongs to.
     pub reference: String,
-    /// Latest time the message speaks of (or its receive time): the build's last sign of life.
-    pub at: Time,
+    /// Latest timestamp the message carries (vertex, status or log), if any: the build's last
+    /// sign of life. BuildKit's own times are used rather than arrival times, so that a late
+    /// subscriber's replay does not make a silent build look alive.
+    pub at: Option<Time>,
     /// Vertex updates, in order; later updates of the same digest win.
     pub vertexes: Vec<VertexUpdate>,
     /// Image reference from a `naming to ...` status.
@@ -285,7 +287,9 @@ impl Build {
     }
 
     fn apply(&mut self, progress: &Progress) {
-        self.last_progress = self.last_progress.max(progress.at);
+        if let Some(at) = progress.at {
+            self.last_progress = self.last_progress.max(at);
+        }
         if let Some(image) = &progress.image {
             self.export_image = Some(image.clone());
         }

@@ -43,13 +43,13 @@ impl Fixture {
     }
 
     fn progress(&self, at: Time, vertexes: Vec<VertexUpdate>) -> Event {
-        Event::Progress(Progress { reference: self.reference.clone(), at, vertexes, image: None })
+        Event::Progress(Progress { reference: self.reference.clone(), at: Some(at), vertexes, image: None })
     }
 
     fn naming(&self, at: Time, image: &str) -> Event {
         Event::Progress(Progress {
             reference: self.reference.clone(),
-            at,
+            at: Some(at),
             vertexes: Vec::new(),
             image: Some(image.to_string()),
         })
@@ -415,7 +415,7 @@ fn history_with_progress_teaches_names() {
         completion: Completion { info: old.info(), completed_at: 9.0, outcome: Outcome::Canceled },
         progress: vec![Progress {
             reference: "old".into(),
-            at: 9.0,
+            at: Some(9.0),
             vertexes: vec![announced("a", "[1/1] RUN z")],
             image: Some("docker.io/library/hist:1".into()),
         }],

@@ -69,8 +69,8 @@ fn image_name(record: &BuildHistoryRecord, name_label: &str) -> Option<String> {
     exporter.or_else(response).or_else(label).or_else(config_label).filter(|n| name::repository(n).is_some())
 }
 
-/// A `Status` message as progress of build `reference`, received at `received_at`.
-pub fn progress(reference: &str, message: &StatusResponse, received_at: Time) -> Progress {
+/// A `Status` message as progress of build `reference`.
+pub fn progress(reference: &str, message: &StatusResponse) -> Progress {
     let mut latest: Option<Time> = None;
     let mut saw = |t: Option<Time>| {
         if let Some(t) = t {
@@ -105,10 +105,7 @@ pub fn progress(reference: &str, message: &StatusResponse, received_at: Time) ->
     for log in &message.logs {
         saw(seconds(&log.timestamp));
     }
-    for _ in &message.warnings {
-        saw(Some(received_at));
-    }
-    Progress { reference: reference.to_string(), at: latest.unwrap_or(received_at), vertexes, image }
+    Progress { reference: reference.to_string(), at: latest, vertexes, image }
 }
 
 #[cfg(test)]
@@ -190,10 +187,10 @@ mod tests {
             logs: vec![VertexLog { timestamp: ts(14, 250_000_000), ..Default::default() }],
             warnings: vec![],
         };
-        let p = progress("r1", &message, 99.0);
-        assert_eq!(p.at, 14.25);
+        let p = progress("r1", &message);
+        assert_eq!(p.at, Some(14.25));
         assert_eq!(p.image.as_deref(), Some("docker.io/library/proto:slow"));
         assert_eq!(p.vertexes[0].error, None);
-        assert_eq!(progress("r1", &StatusResponse::default(), 99.0).at, 99.0);
+        assert_eq!(progress("r1", &StatusResponse::default()).at, None);
     }
 }

@@ -257,7 +257,7 @@ async fn follow(mut client: ControlClient<Channel>, reference: String, builder: 
     loop {
         match stream.message().await {
             Ok(Some(message)) => {
-                builder.apply(Event::Progress(convert::progress(&reference, &message, now())));
+                builder.apply(Event::Progress(convert::progress(&reference, &message)));
             }
             Ok(None) => return,
             Err(status) => {
@@ -276,7 +276,7 @@ async fn seed(mut client: ControlClient<Channel>, builds: Vec<Completion>, build
         if let Ok(response) = client.status(StatusRequest { r#ref: reference.clone() }).await {
             let mut stream = response.into_inner();
             while let Ok(Some(message)) = stream.message().await {
-                progress.push(convert::progress(&reference, &message, completion.completed_at));
+                progress.push(convert::progress(&reference, &message));
             }
         }
         builder.apply(Event::History { completion, progress });

@@ -1,0 +1,220 @@
+//! The daemon against a fake BuildKit replaying streams recorded from real builds
+//! (tests/fixtures, made by tests/record.rs): exact, fast, and diffed against golden files.
+
+mod support;
+
+use std::time::Duration;
+
+use bollard_buildkit_proto::moby::buildkit::v1::BuildHistoryEventType;
+use support::fake::{status_by_ref, Connection, End, FakeBuildkit, Script};
+use support::fixture::{self, Line, Recorded};
+use support::{assert_golden, eventually, sample, samples, test_file, Daemon};
+
+/// The build-arg value of the recorded builds (see tests/record.rs).
+const MARKER: &str = "fixture-marker-5e3c7";
+const SPEED: f64 = 20.0;
+
+fn recording() -> Vec<Line> {
+    fixture::read(&test_file("fixtures/builds.jsonl"))
+}
+
+fn history(lines: &[Line]) -> Vec<Line> {
+    lines.iter().filter(|l| matches!(l.item, Recorded::History(_))).cloned().collect()
+}
+
+fn event_type(line: &Line) -> Option<(BuildHistoryEventType, String, i32)> {
+    let Recorded::History(event) = &line.item else { return None };
+    let record = event.record.as_ref()?;
+    Some((BuildHistoryEventType::try_from(event.r#type).ok()?, record.r#ref.clone(), record.generation))
+}
+
+/// Refs in the order their builds started.
+fn started_refs(lines: &[Line]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(event_type)
+        .filter(|(t, ..)| *t == BuildHistoryEventType::Started)
+        .map(|(_, r, _)| r)
+        .collect()
+}
+
+async fn start(lines_dir: &tempfile::TempDir, script: Script) -> (FakeBuildkit, Daemon) {
+    let fake = FakeBuildkit::start(lines_dir.path(), script).await;
+    let daemon = Daemon::start(&[&fake.source()], |_| {}).await;
+    (fake, daemon)
+}
+
+/// `/metrics` with values that depend on the wall clock replaced.
+fn stable(metrics: &str) -> String {
+    metrics
+        .lines()
+        .map(|l| match l.strip_prefix("buildkit_build_elapsed_seconds{") {
+            Some(rest) => format!("buildkit_build_elapsed_seconds{{{} <elapsed>", rest.rsplit_once(' ').unwrap().0),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+#[tokio::test]
+async fn recorded_builds_give_the_golden_metrics() {
+    let lines = recording();
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, daemon) = start(&dir, Script::from_recording(&lines, SPEED)).await;
+    eventually(Duration::from_secs(30), "four builds counted", || async {
+        let m = daemon.metrics().await;
+        let done: f64 = samples(&m, "buildkit_builds_completed_total", &[]).iter().map(|(_, v)| v).sum();
+        (done == 4.0).then_some(m)
+    })
+    .await;
+    // The second COMPLETE of every build has been replayed too by now; nothing more is counted.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = daemon.metrics().await;
+    assert_eq!(sample(&metrics, "buildkit_builds_completed_total", &[("name", "ml-base"), ("result", "succeeded")]), Some(2.0));
+    // A build that fails before export never says its tag: it stays unknown.
+    assert_eq!(sample(&metrics, "buildkit_builds_completed_total", &[("name", "unknown"), ("result", "failed")]), Some(1.0));
+    assert_eq!(sample(&metrics, "buildkit_builds_completed_total", &[("name", "team/multi")]), Some(1.0));
+    assert_eq!(sample(&metrics, "buildkit_builds_started_total", &[]), Some(4.0));
+    assert!(!metrics.contains(MARKER));
+    assert_golden("replay.metrics", &metrics);
+    assert_eq!(fake.calls.forbidden.load(std::sync::atomic::Ordering::SeqCst), 0);
+    daemon.stop().await;
+    fake.stop();
+}
+
+#[tokio::test]
+async fn a_build_in_progress_gives_the_golden_metrics() {
+    let lines = recording();
+    let first = started_refs(&lines)[0].clone();
+    // History stops right after the first build started; its progress stops half-way.
+    let history: Vec<Line> = history(&lines)
+        .into_iter()
+        .take_while(|l| event_type(l).is_some_and(|(t, r, _)| !(t == BuildHistoryEventType::Complete && r == first)))
+        .filter(|l| event_type(l).is_some_and(|(_, r, _)| r == first))
+        .collect();
+    let mut status = status_by_ref(&lines);
+    let progress = status.remove(&first).unwrap();
+    let half = progress.len() / 2;
+    status.clear();
+    status.insert(first.clone(), progress[..half].to_vec());
+    let script = Script { connections: vec![Connection { history, end: End::Hang }], status, speed: SPEED, refuse_history: None };
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, daemon) = start(&dir, script).await;
+    let metrics = eventually(Duration::from_secs(20), "half the progress applied", || async {
+        let m = daemon.metrics().await;
+        let step = sample(&m, "buildkit_build_current_step", &[("ref", &first)])?;
+        // Progress is applied once the status stream is done; compare twice to be sure.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let again = daemon.metrics().await;
+        (sample(&again, "buildkit_build_current_step", &[("ref", &first)]) == Some(step)).then_some(again)
+    })
+    .await;
+    assert_eq!(sample(&metrics, "buildkit_build_steps", &[("ref", &first)]), Some(15.0));
+    assert_eq!(sample(&metrics, "buildkit_builds_running", &[]), Some(1.0));
+    assert!(!metrics.contains(MARKER));
+    assert_golden("in-progress.metrics", &stable(&metrics));
+    daemon.stop().await;
+    fake.stop();
+}
+
+#[tokio::test]
+async fn history_replayed_at_startup_seeds_and_counts_nothing() {
+    let lines = recording();
+    // What a new listener gets: every stored build as COMPLETE.
+    let replay: Vec<Line> = history(&lines)
+        .into_iter()
+        .filter(|l| event_type(l).is_some_and(|(t, _, g)| t == BuildHistoryEventType::Complete && g == 0))
+        .map(|l| Line { at: 0.0, ..l })
+        .collect();
+    let script = Script {
+        connections: vec![Connection { history: replay, end: End::Hang }],
+        status: status_by_ref(&lines),
+        speed: SPEED,
+        refuse_history: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, daemon) = start(&dir, script).await;
+    let metrics = eventually(Duration::from_secs(20), "names learned from history", || async {
+        let m = daemon.metrics().await;
+        (samples(&m, "buildkit_build_last_completion_time_seconds", &[]).len() == 2).then_some(m)
+    })
+    .await;
+    assert!(samples(&metrics, "buildkit_builds_completed_total", &[]).is_empty(), "{metrics}");
+    assert_eq!(sample(&metrics, "buildkit_builds_started_total", &[]), Some(0.0));
+    assert!(sample(&metrics, "buildkit_build_last_completion_time_seconds", &[("name", "ml-base"), ("result", "succeeded")]).is_some());
+    assert!(sample(&metrics, "buildkit_build_last_completion_time_seconds", &[("name", "team/multi"), ("result", "succeeded")]).is_some());
+    assert_golden("history.metrics", &metrics);
+    daemon.stop().await;
+    fake.stop();
+}
+
+#[tokio::test]
+async fn a_build_finishing_during_a_disconnect_is_counted_once() {
+    let lines = recording();
+    let first = started_refs(&lines)[0].clone();
+    let all = history(&lines);
+    let until_started: Vec<Line> = all
+        .iter()
+        .filter(|l| event_type(l).is_some_and(|(t, r, _)| t == BuildHistoryEventType::Started && r == first))
+        .cloned()
+        .collect();
+    // After reconnecting: the replay holds every generation of every completed build.
+    let replay: Vec<Line> = all
+        .iter()
+        .filter(|l| event_type(l).is_some_and(|(t, ..)| t == BuildHistoryEventType::Complete))
+        .map(|l| Line { at: 0.0, ..l.clone() })
+        .collect();
+    let mut status = status_by_ref(&lines);
+    let progress = status.remove(&first).unwrap();
+    let mut partial = std::collections::HashMap::new();
+    partial.insert(first.clone(), progress[..progress.len() / 3].to_vec());
+    let script = Script {
+        connections: vec![
+            Connection { history: until_started, end: End::Fail(tonic::Status::unknown("h2 protocol error: connection reset")) },
+            Connection { history: replay.clone(), end: End::Fail(tonic::Status::unavailable("engine restarting")) },
+            Connection { history: replay, end: End::Hang },
+        ],
+        status: partial,
+        speed: SPEED,
+        refuse_history: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, daemon) = start(&dir, script).await;
+    eventually(Duration::from_secs(30), "third connection up", || async {
+        let m = daemon.metrics().await;
+        let up = sample(&m, "buildkit_exporter_source_up", &[]) == Some(1.0);
+        (up && fake.calls.history.load(std::sync::atomic::Ordering::SeqCst) >= 3).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = daemon.metrics().await;
+    assert_eq!(sample(&metrics, "buildkit_builds_completed_total", &[("name", "ml-base"), ("result", "succeeded")]), Some(1.0), "{metrics}");
+    assert_eq!(samples(&metrics, "buildkit_builds_completed_total", &[]).len(), 1, "older builds are history");
+    assert_eq!(sample(&metrics, "buildkit_builds_started_total", &[]), Some(1.0));
+    assert_eq!(sample(&metrics, "buildkit_exporter_source_reconnects_total", &[]), Some(2.0));
+    assert_eq!(sample(&metrics, "buildkit_builds_running", &[]), Some(0.0));
+    daemon.stop().await;
+    fake.stop();
+}
+
+#[tokio::test]
+async fn an_engine_without_the_history_api_is_reported_down() {
+    let script = Script {
+        connections: vec![Connection { history: vec![], end: End::Hang }],
+        status: Default::default(),
+        speed: SPEED,
+        refuse_history: Some(tonic::Status::unimplemented("unknown method ListenBuildHistory")),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, daemon) = start(&dir, script).await;
+    eventually(Duration::from_secs(5), "a history call", || async {
+        (fake.calls.history.load(std::sync::atomic::Ordering::SeqCst) >= 1).then_some(())
+    })
+    .await;
+    let (status, metrics) = daemon.get("/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(sample(&metrics, "buildkit_exporter_source_up", &[]), Some(0.0));
+    daemon.stop().await;
+    fake.stop();
+}
