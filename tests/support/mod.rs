@@ -2,6 +2,7 @@
 //! and the fixture recorder.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod engine;
 pub mod fake;
 pub mod fixture;

@@ -1,0 +1,184 @@
+//! The binary as users run it: flags, log lines for every way a source can fail, signals, and
+//! build-arg values kept out of every output.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use support::binary::{Binary, PATH};
+use support::engine::{self, Context, ENGINE};
+use support::fake::{Connection, End, FakeBuildkit, Script};
+use support::{assert_golden, eventually, fixture, sample, test_file};
+
+const FAST_RETRY: Duration = Duration::from_secs(10);
+const OPERATOR_RETRY: Duration = Duration::from_secs(35);
+
+#[test]
+fn help_is_pinned() {
+    let output = std::process::Command::new(PATH).arg("--help").output().unwrap();
+    assert!(output.status.success());
+    assert_golden("help.txt", &String::from_utf8(output.stdout).unwrap());
+}
+
+#[test]
+fn bad_flags_exit_with_one_line() {
+    for args in [
+        &["--source", "ssh://builder"][..],
+        &["--web.listen-address", "nowhere"][..],
+        &["--log.level", "chatty=="][..],
+    ] {
+        let output = std::process::Command::new(PATH).args(args).output().unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(stderr.starts_with("buildkit-exporter: invalid"), "{stderr}");
+    }
+}
+
+/// Checks the daemon serves, reports the source down, and logged `expected` once. Errors that
+/// need an operator (permission, engine version) retry at the longest delay (up to 30 s):
+/// `retry_within` is how long to wait for the first retry.
+async fn down_with(binary: &Binary, expected: &str, retry_within: Duration) {
+    let line = binary.wait_for_log(expected).await;
+    assert!(line.contains("level=warn") && line.contains("msg=\"source down\""), "{line}");
+    let m = binary.metrics().await;
+    assert_eq!(sample(&m, "buildkit_exporter_source_up", &[]), Some(0.0));
+    let (status, body) = support::get(binary.addr, "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    // Retries are counted, not logged again.
+    eventually(retry_within, "a retry", || async {
+        let m = binary.metrics().await;
+        (sample(&m, "buildkit_exporter_source_reconnects_total", &[]) >= Some(1.0)).then_some(())
+    })
+    .await;
+    assert_eq!(binary.log().matches(expected).count(), 1, "{}", binary.log());
+}
+
+#[tokio::test]
+async fn unreachable_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!("unix://{}/docker.sock", dir.path().display());
+    let binary = Binary::start(&["--source", &source], &[]).await;
+    down_with(&binary, "no engine at unix://", FAST_RETRY).await;
+    assert!(binary.terminate().await.success());
+}
+
+#[tokio::test]
+async fn permission_denied_on_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("private").join("docker.sock");
+    std::fs::create_dir(socket.parent().unwrap()).unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    std::fs::set_permissions(socket.parent().unwrap(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let source = format!("unix://{}", socket.display());
+    // Root may open anything: run as nobody.
+    let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+    let binary = Binary::start(&["--source", &source], &nobody).await;
+    down_with(&binary, "permission denied on unix://", OPERATOR_RETRY).await;
+    assert!(binary.terminate().await.success());
+}
+
+#[tokio::test]
+async fn engine_too_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeBuildkit::start(
+        dir.path(),
+        Script {
+            connections: vec![Connection { history: vec![], end: End::Hang }],
+            status: Default::default(),
+            speed: 1.0,
+            refuse_history: Some(tonic::Status::unimplemented("unknown method ListenBuildHistory")),
+        },
+    )
+    .await;
+    let binary = Binary::start(&["--source", &fake.source()], &[]).await;
+    down_with(&binary, "is too old: it has no BuildKit build-history API", OPERATOR_RETRY).await;
+    fake.stop();
+}
+
+#[tokio::test]
+async fn oversized_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = fixture::read(&test_file("fixtures/builds.jsonl"));
+    let fake = FakeBuildkit::start(dir.path(), Script::from_recording(&lines, 50.0)).await;
+    let binary = Binary::start(&["--source", &fake.source(), "--source.max-message-bytes", "200"], &[]).await;
+    down_with(&binary, "larger than --source.max-message-bytes", FAST_RETRY).await;
+    fake.stop();
+}
+
+#[tokio::test]
+async fn malformed_stream() {
+    // Something that accepts the /grpc upgrade, then speaks garbage instead of HTTP/2.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\nthis is not http/2 at all\r\n")
+                    .await;
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    let binary = Binary::start(&["--source", &format!("unix://{}", socket.display())], &[]).await;
+    down_with(&binary, "stream from unix://", FAST_RETRY).await;
+}
+
+#[tokio::test]
+async fn not_a_docker_engine() {
+    // An HTTP server that refuses the upgrade, as an old engine or another service would.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await;
+        }
+    });
+    let binary = Binary::start(&["--source", &format!("unix://{}", socket.display())], &[]).await;
+    down_with(&binary, "refused the BuildKit /grpc upgrade with HTTP 404", OPERATOR_RETRY).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_arg_values_never_leave_the_daemon() {
+    let _engine = ENGINE.lock().await;
+    let marker = engine::unique("never-show-this");
+    let binary = Binary::start(&["--source", &engine::source(), "--log.level", "trace"], &[]).await;
+    binary.wait_for_log("source up").await;
+    let name = engine::unique("secretive");
+    let context = Context::new(&format!(
+        "FROM tinybase:latest\nARG TOKEN\nRUN echo {} && sleep 1\nRUN echo \"$TOKEN\" > /token && sleep 1 && false\n",
+        engine::unique("n")
+    ));
+    let running = engine::Build::start(&context, &name, &["--build-arg", &format!("TOKEN={marker}"), "--label", &format!("org.opencontainers.image.title={name}")]);
+    let mut scrapes = Vec::new();
+    let m = loop {
+        let m = binary.metrics().await;
+        scrapes.push(m.clone());
+        if sample(&m, "buildkit_builds_completed_total", &[("name", &name)]).is_some() {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let report = running.finish().await;
+    assert!(!report.success);
+    assert!(report.raw.contains(&marker), "the client itself does see the value");
+    assert_eq!(sample(&m, "buildkit_builds_completed_total", &[("name", &name), ("result", "failed")]), Some(1.0));
+    assert!(scrapes.iter().any(|s| s.contains("command=\"echo \\\"***\\\" > /token")), "masked command shown");
+    let log = binary.log();
+    assert!(log.contains("source up"));
+    for (what, text) in [("log", &log), ("metrics", &scrapes.join("\n"))] {
+        assert!(!text.contains(&marker), "build-arg value leaked into the {what}");
+    }
+    assert!(binary.terminate().await.success());
+}
