@@ -129,7 +129,9 @@ impl Backoff {
 #[tracing::instrument(name = "source", skip_all, fields(builder = %spec.name))]
 pub async fn run(spec: SourceSpec, builder: Arc<Builder>, options: SourceOptions, mut shutdown: watch::Receiver<bool>) {
     let mut backoff = Backoff { attempt: 0 };
-    let mut last_error: Option<String> = None;
+    // The kind of the last failure: a cause is logged once while it lasts (the details of
+    // protocol errors vary from one attempt to the next).
+    let mut last_error: Option<std::mem::Discriminant<SourceError>> = None;
     let mut seeded = options.seed_builds == 0;
     loop {
         let started = tokio::time::Instant::now();
@@ -138,19 +140,22 @@ pub async fn run(spec: SourceSpec, builder: Arc<Builder>, options: SourceOptions
             error = session.run(&mut seeded) => error,
             _ = crate::stopped(&mut shutdown) => return,
         };
+        if builder.is_up() {
+            last_error = None;
+        }
         builder.set_up(false);
         builder.apply(Event::Disconnected(now()));
         if started.elapsed() >= HEALTHY_AFTER {
             backoff.attempt = 0;
         }
         let delay = backoff.next(error.needs_operator());
-        let text = error.to_string();
-        if last_error.as_ref() != Some(&text) {
+        let kind = std::mem::discriminant(&error);
+        if last_error != Some(kind) {
             warn!(%error, retry_in = ?delay, "source down");
         } else {
             debug!(%error, retry_in = ?delay, "source still down");
         }
-        last_error = Some(text);
+        last_error = Some(kind);
         tokio::select! {
             _ = tokio::time::sleep(delay) => builder.count_reconnect(),
             _ = crate::stopped(&mut shutdown) => return,
