@@ -3,8 +3,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::metrics::Counters;
-use crate::model::{Effect, Event, Model, RunningBuild, Settings};
+use crate::views::metrics::Counters;
+use crate::model::{Effect, Event, FinishedBuild, Model, RunningBuild, Settings, Time};
 
 /// What is known of one builder.
 #[derive(Debug)]
@@ -49,9 +49,14 @@ impl Builder {
         self.model.lock().expect("model lock").is_running(reference)
     }
 
-    /// The running builds now.
-    pub fn snapshot(&self) -> Vec<RunningBuild> {
-        self.model.lock().expect("model lock").snapshot()
+    /// The running builds at `now`.
+    pub fn snapshot(&self, now: Time) -> Vec<RunningBuild> {
+        self.model.lock().expect("model lock").snapshot(now)
+    }
+
+    /// The latest finished builds, newest first.
+    pub fn recent(&self) -> Vec<FinishedBuild> {
+        self.model.lock().expect("model lock").recent()
     }
 
     /// Marks the source connected or not.

@@ -10,8 +10,8 @@
 //!   No I/O, no async, no Prometheus types.
 //! - [`builder`] joins them: one builder's model behind a lock, written by its source, read by
 //!   the views; effects go to the counters as they happen.
-//! - [`metrics`] is the Prometheus view: counters fed by effects, point-in-time series built
-//!   from snapshots at scrape.
+//! - [`views`] show it: Prometheus metrics (counters fed by effects, point-in-time series built
+//!   from snapshots at scrape), the JSON API and the live status page.
 //! - [`server`] serves the views over HTTP.
 //!
 //! [`run`] wires them together; `main.rs` only parses flags and sets up logging.
@@ -19,10 +19,10 @@
 pub mod builder;
 pub mod config;
 pub mod logging;
-pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod source;
+pub mod views;
 
 use std::sync::Arc;
 
@@ -34,9 +34,14 @@ use tracing::info;
 
 use crate::builder::Builder;
 use crate::config::Config;
-use crate::metrics::{Counters, Live};
+use crate::views::metrics::{Counters, Live};
 use crate::server::Views;
 use crate::source::SourceOptions;
+
+/// Unix time now.
+pub fn now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
+}
 
 /// Resolves once `shutdown` turns true (or its sender is gone).
 pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
@@ -69,7 +74,7 @@ pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch:
     registry
         .register(Box::new(Live::new(builders.clone())))
         .expect("live metric names are unique");
-    let views = Arc::new(Views { registry, telemetry_path: config.telemetry_path.clone() });
+    let views = Arc::new(Views { registry, telemetry_path: config.telemetry_path.clone(), builders: builders.clone() });
     let options = SourceOptions {
         name_label: config.name_label.clone(),
         max_message_bytes: config.max_message_bytes,

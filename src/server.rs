@@ -1,4 +1,5 @@
-//! The HTTP side: `/metrics` (or the configured path), `/healthz` and a landing page at `/`.
+//! The HTTP side: `/metrics` (or the configured path), the status page at `/`, the JSON API
+//! under `/api/v1/`, and `/healthz`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,7 +18,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::debug;
 
-use crate::metrics::{encode, CONTENT_TYPE as METRICS_CONTENT_TYPE};
+use crate::builder::Builder;
+use crate::views::metrics::{encode, CONTENT_TYPE as METRICS_CONTENT_TYPE};
+use crate::views::{api, page};
 
 /// Longest time open connections get to finish after shutdown is asked.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,6 +31,8 @@ pub struct Views {
     pub registry: Registry,
     /// Path of the metrics endpoint.
     pub telemetry_path: String,
+    /// Every builder, for the JSON API.
+    pub builders: Vec<Arc<Builder>>,
 }
 
 /// Serves `listener` until `shutdown` turns true, then lets open connections finish.
@@ -76,13 +81,21 @@ fn handle(views: &Views, request: Request<Incoming>) -> Response<Full<Bytes>> {
             .body(Full::new(Bytes::from_static(b"method not allowed\n")))
             .expect("static response");
     }
+    const JSON: &str = "application/json";
     let path = request.uri().path();
     let (status, content_type, body) = if path == views.telemetry_path {
         (StatusCode::OK, METRICS_CONTENT_TYPE, Bytes::from(encode(&views.registry)))
     } else if path == "/healthz" {
         (StatusCode::OK, "text/plain; charset=utf-8", Bytes::from_static(b"ok\n"))
     } else if path == "/" {
-        (StatusCode::OK, "text/html; charset=utf-8", Bytes::from(landing_page(&views.telemetry_path)))
+        (StatusCode::OK, "text/html; charset=utf-8", Bytes::from(page::HTML.replace("/metrics\"", &format!("{}\"", views.telemetry_path))))
+    } else if path == "/api/v1/builds" {
+        (StatusCode::OK, JSON, Bytes::from(api::list(&views.builders, crate::now())))
+    } else if let Some(reference) = path.strip_prefix("/api/v1/builds/") {
+        match api::one(&views.builders, reference, crate::now()) {
+            Some(body) => (StatusCode::OK, JSON, Bytes::from(body)),
+            None => (StatusCode::NOT_FOUND, JSON, Bytes::from_static(b"{\"error\":\"no such build\"}")),
+        }
     } else {
         (StatusCode::NOT_FOUND, "text/plain; charset=utf-8", Bytes::from_static(b"not found\n"))
     };
@@ -91,13 +104,4 @@ fn handle(views: &Views, request: Request<Incoming>) -> Response<Full<Bytes>> {
         .header(CONTENT_TYPE, content_type)
         .body(Full::new(body))
         .expect("static response")
-}
-
-fn landing_page(telemetry_path: &str) -> String {
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>buildkit-exporter</title></head>\n\
-         <body><h1>buildkit-exporter {}</h1>\n<p>Prometheus exporter for BuildKit image builds.</p>\n\
-         <ul><li><a href=\"{telemetry_path}\">Metrics</a></li><li><a href=\"/healthz\">Health</a></li></ul>\n</body></html>\n",
-        env!("CARGO_PKG_VERSION")
-    )
 }

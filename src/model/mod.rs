@@ -13,13 +13,15 @@
 //!   disconnected, which are counted once (remembered by ref);
 //! - a build's start is counted once per ref, however often `STARTED` is replayed.
 
+pub mod estimate;
 pub mod name;
 pub mod step;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 
-use name::{LearnedNames, NameSet, UNKNOWN};
+use estimate::{Estimates, Observed};
+use name::{LearnedNames, NameSet, OVERFLOW, UNKNOWN};
 use step::{truncate, StepKind};
 
 /// A point in time as unix seconds.
@@ -178,6 +180,12 @@ pub struct FinishedBuild {
     pub completed_at: Time,
     /// Its steps that finished, in the order BuildKit announced them.
     pub steps: Vec<FinishedStep>,
+    /// The image it was exported as, e.g. `base-python-pose:latest`.
+    pub tag: Option<String>,
+    /// Every step with its final state, for the status page.
+    pub step_list: Vec<StepView>,
+    /// The step that failed, e.g. `[3/15]`.
+    pub failed_step: Option<String>,
 }
 
 impl FinishedBuild {
@@ -198,6 +206,62 @@ pub struct FinishedStep {
     pub failed: bool,
     /// Execution time of a step that ran and succeeded.
     pub duration: Option<f64>,
+}
+
+/// Where a step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepState {
+    /// Announced, not started.
+    Pending,
+    /// Executing.
+    Running,
+    /// Executed.
+    Done,
+    /// Taken from cache.
+    Cached,
+    /// Failed.
+    Failed,
+}
+
+impl StepState {
+    /// Lower-case name used by the JSON API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running => "running",
+            StepState::Done => "done",
+            StepState::Cached => "cached",
+            StepState::Failed => "failed",
+        }
+    }
+}
+
+/// One step of a build, for the status page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepView {
+    /// The bracketed position, e.g. `[base 3/4]` (empty for free-form steps).
+    pub label: String,
+    /// `instruction` label value.
+    pub instruction: &'static str,
+    /// The instruction's arguments (masked, cut).
+    pub command: String,
+    /// Where it is.
+    pub state: StepState,
+    /// When it started.
+    pub started: Option<Time>,
+    /// When it finished.
+    pub completed: Option<Time>,
+    /// How long it is expected to take, learned from earlier builds of the same name.
+    pub expected: Option<f64>,
+}
+
+/// The expected duration of a running build.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    /// Expected total duration, from its start.
+    pub total: f64,
+    /// Expected time left.
+    pub remaining: f64,
 }
 
 /// A step in progress in a running build.
@@ -234,6 +298,12 @@ pub struct RunningBuild {
     pub current_step: u32,
     /// Steps executing now.
     pub in_progress: Vec<RunningStep>,
+    /// The image it is being built as, once known.
+    pub tag: Option<String>,
+    /// Every step known so far, in announcement order.
+    pub step_list: Vec<StepView>,
+    /// When it should finish, where every remaining step has an estimate.
+    pub estimate: Option<Estimate>,
 }
 
 /// Limits that keep memory and label sets bounded.
@@ -247,11 +317,19 @@ pub struct Settings {
     pub max_learned: usize,
     /// Most refs remembered to de-duplicate starts and completions.
     pub max_remembered_refs: usize,
+    /// Finished builds kept for the status page.
+    pub max_recent: usize,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { max_command_chars: 80, max_names: 200, max_learned: 1000, max_remembered_refs: 10_000 }
+        Settings {
+            max_command_chars: 80,
+            max_names: 200,
+            max_learned: 1000,
+            max_remembered_refs: 10_000,
+            max_recent: 50,
+        }
     }
 }
 
@@ -268,6 +346,36 @@ struct Vertex {
     completed: Option<Time>,
     cached: bool,
     error: Option<String>,
+}
+
+impl Vertex {
+    fn state(&self) -> StepState {
+        match (self.error.is_some(), self.completed.is_some(), self.started.is_some()) {
+            (true, _, _) => StepState::Failed,
+            (false, true, _) if self.cached => StepState::Cached,
+            (false, true, _) => StepState::Done,
+            (false, false, true) => StepState::Running,
+            (false, false, false) => StepState::Pending,
+        }
+    }
+
+    /// Stable identity across builds: stage plus instruction text.
+    fn key(&self) -> String {
+        match &self.kind {
+            StepKind::Dockerfile { stage, .. } => {
+                let text = self.name.split_once(']').map_or(self.name.as_str(), |(_, t)| t.trim());
+                format!("{}|{text}", stage.as_deref().unwrap_or(""))
+            }
+            _ => self.name.clone(),
+        }
+    }
+
+    fn label_and_command(&self) -> (String, &str) {
+        match &self.kind {
+            StepKind::Dockerfile { label, command, .. } => (label.clone(), command.as_str()),
+            _ => (String::new(), self.name.as_str()),
+        }
+    }
 }
 
 /// A build held as running.
@@ -403,6 +511,10 @@ pub struct Model {
     disconnected_at: Option<Time>,
     names: NameSet,
     learned: LearnedNames,
+    /// Expected step durations by name.
+    estimates: Estimates,
+    /// The latest finished builds, newest last.
+    recent: VecDeque<FinishedBuild>,
 }
 
 impl Model {
@@ -415,6 +527,8 @@ impl Model {
             disconnected_at: None,
             names: NameSet::new(settings.max_names),
             learned: LearnedNames::new(settings.max_learned),
+            estimates: Estimates::new(settings.max_names),
+            recent: VecDeque::new(),
             settings,
         }
     }
@@ -515,6 +629,7 @@ impl Model {
 
     fn seed(&mut self, build: Build, completion: &Completion) -> Option<Effect> {
         let name = self.admit_name(&build);
+        self.learn_durations(&name, &build, completion.completed_at);
         (name != UNKNOWN).then(|| Effect::HistorySeen {
             name,
             result: completion.outcome.label(),
@@ -542,18 +657,79 @@ impl Model {
             Outcome::Failed(message) => Outcome::Failed(mask(&message, &build.info.secrets)),
             other => other,
         };
-        FinishedBuild {
+        self.learn_durations(&name, &build, completion.completed_at);
+        let finished = FinishedBuild {
             reference: completion.info.reference,
-            name,
+            name: name.clone(),
             outcome,
             started_at: build.info.created_at,
             completed_at: completion.completed_at,
             steps,
+            tag: self.tag(&build),
+            step_list: self.step_list(&build, &name),
+            failed_step: build.steps().iter().find(|v| v.error.is_some()).map(|v| v.label_and_command().0),
+        };
+        self.recent.push_back(finished.clone());
+        while self.recent.len() > self.settings.max_recent {
+            self.recent.pop_front();
         }
+        finished
+    }
+
+    /// Learns the step durations of a finished build.
+    fn learn_durations(&mut self, name: &str, build: &Build, completed_at: Time) {
+        if name == UNKNOWN || name == OVERFLOW {
+            return;
+        }
+        let steps = build.steps();
+        let observed: Vec<Observed> = steps
+            .iter()
+            .filter(|v| v.error.is_none())
+            .filter_map(|v| {
+                let duration = v.completed? - v.started?;
+                Some(Observed { key: v.key(), cached: v.cached, duration })
+            })
+            .collect();
+        let last_end = steps.iter().filter_map(|v| v.completed).fold(None, |m: Option<Time>, c| Some(m.map_or(c, |m| m.max(c))));
+        let tail = last_end.map(|end| completed_at - end);
+        self.estimates.learn(name, &observed, tail);
+    }
+
+    /// `repository:tag` of the image a build exports, from its `naming to` status.
+    fn tag(&self, build: &Build) -> Option<String> {
+        let image = build.export_image.as_deref()?;
+        let repository = name::repository(image)?;
+        let tag = image.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map(|(_, t)| t);
+        Some(mask(&tag.map_or(repository.clone(), |t| format!("{repository}:{t}")), &build.info.secrets))
+    }
+
+    fn step_list(&self, build: &Build, name: &str) -> Vec<StepView> {
+        build
+            .steps()
+            .iter()
+            .map(|v| {
+                let (label, command) = v.label_and_command();
+                let state = v.state();
+                StepView {
+                    label,
+                    instruction: v.kind.instruction(),
+                    command: truncate(command, self.settings.max_command_chars),
+                    state,
+                    started: v.started,
+                    completed: v.completed,
+                    expected: self.estimates.expected(name, &v.key(), state == StepState::Cached),
+                }
+            })
+            .collect()
+    }
+
+    /// The latest finished builds, newest first.
+    pub fn recent(&self) -> Vec<FinishedBuild> {
+        self.recent.iter().rev().cloned().collect()
     }
 
     /// The running builds as of `now`, ordered by ref.
-    pub fn snapshot(&self) -> Vec<RunningBuild> {
+    pub fn snapshot(&self, now: Time) -> Vec<RunningBuild> {
         self.running
             .values()
             .map(|build| {
@@ -570,10 +746,7 @@ impl Model {
                     .filter(|v| v.completed.is_none() && v.error.is_none())
                     .filter_map(|v| {
                         let started = v.started?;
-                        let (label, command) = match &v.kind {
-                            StepKind::Dockerfile { label, command, .. } => (label.clone(), command.as_str()),
-                            _ => (String::new(), v.name.as_str()),
-                        };
+                        let (label, command) = v.label_and_command();
                         Some(RunningStep {
                             label,
                             instruction: v.kind.instruction(),
@@ -582,9 +755,15 @@ impl Model {
                         })
                     })
                     .collect();
+                let name = self.names.peek(&self.resolve_name(build));
+                let step_list = self.step_list(build, &name);
+                let estimate = self.estimate(build, &name, &step_list, now);
                 RunningBuild {
                     reference: build.info.reference.clone(),
-                    name: self.names.peek(&self.resolve_name(build)),
+                    tag: self.tag(build),
+                    step_list,
+                    estimate,
+                    name,
                     started_at: build.info.created_at,
                     last_progress: build.last_progress,
                     steps: total,
@@ -595,6 +774,30 @@ impl Model {
                 }
             })
             .collect()
+    }
+}
+
+impl Model {
+    /// Expected total and remaining time of a running build, if every step that is not done
+    /// has an estimate.
+    fn estimate(&self, build: &Build, name: &str, steps: &[StepView], now: Time) -> Option<Estimate> {
+        if steps.is_empty() || name == UNKNOWN || name == OVERFLOW {
+            return None;
+        }
+        let mut remaining = 0.0;
+        for step in steps {
+            match step.state {
+                StepState::Done | StepState::Cached | StepState::Failed => {}
+                StepState::Running => {
+                    let ran = now - step.started.unwrap_or(now);
+                    remaining += (step.expected? - ran).max(0.0);
+                }
+                StepState::Pending => remaining += step.expected?,
+            }
+        }
+        remaining += self.estimates.tail(name);
+        let elapsed = (now - build.info.created_at).max(0.0);
+        Some(Estimate { total: elapsed + remaining, remaining })
     }
 }
 

@@ -134,20 +134,20 @@ fn current_step_moves_through_a_single_stage_build() {
         steps.iter().map(|(d, n)| announced(d, n)).collect();
     announce.push(announced("sha256:int", "[internal] load build definition from Dockerfile"));
     model.apply(b.progress(100.5, announce));
-    let snap = model.snapshot();
+    let snap = model.snapshot(0.0);
     assert_eq!((snap[0].steps, snap[0].completed, snap[0].current_step), (15, 0, 1));
 
     let mut t = 101.0;
     for (i, (digest, name)) in steps.iter().enumerate() {
         model.apply(b.progress(t, vec![running(digest, name, t)]));
-        let snap = model.snapshot();
+        let snap = model.snapshot(0.0);
         assert_eq!(snap[0].current_step, i as u32 + 1);
         assert_eq!(snap[0].in_progress.len(), 1);
         assert_eq!(snap[0].last_progress, t);
         model.apply(b.progress(t + 1.0, vec![done(digest, name, t, t + 1.0)]));
         t += 1.0;
     }
-    let snap = model.snapshot();
+    let snap = model.snapshot(0.0);
     assert_eq!((snap[0].completed, snap[0].current_step), (15, 15));
     assert!(snap[0].in_progress.is_empty());
 
@@ -158,7 +158,7 @@ fn current_step_moves_through_a_single_stage_build() {
     assert_eq!(done[0].duration(), t + 0.5 - 100.0);
     assert!(done[0].steps.iter().all(|s| s.duration == Some(1.0)));
     assert_eq!(done[0].steps.iter().filter(|s| s.instruction == "RUN").count(), 12);
-    assert!(model.snapshot().is_empty());
+    assert!(model.snapshot(0.0).is_empty());
 }
 
 #[test]
@@ -267,7 +267,7 @@ fn a_running_build_missing_from_the_replay_is_lost() {
     model.apply(Event::Disconnected(5.0));
     let effects = model.apply(Event::ReplayDone { seen: HashSet::new() });
     assert_eq!(effects, vec![Effect::BuildLost { reference: "r1".into() }]);
-    assert!(model.snapshot().is_empty());
+    assert!(model.snapshot(0.0).is_empty());
 }
 
 #[test]
@@ -279,9 +279,9 @@ fn same_digest_twice_in_one_message_last_wins() {
         3.0,
         vec![running("d1", "[1/1] RUN x", 2.0), done("d1", "[1/1] RUN x", 2.0, 3.0)],
     ));
-    assert_eq!(model.snapshot()[0].completed, 1);
+    assert_eq!(model.snapshot(0.0)[0].completed, 1);
     model.apply(b.progress(3.5, vec![done("d1", "[1/1] RUN x", 2.0, 3.0), running("d1", "[1/1] RUN x", 2.0)]));
-    let snap = model.snapshot();
+    let snap = model.snapshot(0.0);
     assert_eq!(snap[0].completed, 0, "completed can go back to unset");
     assert_eq!(snap[0].in_progress.len(), 1);
 }
@@ -292,9 +292,9 @@ fn cached_can_flip_to_true() {
     let b = build("r1", 1.0);
     model.apply(b.started());
     model.apply(b.progress(2.0, vec![done("d1", "[1/1] WORKDIR /app", 2.0, 2.0)]));
-    assert_eq!(model.snapshot()[0].cached, 0);
+    assert_eq!(model.snapshot(0.0)[0].cached, 0);
     model.apply(b.progress(2.1, vec![cached("d1", "[1/1] WORKDIR /app", 2.0)]));
-    assert_eq!(model.snapshot()[0].cached, 1);
+    assert_eq!(model.snapshot(0.0)[0].cached, 1);
     let effects = model.apply(b.completed(3.0, Outcome::Succeeded));
     let step = &finished(&effects)[0].steps[0];
     assert!(step.cached);
@@ -314,7 +314,7 @@ fn failed_step_and_build() {
             announced("d3", "[3/3] RUN never"),
         ],
     ));
-    let snap = model.snapshot();
+    let snap = model.snapshot(0.0);
     assert_eq!((snap[0].steps, snap[0].completed, snap[0].current_step), (3, 1, 2));
     assert!(snap[0].in_progress.is_empty());
     let effects = model.apply(b.completed(4.1, Outcome::Failed("process did not complete".into())));
@@ -340,7 +340,7 @@ fn multi_stage_steps_count_across_stages() {
             running("b", "[base 2/2] RUN make", 2.0),
         ],
     ));
-    let snap = &model.snapshot()[0];
+    let snap = &model.snapshot(0.0)[0];
     assert_eq!(snap.steps, 4);
     assert_eq!(snap.in_progress[0].label, "[base 2/2]");
     assert_eq!(snap.in_progress[0].instruction, "RUN");
@@ -356,7 +356,7 @@ fn free_form_frontends_count_their_vertices() {
         2.0,
         vec![announced("a", "compile"), running("b", "link", 2.0), announced("c", "exporting to image")],
     ));
-    let snap = &model.snapshot()[0];
+    let snap = &model.snapshot(0.0)[0];
     assert_eq!(snap.steps, 2);
     assert_eq!((snap.in_progress[0].instruction, snap.in_progress[0].command.as_str()), ("OTHER", "link"));
 }
@@ -367,7 +367,7 @@ fn name_comes_from_the_record_first() {
     let b = build("r1", 1.0).image("base-python-pose");
     model.apply(b.started());
     model.apply(b.naming(5.0, "docker.io/library/other:tag"));
-    assert_eq!(model.snapshot()[0].name, "base-python-pose");
+    assert_eq!(model.snapshot(0.0)[0].name, "base-python-pose");
 }
 
 #[test]
@@ -376,9 +376,9 @@ fn running_build_moves_from_unknown_to_its_exported_name() {
     let b = build("r1", 1.0);
     model.apply(b.started());
     model.apply(b.progress(2.0, vec![running("a", "[1/1] RUN x", 2.0)]));
-    assert_eq!(model.snapshot()[0].name, UNKNOWN);
+    assert_eq!(model.snapshot(0.0)[0].name, UNKNOWN);
     model.apply(b.naming(3.0, "docker.io/library/base-python-pose:latest"));
-    assert_eq!(model.snapshot()[0].name, "base-python-pose");
+    assert_eq!(model.snapshot(0.0)[0].name, "base-python-pose");
     let effects = model.apply(b.completed(3.1, Outcome::Succeeded));
     assert_eq!(finished(&effects)[0].name, "base-python-pose");
 }
@@ -399,12 +399,12 @@ fn rebuild_of_the_same_dockerfile_is_named_from_the_start() {
     );
     let second = build("r2", 10.0);
     model.apply(second.started());
-    assert_eq!(model.snapshot()[0].name, UNKNOWN);
+    assert_eq!(model.snapshot(0.0)[0].name, UNKNOWN);
     // Same step list, other digests (another context): the learned name applies.
     let renamed: Vec<VertexUpdate> =
         steps.iter().map(|v| VertexUpdate { digest: format!("{}2", v.digest), ..v.clone() }).collect();
     model.apply(second.progress(11.0, renamed));
-    assert_eq!(model.snapshot()[0].name, "pose");
+    assert_eq!(model.snapshot(0.0)[0].name, "pose");
 }
 
 #[test]
@@ -424,7 +424,7 @@ fn history_with_progress_teaches_names() {
     let next = build("new", 20.0);
     model.apply(next.started());
     model.apply(next.progress(21.0, vec![announced("q", "[1/1] RUN z")]));
-    assert_eq!(model.snapshot()[0].name, "hist");
+    assert_eq!(model.snapshot(0.0)[0].name, "hist");
 }
 
 #[test]
@@ -436,7 +436,7 @@ fn build_arg_values_are_masked_in_commands_and_errors() {
         2.0,
         vec![running("a", "[1/1] RUN echo s3cr3t-marker x", 2.0)],
     ));
-    let snap = &model.snapshot()[0];
+    let snap = &model.snapshot(0.0)[0];
     assert_eq!(snap.in_progress[0].command, "echo *** x");
     let effects = model.apply(b.completed(
         3.0,
@@ -451,7 +451,7 @@ fn long_commands_are_cut() {
     let b = build("r1", 1.0);
     model.apply(b.started());
     model.apply(b.progress(2.0, vec![running("a", "[1/1] RUN 0123456789abcdef", 2.0)]));
-    assert_eq!(model.snapshot()[0].in_progress[0].command, "012345678…");
+    assert_eq!(model.snapshot(0.0)[0].in_progress[0].command, "012345678…");
 }
 
 #[test]
@@ -470,7 +470,7 @@ fn names_beyond_the_limit_become_other() {
 fn progress_for_unknown_builds_is_ignored() {
     let mut model = model();
     model.apply(build("ghost", 1.0).progress(2.0, vec![announced("a", "[1/1] RUN x")]));
-    assert!(model.snapshot().is_empty());
+    assert!(model.snapshot(0.0).is_empty());
 }
 
 #[test]
@@ -483,4 +483,70 @@ fn remembered_refs_are_bounded() {
     assert!(!refs.contains("a"));
     assert!(refs.contains("c"));
     assert_eq!(refs.set.len(), 2);
+}
+
+/// Runs a two-step build of `image` whose second step takes `run` seconds; returns its end.
+fn two_step_build(model: &mut Model, reference: &str, start: Time, run: f64) -> Time {
+    let b = build(reference, start).image("app");
+    model.apply(b.started());
+    model.apply(b.progress(start + 0.1, vec![announced("f", "[1/2] FROM x"), announced("r", "[2/2] RUN make")]));
+    model.apply(b.progress(start + 0.2, vec![cached("f", "[1/2] FROM x", start + 0.2)]));
+    let end = start + 0.3 + run;
+    model.apply(b.progress(end, vec![done("r", "[2/2] RUN make", start + 0.3, end)]));
+    model.apply(b.naming(end + 0.5, "docker.io/library/app:v2"));
+    model.apply(b.completed(end + 1.0, Outcome::Succeeded));
+    end + 1.0
+}
+
+#[test]
+fn eta_comes_from_earlier_builds_of_the_same_name() {
+    let mut model = model();
+    two_step_build(&mut model, "r1", 0.0, 10.0);
+    let b = build("r2", 100.0).image("app");
+    model.apply(b.started());
+    model.apply(b.progress(100.1, vec![announced("f2", "[1/2] FROM x"), announced("r2", "[2/2] RUN make")]));
+    let snap = &model.snapshot(100.1)[0];
+    let estimate = snap.estimate.expect("every step was seen before");
+    // FROM was cached before (0 s), RUN took 10 s, then 1 s of export.
+    assert!((estimate.remaining - 11.0).abs() < 1e-9, "{estimate:?}");
+    assert!((estimate.total - 11.1).abs() < 1e-9, "{estimate:?}");
+    model.apply(b.progress(100.3, vec![cached("f2", "[1/2] FROM x", 100.2), running("r2", "[2/2] RUN make", 100.3)]));
+    let estimate = model.snapshot(104.3)[0].estimate.unwrap();
+    assert!((estimate.remaining - 7.0).abs() < 1e-9, "6 s of RUN left plus export: {estimate:?}");
+    let steps = &model.snapshot(104.3)[0].step_list;
+    assert_eq!(steps.iter().map(|s| s.state).collect::<Vec<_>>(), [StepState::Cached, StepState::Running]);
+    assert_eq!(steps[1].expected, Some(10.0));
+}
+
+#[test]
+fn a_step_never_seen_means_no_estimate() {
+    let mut model = model();
+    two_step_build(&mut model, "r1", 0.0, 10.0);
+    let b = build("r2", 100.0).image("app");
+    model.apply(b.started());
+    model.apply(b.progress(100.1, vec![announced("f", "[1/3] FROM x"), announced("n", "[2/3] RUN new"), announced("r", "[3/3] RUN make")]));
+    let snap = &model.snapshot(100.1)[0];
+    assert_eq!(snap.estimate, None);
+    assert_eq!(snap.step_list[1].expected, None);
+    assert_eq!(snap.step_list[2].expected, Some(10.0), "matched by instruction text, not index");
+    let other = build("r3", 100.0).image("another");
+    model.apply(other.started());
+    model.apply(other.progress(100.1, vec![announced("x", "[1/1] RUN make")]));
+    assert_eq!(model.snapshot(100.1)[1].estimate, None, "learned per name");
+}
+
+#[test]
+fn recent_builds_keep_tag_result_and_failing_step() {
+    let mut model = Model::new(Settings { max_recent: 2, ..Settings::default() });
+    two_step_build(&mut model, "r1", 0.0, 1.0);
+    let f = build("r2", 10.0);
+    model.apply(f.started());
+    model.apply(f.progress(12.0, vec![done("a", "[1/2] FROM x", 10.0, 10.1), failed("b", "[2/2] RUN false", 10.1, 12.0, "exit 1")]));
+    model.apply(f.completed(12.1, Outcome::Failed("exit code: 1".into())));
+    two_step_build(&mut model, "r3", 20.0, 1.0);
+    let recent = model.recent();
+    assert_eq!(recent.iter().map(|b| b.reference.as_str()).collect::<Vec<_>>(), ["r3", "r2"]);
+    assert_eq!(recent[0].tag.as_deref(), Some("app:v2"));
+    assert_eq!(recent[1].failed_step.as_deref(), Some("[2/2]"));
+    assert_eq!(recent[1].step_list[1].state, StepState::Failed);
 }

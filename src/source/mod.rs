@@ -32,7 +32,7 @@ use tracing::{debug, info, warn};
 
 use crate::builder::Builder;
 use crate::config::{Endpoint, SourceSpec};
-use crate::metrics::now;
+use crate::now;
 use crate::model::{Completion, Event, Progress};
 
 /// Quiet time after which the opening replay of a history stream is taken as complete.
@@ -241,11 +241,13 @@ impl Session<'_> {
     }
 }
 
-/// The `count` most recently completed builds.
+/// The `count` most recently completed builds, oldest first.
 fn newest(finished: HashMap<String, Completion>, count: usize) -> Vec<Completion> {
     let mut all: Vec<Completion> = finished.into_values().collect();
     all.sort_by(|a, b| b.completed_at.total_cmp(&a.completed_at));
     all.truncate(count);
+    // Learn oldest first, as if they were happening now.
+    all.reverse();
     all
 }
 

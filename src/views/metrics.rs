@@ -2,7 +2,6 @@
 //! series built fresh from snapshots at each scrape, so a build's series vanish when it ends.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -143,6 +142,8 @@ struct LiveVecs {
     start_time: GaugeVec,
     elapsed: GaugeVec,
     last_progress: GaugeVec,
+    estimated_duration: GaugeVec,
+    estimated_remaining: GaugeVec,
     running: GaugeVec,
     up: GaugeVec,
 }
@@ -168,15 +169,26 @@ impl LiveVecs {
                 "Unix time of a running build's last progress (vertex, status or log); BuildKit sends no heartbeat.",
                 per_build,
             ),
+            estimated_duration: gauge(
+                "buildkit_build_estimated_duration_seconds",
+                "Expected total duration of a running build, learned from earlier builds of the same name; absent without an estimate.",
+                per_build,
+            ),
+            estimated_remaining: gauge(
+                "buildkit_build_estimated_remaining_seconds",
+                "Expected seconds until a running build finishes, computed at scrape; absent without an estimate.",
+                per_build,
+            ),
             running: gauge("buildkit_builds_running", "Builds running now.", &["builder"]),
             up: gauge("buildkit_exporter_source_up", "Whether the build-history stream of a source is open (1) or not (0).", &["builder"]),
         }
     }
 
-    fn all(&self) -> [&GaugeVec; 10] {
+    fn all(&self) -> [&GaugeVec; 12] {
         [
             &self.steps, &self.steps_completed, &self.steps_cached, &self.current_step, &self.running_info,
-            &self.start_time, &self.elapsed, &self.last_progress, &self.running, &self.up,
+            &self.start_time, &self.elapsed, &self.last_progress, &self.estimated_duration,
+            &self.estimated_remaining, &self.running, &self.up,
         ]
     }
 }
@@ -188,11 +200,6 @@ impl Live {
     }
 }
 
-/// Unix time now.
-pub fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
-}
-
 impl Collector for Live {
     fn desc(&self) -> Vec<&Desc> {
         self.prototypes.all().into_iter().flat_map(|v| v.desc()).collect()
@@ -200,11 +207,11 @@ impl Collector for Live {
 
     fn collect(&self) -> Vec<MetricFamily> {
         let vecs = LiveVecs::new();
-        let now = now();
+        let now = crate::now();
         for builder in &self.builders {
             let name = builder.name.as_str();
             vecs.up.with_label_values(&[name]).set(if builder.is_up() { 1.0 } else { 0.0 });
-            let builds = builder.snapshot();
+            let builds = builder.snapshot(now);
             vecs.running.with_label_values(&[name]).set(builds.len() as f64);
             for build in &builds {
                 let labels = [name, build.reference.as_str(), build.name.as_str()];
@@ -215,6 +222,10 @@ impl Collector for Live {
                 vecs.start_time.with_label_values(&labels).set(build.started_at);
                 vecs.elapsed.with_label_values(&labels).set((now - build.started_at).max(0.0));
                 vecs.last_progress.with_label_values(&labels).set(build.last_progress);
+                if let Some(estimate) = build.estimate {
+                    vecs.estimated_duration.with_label_values(&labels).set(estimate.total);
+                    vecs.estimated_remaining.with_label_values(&labels).set(estimate.remaining);
+                }
                 for step in &build.in_progress {
                     vecs.running_info
                         .with_label_values(&[name, &build.reference, &build.name, &step.label, step.instruction, &step.command])

@@ -1,0 +1,174 @@
+//! The JSON API: `/api/v1/builds` (running builds, then recent ones) and
+//! `/api/v1/builds/{ref}` (one build with its step list). The schema is in the README.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::builder::Builder;
+use crate::model::{Estimate, FinishedBuild, RunningBuild, StepState, StepView, Time};
+
+/// A build as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct BuildJson {
+    #[serde(rename = "ref")]
+    reference: String,
+    builder: String,
+    name: String,
+    tag: Option<String>,
+    /// `running`, `succeeded`, `failed` or `canceled`.
+    state: &'static str,
+    started_at: Time,
+    completed_at: Option<Time>,
+    /// Elapsed so far for a running build.
+    duration_seconds: f64,
+    steps: StepCounts,
+    /// The "3" of "3/15".
+    current_step: u32,
+    /// Steps executing now.
+    current: Vec<CurrentStep>,
+    estimate: Option<EstimateJson>,
+    error: Option<ErrorJson>,
+    /// Every step: only in `/api/v1/builds/{ref}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step_list: Option<Vec<StepJson>>,
+}
+
+#[derive(Debug, Serialize)]
+struct StepCounts {
+    total: u32,
+    completed: u32,
+    cached: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct CurrentStep {
+    step: String,
+    instruction: &'static str,
+    command: String,
+    started_at: Option<Time>,
+}
+
+#[derive(Debug, Serialize)]
+struct EstimateJson {
+    total_seconds: f64,
+    remaining_seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorJson {
+    step: Option<String>,
+    message: String,
+}
+
+#[derive(Debug, Serialize)]
+struct StepJson {
+    step: String,
+    instruction: &'static str,
+    command: String,
+    /// `pending`, `running`, `done`, `cached` or `failed`.
+    state: &'static str,
+    started_at: Option<Time>,
+    completed_at: Option<Time>,
+    duration_seconds: Option<f64>,
+    /// Learned from earlier builds of the same name; null when never seen.
+    expected_seconds: Option<f64>,
+}
+
+fn steps_json(steps: &[StepView]) -> Vec<StepJson> {
+    steps
+        .iter()
+        .map(|s| StepJson {
+            step: s.label.clone(),
+            instruction: s.instruction,
+            command: s.command.clone(),
+            state: s.state.as_str(),
+            started_at: s.started,
+            completed_at: s.completed,
+            duration_seconds: s.started.zip(s.completed).map(|(a, b)| (b - a).max(0.0)),
+            expected_seconds: s.expected,
+        })
+        .collect()
+}
+
+fn counts(steps: &[StepView]) -> StepCounts {
+    let count = |f: &dyn Fn(StepState) -> bool| steps.iter().filter(|s| f(s.state)).count() as u32;
+    StepCounts {
+        total: steps.len() as u32,
+        completed: count(&|s| matches!(s, StepState::Done | StepState::Cached)),
+        cached: count(&|s| s == StepState::Cached),
+    }
+}
+
+fn running(builder: &str, build: RunningBuild, now: Time, detail: bool) -> BuildJson {
+    BuildJson {
+        reference: build.reference,
+        builder: builder.to_string(),
+        name: build.name,
+        tag: build.tag,
+        state: "running",
+        started_at: build.started_at,
+        completed_at: None,
+        duration_seconds: (now - build.started_at).max(0.0),
+        steps: counts(&build.step_list),
+        current_step: build.current_step,
+        current: build
+            .in_progress
+            .into_iter()
+            .map(|s| CurrentStep { step: s.label, instruction: s.instruction, command: s.command, started_at: Some(s.started) })
+            .collect(),
+        estimate: build.estimate.map(|Estimate { total, remaining }| EstimateJson { total_seconds: total, remaining_seconds: remaining }),
+        error: None,
+        step_list: detail.then(|| steps_json(&build.step_list)),
+    }
+}
+
+fn finished(builder: &str, build: FinishedBuild, detail: bool) -> BuildJson {
+    let counts = counts(&build.step_list);
+    let message = match &build.outcome {
+        crate::model::Outcome::Failed(message) => Some(message.clone()),
+        _ => None,
+    };
+    BuildJson {
+        duration_seconds: build.duration(),
+        reference: build.reference,
+        builder: builder.to_string(),
+        name: build.name,
+        tag: build.tag,
+        state: build.outcome.label(),
+        started_at: build.started_at,
+        completed_at: Some(build.completed_at),
+        current_step: counts.completed.min(counts.total),
+        steps: counts,
+        current: Vec::new(),
+        estimate: None,
+        error: message.map(|message| ErrorJson { step: build.failed_step, message }),
+        step_list: detail.then(|| steps_json(&build.step_list)),
+    }
+}
+
+/// Running builds (newest first), then finished ones (newest first), of every builder.
+fn all(builders: &[Arc<Builder>], now: Time, detail: bool) -> Vec<BuildJson> {
+    let mut running_builds = Vec::new();
+    let mut finished_builds = Vec::new();
+    for builder in builders {
+        running_builds.extend(builder.snapshot(now).into_iter().map(|b| running(&builder.name, b, now, detail)));
+        finished_builds.extend(builder.recent().into_iter().map(|b| finished(&builder.name, b, detail)));
+    }
+    running_builds.sort_by(|a, b| b.started_at.total_cmp(&a.started_at));
+    finished_builds.sort_by(|a, b| b.completed_at.unwrap_or_default().total_cmp(&a.completed_at.unwrap_or_default()));
+    running_builds.extend(finished_builds);
+    running_builds
+}
+
+/// The body of `/api/v1/builds`.
+pub fn list(builders: &[Arc<Builder>], now: Time) -> String {
+    let builds = all(builders, now, false);
+    serde_json::json!({ "generated_at": now, "builds": builds }).to_string()
+}
+
+/// The body of `/api/v1/builds/{ref}`, if that build is known.
+pub fn one(builders: &[Arc<Builder>], reference: &str, now: Time) -> Option<String> {
+    let build = all(builders, now, true).into_iter().find(|b| b.reference == reference)?;
+    Some(serde_json::to_string(&build).expect("serializable"))
+}

@@ -1,0 +1,6 @@
+//! What the daemon shows: Prometheus metrics, the JSON API and the status page, all read from
+//! the builders' snapshots.
+
+pub mod api;
+pub mod metrics;
+pub mod page;
