@@ -185,8 +185,9 @@ async fn failing_and_multi_stage_builds() {
     let multi = engine::unique("multi");
     let context = Context::new(&format!(
         "FROM tinybase:latest AS base\nRUN echo {} && sleep 1\nRUN echo built > /out.txt && sleep 1\n\
-         FROM tinybase:latest AS tools\nRUN echo tools && sleep 2\n\
+         FROM tinybase:latest AS tools\nRUN echo {} tools && sleep 2\n\
          FROM tinybase:latest\nCOPY --from=base /out.txt /out.txt\nCOPY --from=tools /bin/busybox /tools-busybox\n",
+        engine::unique("nonce"),
         engine::unique("nonce")
     ));
     let running = Build::start(&context, &format!("{multi}:v1"), &[]);

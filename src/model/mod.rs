@@ -572,8 +572,10 @@ impl Model {
                     }
                     let build = Build::new(completion.info.clone());
                     effects.push(Effect::BuildFinished(self.finish(build, completion)));
-                } else if let Some(effect) = self.seed(Build::new(completion.info.clone()), &completion) {
-                    effects.push(effect);
+                } else {
+                    // History: remembered, so that a later replay cannot count it either.
+                    self.finished.insert(&reference);
+                    effects.extend(self.seed(Build::new(completion.info.clone()), &completion));
                 }
             }
             Event::Deleted(reference) => {

@@ -550,3 +550,16 @@ fn recent_builds_keep_tag_result_and_failing_step() {
     assert_eq!(recent[1].failed_step.as_deref(), Some("[2/2]"));
     assert_eq!(recent[1].step_list[1].state, StepState::Failed);
 }
+
+#[test]
+fn history_seen_before_a_disconnect_is_not_counted_after_it() {
+    let mut model = model();
+    let old = build("old", 1.0);
+    // Seen as history on the first connection, completed shortly before the cut.
+    model.apply(old.completed(98.0, Outcome::Canceled));
+    model.apply(Event::ReplayDone { seen: ["old".to_string()].into() });
+    model.apply(Event::Disconnected(100.0));
+    let effects = apply_all(&mut model, vec![old.completed(98.0, Outcome::Canceled), Event::ReplayDone { seen: HashSet::new() }]);
+    assert!(finished(&effects).is_empty());
+    assert_eq!(started_count(&effects), 0);
+}
