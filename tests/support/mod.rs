@@ -151,5 +151,5 @@ pub fn assert_golden(name: &str, actual: &str) {
 
 /// Unix time now.
 pub fn metrics_now() -> f64 {
-    buildkit_exporter::metrics::now()
+    buildkit_exporter::now()
 }
