@@ -72,7 +72,7 @@ pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch:
         .map(|spec| Builder::new(&spec.name, config.model.clone(), counters.clone()))
         .collect();
     registry
-        .register(Box::new(Live::new(builders.clone())))
+        .register(Box::new(Live::new(builders.clone(), counters.clone())))
         .expect("live metric names are unique");
     let views = Arc::new(Views { registry, telemetry_path: config.telemetry_path.clone(), builders: builders.clone() });
     let options = SourceOptions {

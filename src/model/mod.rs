@@ -17,7 +17,7 @@ pub mod estimate;
 pub mod name;
 pub mod step;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 
 use estimate::{Estimates, Observed};
@@ -424,8 +424,8 @@ impl Build {
         }
     }
 
-    /// The vertices that count as steps, in announcement order: Dockerfile steps when there are
-    /// any, else every vertex that is not BuildKit's own bookkeeping.
+    /// The vertices that count as steps, in Dockerfile order: Dockerfile steps when there are
+    /// any, else every vertex that is not BuildKit's own bookkeeping (in announcement order).
     fn steps(&self) -> Vec<&Vertex> {
         let dockerfile = self.vertices.values().any(|v| matches!(v.kind, StepKind::Dockerfile { .. }));
         let mut steps: Vec<&Vertex> = self
@@ -437,7 +437,18 @@ impl Build {
                 StepKind::Internal => false,
             })
             .collect();
-        steps.sort_by_key(|v| v.seq);
+        // Dockerfile order: stages as they were first announced, steps by index within each.
+        let mut stage_order: HashMap<Option<&str>, u32> = HashMap::new();
+        for v in &steps {
+            if let StepKind::Dockerfile { stage, .. } = &v.kind {
+                let first = stage_order.entry(stage.as_deref()).or_insert(v.seq);
+                *first = (*first).min(v.seq);
+            }
+        }
+        steps.sort_by_key(|v| match &v.kind {
+            StepKind::Dockerfile { stage, index, .. } => (stage_order[&stage.as_deref()], *index, v.seq),
+            _ => (v.seq, 0, v.seq),
+        });
         steps
     }
 

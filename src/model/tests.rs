@@ -563,3 +563,21 @@ fn history_seen_before_a_disconnect_is_not_counted_after_it() {
     assert!(finished(&effects).is_empty());
     assert_eq!(started_count(&effects), 0);
 }
+
+#[test]
+fn steps_are_listed_in_dockerfile_order() {
+    let mut model = model();
+    let b = build("r1", 1.0);
+    model.apply(b.started());
+    model.apply(b.progress(
+        2.0,
+        vec![
+            announced("c", "[base 3/3] RUN c"),
+            announced("x", "[final 1/1] COPY --from=base / /"),
+            announced("a", "[base 1/3] FROM x"),
+            announced("b", "[base 2/3] RUN b"),
+        ],
+    ));
+    let labels: Vec<String> = model.snapshot(2.0)[0].step_list.iter().map(|s| s.label.clone()).collect();
+    assert_eq!(labels, ["[base 1/3]", "[base 2/3]", "[base 3/3]", "[final 1/1]"]);
+}

@@ -82,11 +82,31 @@ impl Counters {
         self.reconnects.with_label_values(&[builder]);
     }
 
+    /// Makes the series of builds of `name` exist at zero for every result and for
+    /// `instructions`, so that `rate()` and `increase()` see their first increment (a series
+    /// that appears at 1 has no earlier sample to differ from).
+    pub fn touch(&self, builder: &str, name: &str, instructions: &[&str]) {
+        for result in ["succeeded", "failed", "canceled"] {
+            let labels = [builder, name, result];
+            self.builds_completed.with_label_values(&labels);
+            self.build_duration.with_label_values(&labels);
+        }
+        for instruction in instructions {
+            let labels = [builder, name, instruction];
+            self.steps.with_label_values(&labels);
+            self.steps_cached.with_label_values(&labels);
+            self.steps_failed.with_label_values(&labels);
+            self.step_duration.with_label_values(&labels);
+        }
+    }
+
     /// Counts one effect of a model change.
     pub fn record(&self, builder: &str, effect: &Effect) {
         match effect {
             Effect::BuildStarted => self.builds_started.with_label_values(&[builder]).inc(),
             Effect::BuildFinished(build) => {
+                let instructions: Vec<&str> = build.steps.iter().map(|s| s.instruction).collect();
+                self.touch(builder, &build.name, &instructions);
                 let labels = [builder, build.name.as_str(), build.outcome.label()];
                 self.builds_completed.with_label_values(&labels).inc();
                 self.build_duration.with_label_values(&labels).observe(build.duration());
@@ -128,6 +148,8 @@ impl Counters {
 /// Series built from snapshots at scrape time.
 pub struct Live {
     builders: Vec<Arc<Builder>>,
+    /// Touched for running builds, so their counters exist at zero before they finish.
+    counters: Arc<Counters>,
     /// Empty vectors whose descriptors describe what `collect` returns.
     prototypes: LiveVecs,
 }
@@ -195,8 +217,8 @@ impl LiveVecs {
 
 impl Live {
     /// Point-in-time series for `builders`.
-    pub fn new(builders: Vec<Arc<Builder>>) -> Live {
-        Live { builders, prototypes: LiveVecs::new() }
+    pub fn new(builders: Vec<Arc<Builder>>, counters: Arc<Counters>) -> Live {
+        Live { builders, counters, prototypes: LiveVecs::new() }
     }
 }
 
@@ -214,6 +236,8 @@ impl Collector for Live {
             let builds = builder.snapshot(now);
             vecs.running.with_label_values(&[name]).set(builds.len() as f64);
             for build in &builds {
+                let instructions: Vec<&str> = build.step_list.iter().map(|s| s.instruction).collect();
+                self.counters.touch(name, &build.name, &instructions);
                 let labels = [name, build.reference.as_str(), build.name.as_str()];
                 vecs.steps.with_label_values(&labels).set(build.steps.into());
                 vecs.steps_completed.with_label_values(&labels).set(build.completed.into());

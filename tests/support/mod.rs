@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod browser;
 pub mod engine;
 pub mod fake;
 pub mod fixture;
@@ -98,6 +99,11 @@ pub fn samples(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Vec<(Strin
             all.then(|| (series.to_string(), value.parse().expect("sample value")))
         })
         .collect()
+}
+
+/// Builds of `name` counted as finished, whatever their result.
+pub fn finished_builds(metrics: &str, name: &str) -> f64 {
+    samples(metrics, "buildkit_builds_completed_total", &[("name", name)]).iter().map(|(_, v)| v).sum()
 }
 
 /// Polls `check` until it returns `Some`, for at most `timeout`.

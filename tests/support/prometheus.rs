@@ -1,1 +1,245 @@
 //! A real Prometheus for tests: started on a loopback port, scraping the daemon under test.
+//!
+//! The `prometheus` binary is the Debian package's (scripts/provision.sh installs it). Every
+//! instance gets its own free loopback port, configuration and TSDB in a temporary directory, so
+//! a system Prometheus that the package may have started is never touched. The process is killed
+//! when the handle is dropped.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+/// How long Prometheus may take to answer `/-/ready`.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one HTTP request to Prometheus may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A Prometheus process owned by a test.
+pub struct Prometheus {
+    pub addr: SocketAddr,
+    child: Child,
+    log: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// One sample of an instant query's result.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// One alert from `/api/v1/alerts`.
+#[derive(Debug, Clone)]
+pub struct Alert {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// `pending` or `firing`.
+    pub state: String,
+}
+
+impl Alert {
+    pub fn name(&self) -> &str {
+        self.labels.get("alertname").map(String::as_str).unwrap_or_default()
+    }
+}
+
+/// A program on PATH, e.g. `prometheus` or `promtool` (the Debian package puts them in /usr/bin).
+pub fn binary(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("`{name}` is not on PATH: run scripts/provision.sh"))
+}
+
+impl Prometheus {
+    /// Starts Prometheus with `config` as its configuration file and `files` (name, content)
+    /// beside it, so `rule_files` may name them relatively; waits until it is ready.
+    pub async fn start(config: &str, files: &[(&str, &str)]) -> Prometheus {
+        let mut dir = tempfile::tempdir().expect("tempdir");
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        // The port is found by binding and releasing it; another process may take it in between,
+        // so a start that fails on the port is retried with a new one.
+        for _ in 0..3 {
+            let addr = free_port();
+            let log = dir.path().join(format!("prometheus-{}.log", addr.port()));
+            let output = std::fs::File::create(&log).unwrap();
+            let child = Command::new(binary("prometheus"))
+                .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+                .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+                .arg(format!("--web.listen-address={addr}"))
+                .arg("--log.level=info")
+                .stdin(Stdio::null())
+                .stdout(output.try_clone().unwrap())
+                .stderr(output)
+                .kill_on_drop(true)
+                .spawn()
+                .expect("start prometheus");
+            let mut prometheus = Prometheus { addr, child, log, dir };
+            match prometheus.wait_ready().await {
+                Ok(()) => return prometheus,
+                Err(log) if log.contains("address already in use") => {
+                    dir = prometheus.into_dir().await;
+                }
+                Err(log) => panic!("prometheus did not start:\n{log}"),
+            }
+        }
+        panic!("prometheus found no free port in three attempts");
+    }
+
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("exited with {status}; log:\n{}", self.log()));
+            }
+            if let Ok((200, _)) = http_get(self.addr, "/-/ready").await {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(format!("not ready after {READY_TIMEOUT:?}; log:\n{}", self.log()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Stops a failed start and hands back its directory for the next attempt.
+    async fn into_dir(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill().await;
+        let _ = std::fs::remove_dir_all(self.dir.path().join("data"));
+        self.dir
+    }
+
+    /// The directory holding the configuration and data.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Everything Prometheus logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Evaluates `expr` now; `Err` carries Prometheus's error for a query it rejects.
+    pub async fn try_query(&self, expr: &str) -> Result<Vec<Sample>, String> {
+        let data = self.api(&format!("/api/v1/query?query={}", encode(expr))).await?;
+        let result = &data["result"];
+        match data["resultType"].as_str() {
+            Some("vector") => Ok(result.as_array().unwrap().iter().map(sample).collect()),
+            Some("scalar") => Ok(vec![Sample { labels: BTreeMap::new(), value: number(&result[1]) }]),
+            other => Err(format!("unexpected result type {other:?} for {expr}")),
+        }
+    }
+
+    /// Evaluates `expr` now; panics when Prometheus rejects it.
+    pub async fn query(&self, expr: &str) -> Vec<Sample> {
+        self.try_query(expr).await.unwrap_or_else(|e| panic!("query {expr}: {e}"))
+    }
+
+    /// Alerts pending or firing now.
+    pub async fn alerts(&self) -> Vec<Alert> {
+        let data = self.api("/api/v1/alerts").await.unwrap_or_else(|e| panic!("alerts: {e}"));
+        data["alerts"]
+            .as_array()
+            .expect("alerts array")
+            .iter()
+            .map(|a| Alert {
+                labels: strings(&a["labels"]),
+                annotations: strings(&a["annotations"]),
+                state: a["state"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect()
+    }
+
+    /// The rule groups Prometheus loaded, as `/api/v1/rules` returns them.
+    pub async fn rules(&self) -> serde_json::Value {
+        self.api("/api/v1/rules").await.unwrap_or_else(|e| panic!("rules: {e}"))["groups"].clone()
+    }
+
+    /// Values of `label` on the series `selector` matches.
+    pub async fn label_values(&self, label: &str, selector: &str) -> Vec<String> {
+        let path = format!("/api/v1/label/{label}/values?match[]={}", encode(selector));
+        let data = self.api(&path).await.unwrap_or_else(|e| panic!("label values {label} of {selector}: {e}"));
+        data.as_array().expect("values").iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    }
+
+    /// GETs an API path; `data` on success, the error text otherwise.
+    async fn api(&self, path: &str) -> Result<serde_json::Value, String> {
+        let (status, body) = http_get(self.addr, path).await.map_err(|e| format!("GET {path}: {e}"))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("GET {path}: HTTP {status}, not JSON ({e}): {body}"))?;
+        if value["status"] != "success" {
+            return Err(format!("HTTP {status}: {} {}", value["errorType"], value["error"]));
+        }
+        Ok(value["data"].clone())
+    }
+
+    /// Stops Prometheus (SIGTERM, then SIGKILL after 10 s) and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    listener.local_addr().unwrap()
+}
+
+fn sample(value: &serde_json::Value) -> Sample {
+    Sample { labels: strings(&value["metric"]), value: number(&value["value"][1]) }
+}
+
+/// Prometheus sends sample values as strings: "1.5", "NaN", "+Inf".
+fn number(value: &serde_json::Value) -> f64 {
+    let text = value.as_str().expect("sample value");
+    text.parse().unwrap_or_else(|_| panic!("sample value {text}"))
+}
+
+fn strings(object: &serde_json::Value) -> BTreeMap<String, String> {
+    object
+        .as_object()
+        .map(|o| o.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .unwrap_or_default()
+}
+
+/// Percent-encodes a query parameter value.
+pub fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An HTTP/1.0 GET (so the body is never chunked), bounded by [`REQUEST_TIMEOUT`].
+async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let request = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        Ok((status, body.to_string()))
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, request)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out")))
+}
