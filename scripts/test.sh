@@ -12,4 +12,6 @@ if [ "${BUILDKIT_EXPORTER_ENGINE_STARTED:-}" = 1 ] && [ -z "${BUILDKIT_EXPORTER_
 fi
 export DOCKER_HOST
 
+cargo fmt --check
+cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked "$@"

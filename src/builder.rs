@@ -3,8 +3,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::views::metrics::Counters;
 use crate::model::{Effect, Event, FinishedBuild, Model, RunningBuild, Settings, Time};
+use crate::views::metrics::Counters;
 
 /// What is known of one builder.
 #[derive(Debug)]

@@ -40,8 +40,11 @@ pub struct Cli {
     pub telemetry_path: String,
 
     /// Image label whose value names a build (set with `docker build --label` or LABEL).
-    #[arg(long = "build.name-label", env = "BUILDKIT_EXPORTER_BUILD_NAME_LABEL",
-          default_value = "org.opencontainers.image.title")]
+    #[arg(
+        long = "build.name-label",
+        env = "BUILDKIT_EXPORTER_BUILD_NAME_LABEL",
+        default_value = "org.opencontainers.image.title"
+    )]
     pub name_label: String,
 
     /// Most distinct `name` label values; builds beyond it are named "other".
@@ -150,7 +153,8 @@ impl SourceSpec {
         if name.as_deref() == Some("") {
             return Err(bad("NAME= must not be empty"));
         }
-        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("expected a URL like unix:///var/run/docker.sock"))?;
+        let (scheme, rest) =
+            url.split_once("://").ok_or_else(|| bad("expected a URL like unix:///var/run/docker.sock"))?;
         let transport = |kind: &str| -> Result<Transport, ConfigError> {
             match kind {
                 "unix" if rest.starts_with('/') => Ok(Transport::Unix(PathBuf::from(rest))),
@@ -278,7 +282,10 @@ mod tests {
         assert_eq!(config.telemetry_path, "/metrics");
         assert_eq!(
             config.sources,
-            vec![SourceSpec { name: "default".into(), endpoint: Endpoint::Docker(Transport::Unix("/var/run/docker.sock".into())) }]
+            vec![SourceSpec {
+                name: "default".into(),
+                endpoint: Endpoint::Docker(Transport::Unix("/var/run/docker.sock".into()))
+            }]
         );
         let config = cli(&[]).into_config(Some("tcp://10.0.0.2:2375".into())).unwrap();
         assert_eq!(config.sources[0].endpoint, Endpoint::Docker(Transport::Tcp("10.0.0.2:2375".into())));
@@ -287,9 +294,12 @@ mod tests {
     #[test]
     fn several_named_sources() {
         let config = cli(&[
-            "--source", "ci=unix:///run/a.sock",
-            "--source", "buildkitd+unix:///run/buildkit/buildkitd.sock",
-            "--source", "remote=buildkitd+tcp://builder:1234",
+            "--source",
+            "ci=unix:///run/a.sock",
+            "--source",
+            "buildkitd+unix:///run/buildkit/buildkitd.sock",
+            "--source",
+            "remote=buildkitd+tcp://builder:1234",
         ])
         .into_config(None)
         .unwrap();

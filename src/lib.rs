@@ -34,9 +34,9 @@ use tracing::info;
 
 use crate::builder::Builder;
 use crate::config::Config;
-use crate::views::metrics::{Counters, Live};
 use crate::server::Views;
 use crate::source::SourceOptions;
+use crate::views::metrics::{Counters, Live};
 
 /// Unix time now.
 pub fn now() -> f64 {
@@ -52,9 +52,8 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     for address in &config.listen_addresses {
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
+        let listener =
+            TcpListener::bind(address).await.map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
         info!(address = %listener.local_addr()?, "listening");
         listeners.push(listener);
     }
@@ -66,14 +65,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
 pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch::Receiver<bool>) {
     let registry = Registry::new();
     let counters = Counters::new(&registry);
-    let builders: Vec<Arc<Builder>> = config
-        .sources
-        .iter()
-        .map(|spec| Builder::new(&spec.name, config.model.clone(), counters.clone()))
-        .collect();
-    registry
-        .register(Box::new(Live::new(builders.clone(), counters.clone())))
-        .expect("live metric names are unique");
+    let builders: Vec<Arc<Builder>> =
+        config.sources.iter().map(|spec| Builder::new(&spec.name, config.model.clone(), counters.clone())).collect();
+    registry.register(Box::new(Live::new(builders.clone(), counters.clone()))).expect("live metric names are unique");
     let views = Arc::new(Views { registry, telemetry_path: config.telemetry_path.clone(), builders: builders.clone() });
     let options = SourceOptions {
         name_label: config.name_label.clone(),

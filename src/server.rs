@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{CONTENT_TYPE, ALLOW};
+use hyper::header::{ALLOW, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -88,7 +88,11 @@ fn handle(views: &Views, request: Request<Incoming>) -> Response<Full<Bytes>> {
     } else if path == "/healthz" {
         (StatusCode::OK, "text/plain; charset=utf-8", Bytes::from_static(b"ok\n"))
     } else if path == "/" {
-        (StatusCode::OK, "text/html; charset=utf-8", Bytes::from(page::HTML.replace("/metrics\"", &format!("{}\"", views.telemetry_path))))
+        (
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            Bytes::from(page::HTML.replace("/metrics\"", &format!("{}\"", views.telemetry_path))),
+        )
     } else if path == "/api/v1/builds" {
         (StatusCode::OK, JSON, Bytes::from(api::list(&views.builders, crate::now())))
     } else if let Some(reference) = path.strip_prefix("/api/v1/builds/") {

@@ -23,11 +23,9 @@ fn help_is_pinned() {
 
 #[test]
 fn bad_flags_exit_with_one_line() {
-    for args in [
-        &["--source", "ssh://builder"][..],
-        &["--web.listen-address", "nowhere"][..],
-        &["--log.level", "chatty=="][..],
-    ] {
+    for args in
+        [&["--source", "ssh://builder"][..], &["--web.listen-address", "nowhere"][..], &["--log.level", "chatty=="][..]]
+    {
         let output = std::process::Command::new(PATH).args(args).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8(output.stderr).unwrap();
@@ -160,7 +158,11 @@ async fn build_arg_values_never_leave_the_daemon() {
         "FROM tinybase:latest\nARG TOKEN\nRUN echo {} && sleep 1\nRUN echo \"$TOKEN\" > /token && sleep 1 && false\n",
         engine::unique("n")
     ));
-    let running = engine::Build::start(&context, &name, &["--build-arg", &format!("TOKEN={marker}"), "--label", &format!("org.opencontainers.image.title={name}")]);
+    let running = engine::Build::start(
+        &context,
+        &name,
+        &["--build-arg", &format!("TOKEN={marker}"), "--label", &format!("org.opencontainers.image.title={name}")],
+    );
     let mut scrapes = Vec::new();
     let m = loop {
         let m = binary.metrics().await;

@@ -76,7 +76,9 @@ async fn fifteen_step_build_then_cached_rebuild() {
     assert_eq!(*seen_steps.last().unwrap(), 15.0, "{seen_steps:?}");
     assert!(seen_steps.len() >= 10, "saw too few steps: {seen_steps:?}");
     assert!(
-        seen_commands.iter().any(|s| s.contains(r#"step="[11/15]""#) && s.contains(r#"instruction="RUN""#) && s.contains("pytorch: torch torchvision")),
+        seen_commands.iter().any(|s| s.contains(r#"step="[11/15]""#)
+            && s.contains(r#"instruction="RUN""#)
+            && s.contains("pytorch: torch torchvision")),
         "{seen_commands:#?}"
     );
 
@@ -98,7 +100,11 @@ async fn fifteen_step_build_then_cached_rebuild() {
     let got = sum(&m, "buildkit_step_duration_seconds_sum", &[("name", &name)]);
     assert!((got - expected).abs() < 0.01, "step time {got} vs client {expected}");
     let duration = sample(&m, "buildkit_build_duration_seconds_sum", &labels).unwrap();
-    assert!(duration <= report.wall_seconds && duration > report.wall_seconds - 2.0, "{duration} vs wall {}", report.wall_seconds);
+    assert!(
+        duration <= report.wall_seconds && duration > report.wall_seconds - 2.0,
+        "{duration} vs wall {}",
+        report.wall_seconds
+    );
     assert!(duration > 11.0, "eleven steps sleep 1 s: {duration}");
     let last = sample(&m, "buildkit_build_last_completion_time_seconds", &labels).unwrap();
     assert!((support::metrics_now() - last).abs() < 15.0);
@@ -114,9 +120,15 @@ async fn fifteen_step_build_then_cached_rebuild() {
     // Every step comes from cache, but FROM (a source) is not always marked so.
     assert!(again.cached_steps() >= 14, "{}", again.raw);
     assert_eq!(sum(&m, "buildkit_steps_total", &[("name", &name)]), 30.0);
-    assert_eq!(sum(&m, "buildkit_steps_cached_total", &[("name", &name)]), (report.cached_steps() + again.cached_steps()) as f64);
+    assert_eq!(
+        sum(&m, "buildkit_steps_cached_total", &[("name", &name)]),
+        (report.cached_steps() + again.cached_steps()) as f64
+    );
     let executed_again = again.executed_durations().len();
-    assert_eq!(sum(&m, "buildkit_step_duration_seconds_count", &[("name", &name)]), (executed.len() + executed_again) as f64);
+    assert_eq!(
+        sum(&m, "buildkit_step_duration_seconds_count", &[("name", &name)]),
+        (executed.len() + executed_again) as f64
+    );
 
     outputs.push(m);
     for output in &outputs {
@@ -129,7 +141,8 @@ async fn fifteen_step_build_then_cached_rebuild() {
 async fn counted(daemon: &Daemon, name: &str, result: &str, count: f64) -> String {
     eventually(Duration::from_secs(20), &format!("{name} counted {result}"), || async {
         let m = daemon.metrics().await;
-        (sample(&m, "buildkit_builds_completed_total", &[("name", name), ("result", result)]) == Some(count)).then_some(m)
+        (sample(&m, "buildkit_builds_completed_total", &[("name", name), ("result", result)]) == Some(count))
+            .then_some(m)
     })
     .await
 }
@@ -224,9 +237,11 @@ async fn concurrent_and_canceled_builds() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
     let (a, b) = (engine::unique("left"), engine::unique("right"));
-    let dockerfile = |nonce: String| format!("FROM tinybase:latest\nRUN echo {nonce} && sleep 3\nRUN echo second && sleep 1\n");
+    let dockerfile =
+        |nonce: String| format!("FROM tinybase:latest\nRUN echo {nonce} && sleep 3\nRUN echo second && sleep 1\n");
     let (ca, cb) = (Context::new(&dockerfile(engine::unique("n"))), Context::new(&dockerfile(engine::unique("n"))));
-    let (ra, rb) = (Build::start(&ca, &a, &["--label", &labelled(&a)]), Build::start(&cb, &b, &["--label", &labelled(&b)]));
+    let (ra, rb) =
+        (Build::start(&ca, &a, &["--label", &labelled(&a)]), Build::start(&cb, &b, &["--label", &labelled(&b)]));
     eventually(Duration::from_secs(20), "both running", || async {
         let m = daemon.metrics().await;
         let both = sample(&m, "buildkit_build_current_step", &[("name", &a)]).is_some()
@@ -252,7 +267,8 @@ async fn concurrent_and_canceled_builds() {
     let running = Build::start(&context, &canceled, &["--label", &labelled(&canceled)]);
     eventually(Duration::from_secs(30), "sleep step running", || async {
         let m = daemon.metrics().await;
-        (!samples(&m, "buildkit_build_step_running_info", &[("name", &canceled), ("instruction", "RUN")]).is_empty()).then_some(())
+        (!samples(&m, "buildkit_build_step_running_info", &[("name", &canceled), ("instruction", "RUN")]).is_empty())
+            .then_some(())
     })
     .await;
     running.interrupt();
@@ -285,7 +301,10 @@ async fn exporter_restart_during_a_build() {
     let m = counted(&second, &name, "succeeded", 1.0).await;
     assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(1.0));
     assert_eq!(sum(&m, "buildkit_steps_total", &[("name", &name)]), 15.0);
-    assert_eq!(sum(&m, "buildkit_step_duration_seconds_count", &[("name", &name)]), report.executed_durations().len() as f64);
+    assert_eq!(
+        sum(&m, "buildkit_step_duration_seconds_count", &[("name", &name)]),
+        report.executed_durations().len() as f64
+    );
     // The generation-1 COMPLETE comes ~3 s later: still one.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let m = second.metrics().await;

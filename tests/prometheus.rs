@@ -97,7 +97,13 @@ fn every_alert_is_unit_tested_firing_and_quiet() {
     let alerts = alert_names(&read(RULES));
     assert_eq!(
         alerts,
-        ["BuildKitBuildStalled", "BuildKitBuildFailed", "BuildKitBuildSlowerThanUsual", "BuildKitSourceDown", "BuildKitExporterDown"]
+        [
+            "BuildKitBuildStalled",
+            "BuildKitBuildFailed",
+            "BuildKitBuildSlowerThanUsual",
+            "BuildKitSourceDown",
+            "BuildKitExporterDown"
+        ]
     );
     // Each `alertname:` of an alert_rule_test is followed by its `exp_alerts:`: `[]` expects
     // silence, a list expects alerts.
@@ -110,7 +116,11 @@ fn every_alert_is_unit_tested_firing_and_quiet() {
             current = Some(name.to_string());
         } else if let Some(rest) = line.strip_prefix("exp_alerts:") {
             let name = current.take().expect("exp_alerts after an alertname");
-            if rest.trim() == "[]" { quiet.insert(name) } else { firing.insert(name) };
+            if rest.trim() == "[]" {
+                quiet.insert(name)
+            } else {
+                firing.insert(name)
+            };
         }
     }
     for alert in &alerts {
@@ -299,13 +309,17 @@ fn dashboard_is_portable() {
     assert!(dashboard["id"].is_null(), "id must be null so any Grafana can import it");
     assert_eq!(dashboard["uid"], "buildkit-exporter", "a fixed uid keeps links stable");
     assert!(dashboard["schemaVersion"].as_u64().unwrap() >= 39, "schemaVersion {}", dashboard["schemaVersion"]);
-    assert!(dashboard.get("__inputs").is_none() && dashboard.get("__requires").is_none(), "export-for-sharing leftovers");
+    assert!(
+        dashboard.get("__inputs").is_none() && dashboard.get("__requires").is_none(),
+        "export-for-sharing leftovers"
+    );
     let text = read(DASHBOARD);
     assert!(!text.contains("${DS_"), "hard-coded datasource input");
 
     // Variables: a datasource of type prometheus, and builder and name with All and multi-select.
     let variables = dashboard["templating"]["list"].as_array().unwrap();
-    let variable = |name: &str| variables.iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("no ${name} variable"));
+    let variable =
+        |name: &str| variables.iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("no ${name} variable"));
     let ds = variable("datasource");
     assert_eq!((ds["type"].as_str(), ds["query"].as_str()), (Some("datasource"), Some("prometheus")));
     for name in ["builder", "name"] {
@@ -356,10 +370,20 @@ fn dashboard_is_portable() {
                 .unwrap_or_else(|| panic!("{} {}: {metric} is not a metric of the exporter", q.panel, q.ref_id));
             used.insert(metric.clone());
             if metric != "buildkit_exporter_build_info" {
-                assert!(matchers.contains(r#"builder=~"$builder""#), "{} {}: {metric} not filtered by $builder", q.panel, q.ref_id);
+                assert!(
+                    matchers.contains(r#"builder=~"$builder""#),
+                    "{} {}: {metric} not filtered by $builder",
+                    q.panel,
+                    q.ref_id
+                );
             }
             if *has_name {
-                assert!(matchers.contains(r#"name=~"$name""#), "{} {}: {metric} not filtered by $name", q.panel, q.ref_id);
+                assert!(
+                    matchers.contains(r#"name=~"$name""#),
+                    "{} {}: {metric} not filtered by $name",
+                    q.panel,
+                    q.ref_id
+                );
             }
         }
     }
@@ -402,18 +426,31 @@ fn compose_file_is_valid() {
     assert!(exporter["build"]["dockerfile"].as_str().unwrap().ends_with("Dockerfile"), "{exporter}");
     let ports: Vec<&Value> = exporter["ports"].as_array().unwrap().iter().collect();
     assert!(ports.iter().any(|p| p["target"] == 9817 && p["published"] == "9817"), "{ports:?}");
-    let socket = exporter["volumes"].as_array().unwrap().iter().find(|v| v["target"] == "/var/run/docker.sock").expect("engine socket");
+    let socket = exporter["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["target"] == "/var/run/docker.sock")
+        .expect("engine socket");
     assert_eq!(socket["read_only"], true, "{socket}");
     assert!(exporter["user"].as_str().is_some_and(|u| !u.starts_with('0') && u != "root"), "runs as root: {exporter}");
 
     let mounts = |service: &str| -> Vec<String> {
-        services[service]["volumes"].as_array().unwrap().iter().map(|v| format!("{} -> {}", v["source"], v["target"])).collect()
+        services[service]["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| format!("{} -> {}", v["source"], v["target"]))
+            .collect()
     };
     let prometheus = mounts("prometheus").join("\n");
     assert!(prometheus.contains("deploy/prometheus\" -> \"/etc/prometheus\""), "{prometheus}");
     let grafana = mounts("grafana").join("\n");
     assert!(grafana.contains("deploy/grafana/provisioning\" -> \"/etc/grafana/provisioning\""), "{grafana}");
-    assert!(grafana.contains("grafana/buildkit-exporter.json\" -> \"/etc/grafana/dashboards/buildkit-exporter.json\""), "{grafana}");
+    assert!(
+        grafana.contains("grafana/buildkit-exporter.json\" -> \"/etc/grafana/dashboards/buildkit-exporter.json\""),
+        "{grafana}"
+    );
     // Everything mounted exists.
     for service in ["prometheus", "grafana"] {
         for volume in services[service]["volumes"].as_array().unwrap() {
@@ -476,9 +513,9 @@ async fn firing(prom: &Prometheus, alertname: &str, name: &str, timeout: Duratio
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let alerts = prom.alerts().await;
-        let found = alerts
-            .iter()
-            .find(|a| a.name() == alertname && a.state == "firing" && a.labels.get("name").map(String::as_str) == Some(name));
+        let found = alerts.iter().find(|a| {
+            a.name() == alertname && a.state == "firing" && a.labels.get("name").map(String::as_str) == Some(name)
+        });
         if let Some(alert) = found {
             return alert.clone();
         }
@@ -496,7 +533,8 @@ fn finite(samples: &[Sample]) -> bool {
 
 /// The one sample of `name`'s build in a query's result.
 fn of<'a>(samples: &'a [Sample], name: &str) -> &'a Sample {
-    let found: Vec<&Sample> = samples.iter().filter(|s| s.labels.get("name").map(String::as_str) == Some(name)).collect();
+    let found: Vec<&Sample> =
+        samples.iter().filter(|s| s.labels.get("name").map(String::as_str) == Some(name)).collect();
     assert_eq!(found.len(), 1, "one sample of {name} expected in {samples:#?}");
     found[0]
 }
@@ -550,7 +588,10 @@ async fn dashboard_and_alerts_on_real_builds() {
     scraped(&prom, &app, "succeeded", 2.0).await;
     let changed = run_build(&context, &app, &["--build-arg", "VERSION=2"]).await;
     let ran: Vec<&str> = changed.steps().into_iter().filter(|v| !v.cached).map(|v| v.name.as_str()).collect();
-    assert!(changed.success && changed.cached_steps() >= 4 && ran.contains(&"[6/6] RUN echo test 2 && sleep 1"), "{ran:?}");
+    assert!(
+        changed.success && changed.cached_steps() >= 4 && ran.contains(&"[6/6] RUN echo test 2 && sleep 1"),
+        "{ran:?}"
+    );
     scraped(&prom, &app, "succeeded", 3.0).await;
 
     // A failing build, retried once as a CI job would be, after the failure was seen.
@@ -568,7 +609,12 @@ async fn dashboard_and_alerts_on_real_builds() {
     assert!(failed.annotations["summary"].contains(&broken), "{failed:?}");
 
     // A quick build sets the usual duration of `silent`; then a build of it sleeps silently.
-    let quick = run_build(&Context::new(&format!("FROM tinybase:latest\nRUN echo {} quick\n", engine::unique("nonce"))), &silent, &[]).await;
+    let quick = run_build(
+        &Context::new(&format!("FROM tinybase:latest\nRUN echo {} quick\n", engine::unique("nonce"))),
+        &silent,
+        &[],
+    )
+    .await;
     assert!(quick.success, "{}", quick.raw);
     scraped(&prom, &silent, "succeeded", 1.0).await;
     let context = Context::new(&format!(
@@ -619,7 +665,10 @@ async fn dashboard_and_alerts_on_real_builds() {
         problems.push(format!("$builder offers {builders:?}"));
     }
     let names = prom
-        .label_values("name", r#"{__name__=~"buildkit_build_last_completion_time_seconds|buildkit_build_steps", builder=~".*"}"#)
+        .label_values(
+            "name",
+            r#"{__name__=~"buildkit_build_last_completion_time_seconds|buildkit_build_steps", builder=~".*"}"#,
+        )
         .await;
     for name in [&app, &broken, &silent] {
         if !names.contains(name) {
@@ -674,7 +723,10 @@ async fn dashboard_and_alerts_on_real_builds() {
         let prom = &prom;
         async move { prom.query(&format!("count_over_time(ALERTS{{{selector}}}[10m])")).await }
     };
-    let quiet = history(format!(r#"alertname=~"BuildKitBuildStalled|BuildKitBuildSlowerThanUsual",name=~"{app}|{broken}|{chatty}""#)).await;
+    let quiet = history(format!(
+        r#"alertname=~"BuildKitBuildStalled|BuildKitBuildSlowerThanUsual",name=~"{app}|{broken}|{chatty}""#
+    ))
+    .await;
     assert!(quiet.is_empty(), "{quiet:?}");
     let quiet = history(format!(r#"alertname="BuildKitBuildFailed",name=~"{app}|{silent}""#)).await;
     assert!(quiet.is_empty(), "{quiet:?}");
@@ -685,4 +737,39 @@ async fn dashboard_and_alerts_on_real_builds() {
     daemon.stop().await;
     let elapsed = started.elapsed();
     assert!(elapsed < Duration::from_secs(180), "took {elapsed:?}");
+}
+
+/// The image's build context (what deploy/Dockerfile.dockerignore lets through) holds all that
+/// cargo needs to load the manifest and build the binary.
+#[test]
+fn docker_build_context_is_complete() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ignore = std::fs::read_to_string(root.join("deploy/Dockerfile.dockerignore")).unwrap();
+    let kept: Vec<&str> = ignore.lines().filter_map(|l| l.strip_prefix('!')).collect();
+    let context = tempfile::tempdir().unwrap();
+    for path in &kept {
+        let status = std::process::Command::new("cp")
+            .args(["-r", "--parents", path.trim_end_matches('/')])
+            .arg(context.path())
+            .current_dir(root)
+            .status()
+            .unwrap();
+        assert!(status.success(), "copy {path}");
+    }
+    // `check` loads every target of the manifest (metadata alone does not) and compiles the
+    // binary; the shared target directory keeps it to the crate itself.
+    let output = std::process::Command::new("cargo")
+        .args(["check", "--locked", "--offline", "--bin", "buildkit-exporter"])
+        .env("CARGO_TARGET_DIR", root.join("target/docker-context"))
+        .current_dir(context.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let dockerfile = std::fs::read_to_string(root.join("deploy/Dockerfile")).unwrap();
+    for path in kept.iter().filter(|p| !p.starts_with("Cargo")) {
+        assert!(
+            dockerfile.contains(&format!("COPY {}", path.trim_end_matches('/'))),
+            "deploy/Dockerfile copies {path}"
+        );
+    }
 }

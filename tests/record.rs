@@ -16,7 +16,10 @@ pub const MARKER: &str = "fixture-marker-5e3c7";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "records fixtures from a real engine: BUILDKIT_EXPORTER_RECORD=1 cargo test --test record -- --ignored"]
 async fn record_fixture_builds() {
-    assert!(std::env::var_os("BUILDKIT_EXPORTER_RECORD").is_some(), "set BUILDKIT_EXPORTER_RECORD=1 to overwrite the fixtures");
+    assert!(
+        std::env::var_os("BUILDKIT_EXPORTER_RECORD").is_some(),
+        "set BUILDKIT_EXPORTER_RECORD=1 to overwrite the fixtures"
+    );
     let _engine = ENGINE.lock().await;
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let recorder = tokio::spawn(async move { record::record(&engine::source(), stopped).await });
@@ -27,7 +30,8 @@ async fn record_fixture_builds() {
     let ml = Context::new(&ml_dockerfile(&engine::unique("nonce"), "0.3"));
     assert!(build(&ml, "ml-base:latest", &["--label", label, "--build-arg", &token]).await.success);
     assert!(build(&ml, "ml-base:latest", &["--label", label, "--build-arg", &token]).await.success);
-    let failing = Context::new(&format!("FROM tinybase:latest\nRUN echo {} && sleep 0.3\nRUN false\n", engine::unique("nonce")));
+    let failing =
+        Context::new(&format!("FROM tinybase:latest\nRUN echo {} && sleep 0.3\nRUN false\n", engine::unique("nonce")));
     assert!(!build(&failing, "failing:dev", &[]).await.success);
     let multi = Context::new(&format!(
         "FROM tinybase:latest AS base\nRUN echo {} && sleep 0.3\nFROM tinybase:latest\nCOPY --from=base /bin/busybox /b\n",

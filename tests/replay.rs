@@ -71,9 +71,15 @@ async fn recorded_builds_give_the_golden_metrics() {
     // The second COMPLETE of every build has been replayed too by now; nothing more is counted.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let metrics = daemon.metrics().await;
-    assert_eq!(sample(&metrics, "buildkit_builds_completed_total", &[("name", "ml-base"), ("result", "succeeded")]), Some(2.0));
+    assert_eq!(
+        sample(&metrics, "buildkit_builds_completed_total", &[("name", "ml-base"), ("result", "succeeded")]),
+        Some(2.0)
+    );
     // A build that fails before export never says its tag: it stays unknown.
-    assert_eq!(sample(&metrics, "buildkit_builds_completed_total", &[("name", "unknown"), ("result", "failed")]), Some(1.0));
+    assert_eq!(
+        sample(&metrics, "buildkit_builds_completed_total", &[("name", "unknown"), ("result", "failed")]),
+        Some(1.0)
+    );
     assert_eq!(support::finished_builds(&metrics, "team/multi"), 1.0);
     assert_eq!(sample(&metrics, "buildkit_builds_started_total", &[]), Some(4.0));
     assert!(!metrics.contains(MARKER));
@@ -98,7 +104,12 @@ async fn a_build_in_progress_gives_the_golden_metrics() {
     let half = progress.len() / 2;
     status.clear();
     status.insert(first.clone(), progress[..half].to_vec());
-    let script = Script { connections: vec![Connection { history, end: End::Hang }], status, speed: SPEED, refuse_history: None };
+    let script = Script {
+        connections: vec![Connection { history, end: End::Hang }],
+        status,
+        speed: SPEED,
+        refuse_history: None,
+    };
     let dir = tempfile::tempdir().unwrap();
     let (fake, daemon) = start(&dir, script).await;
     let metrics = eventually(Duration::from_secs(20), "half the progress applied", || async {
@@ -142,8 +153,18 @@ async fn history_replayed_at_startup_seeds_and_counts_nothing() {
     .await;
     assert!(samples(&metrics, "buildkit_builds_completed_total", &[]).is_empty(), "{metrics}");
     assert_eq!(sample(&metrics, "buildkit_builds_started_total", &[]), Some(0.0));
-    assert!(sample(&metrics, "buildkit_build_last_completion_time_seconds", &[("name", "ml-base"), ("result", "succeeded")]).is_some());
-    assert!(sample(&metrics, "buildkit_build_last_completion_time_seconds", &[("name", "team/multi"), ("result", "succeeded")]).is_some());
+    assert!(sample(
+        &metrics,
+        "buildkit_build_last_completion_time_seconds",
+        &[("name", "ml-base"), ("result", "succeeded")]
+    )
+    .is_some());
+    assert!(sample(
+        &metrics,
+        "buildkit_build_last_completion_time_seconds",
+        &[("name", "team/multi"), ("result", "succeeded")]
+    )
+    .is_some());
     assert_golden("history.metrics", &metrics);
     daemon.stop().await;
     fake.stop();
@@ -171,7 +192,10 @@ async fn a_build_finishing_during_a_disconnect_is_counted_once() {
     partial.insert(first.clone(), progress[..progress.len() / 3].to_vec());
     let script = Script {
         connections: vec![
-            Connection { history: until_started, end: End::Fail(tonic::Status::unknown("h2 protocol error: connection reset")) },
+            Connection {
+                history: until_started,
+                end: End::Fail(tonic::Status::unknown("h2 protocol error: connection reset")),
+            },
             Connection { history: replay.clone(), end: End::Fail(tonic::Status::unavailable("engine restarting")) },
             Connection { history: replay, end: End::Hang },
         ],
@@ -189,8 +213,13 @@ async fn a_build_finishing_during_a_disconnect_is_counted_once() {
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let metrics = daemon.metrics().await;
-    assert_eq!(sample(&metrics, "buildkit_builds_completed_total", &[("name", "ml-base"), ("result", "succeeded")]), Some(1.0), "{metrics}");
-    let counted: Vec<_> = samples(&metrics, "buildkit_builds_completed_total", &[]).into_iter().filter(|(_, v)| *v > 0.0).collect();
+    assert_eq!(
+        sample(&metrics, "buildkit_builds_completed_total", &[("name", "ml-base"), ("result", "succeeded")]),
+        Some(1.0),
+        "{metrics}"
+    );
+    let counted: Vec<_> =
+        samples(&metrics, "buildkit_builds_completed_total", &[]).into_iter().filter(|(_, v)| *v > 0.0).collect();
     assert_eq!(counted.len(), 1, "older builds are history: {counted:?}");
     assert_eq!(sample(&metrics, "buildkit_builds_started_total", &[]), Some(1.0));
     assert_eq!(sample(&metrics, "buildkit_exporter_source_reconnects_total", &[]), Some(2.0));

@@ -77,12 +77,19 @@ async fn json_api_follows_real_builds() {
     assert_eq!(done["steps"]["total"], 15);
     assert_eq!(done["steps"]["completed"], 15);
     assert_eq!(done["steps"]["cached"], report.cached_steps());
-    let states: BTreeSet<&str> = done["step_list"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
+    let states: BTreeSet<&str> =
+        done["step_list"].as_array().unwrap().iter().map(|s| s["state"].as_str().unwrap()).collect();
     assert!(states.iter().all(|s| *s == "done" || *s == "cached"), "{states:?}");
     let duration = done["duration_seconds"].as_f64().unwrap();
     assert!(duration <= report.wall_seconds && duration > report.wall_seconds - 2.0);
     // Durations of each step are BuildKit's, as the client saw them.
-    let api_total: f64 = done["step_list"].as_array().unwrap().iter().filter(|s| s["state"] == "done").map(|s| s["duration_seconds"].as_f64().unwrap()).sum();
+    let api_total: f64 = done["step_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["state"] == "done")
+        .map(|s| s["duration_seconds"].as_f64().unwrap())
+        .sum();
     let client_total: f64 = report.executed_durations().iter().sum();
     assert!((api_total - client_total).abs() < 0.01, "{api_total} vs {client_total}");
 
@@ -92,7 +99,12 @@ async fn json_api_follows_real_builds() {
         "FROM tinybase:latest\nARG TOKEN\nRUN echo {}\nRUN echo $TOKEN && exit 3\n",
         engine::unique("nonce")
     ));
-    let report = build(&context, &failing, &["--label", &format!("{LABEL}={failing}"), "--build-arg", &format!("TOKEN={marker}")]).await;
+    let report = build(
+        &context,
+        &failing,
+        &["--label", &format!("{LABEL}={failing}"), "--build-arg", &format!("TOKEN={marker}")],
+    )
+    .await;
     assert!(!report.success);
     let failed = eventually(Duration::from_secs(15), "failed build listed", || async {
         find(&daemon, &failing).await.filter(|b| b["state"] == "failed")

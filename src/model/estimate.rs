@@ -101,6 +101,16 @@ impl Estimates {
         learned.executed.or(learned.cached_seen.then_some(self.cached_time))
     }
 
+    /// How many names have learned durations.
+    pub fn len(&self) -> usize {
+        self.profiles.len()
+    }
+
+    /// Whether nothing was learned.
+    pub fn is_empty(&self) -> bool {
+        self.profiles.is_empty()
+    }
+
     /// Expected time from the last step to completion for builds of `name`.
     pub fn tail(&self, name: &str) -> f64 {
         self.profiles.get(name).and_then(|p| p.tail).unwrap_or(0.0)

@@ -599,8 +599,7 @@ impl Model {
             }
             Event::ReplayDone { seen } => {
                 self.disconnected_at = None;
-                let lost: Vec<String> =
-                    self.running.keys().filter(|r| !seen.contains(*r)).cloned().collect();
+                let lost: Vec<String> = self.running.keys().filter(|r| !seen.contains(*r)).cloned().collect();
                 for reference in lost {
                     self.running.remove(&reference);
                     effects.push(Effect::BuildLost { reference });
@@ -618,8 +617,7 @@ impl Model {
     }
 
     fn finished_while_disconnected(&self, completion: &Completion) -> bool {
-        self.disconnected_at
-            .is_some_and(|at| completion.completed_at >= at - DISCONNECT_SLACK_SECONDS)
+        self.disconnected_at.is_some_and(|at| completion.completed_at >= at - DISCONNECT_SLACK_SECONDS)
             && !self.finished.contains(&completion.info.reference)
     }
 
@@ -703,7 +701,8 @@ impl Model {
                 Some(Observed { key: v.key(), cached: v.cached, duration })
             })
             .collect();
-        let last_end = steps.iter().filter_map(|v| v.completed).fold(None, |m: Option<Time>, c| Some(m.map_or(c, |m| m.max(c))));
+        let last_end =
+            steps.iter().filter_map(|v| v.completed).fold(None, |m: Option<Time>, c| Some(m.map_or(c, |m| m.max(c))));
         let tail = last_end.map(|end| completed_at - end);
         self.estimates.learn(name, &observed, tail);
     }
@@ -748,12 +747,9 @@ impl Model {
             .map(|build| {
                 let steps = build.steps();
                 let total = steps.len() as u32;
-                let completed =
-                    steps.iter().filter(|v| v.completed.is_some() && v.error.is_none()).count() as u32;
-                let cached = steps
-                    .iter()
-                    .filter(|v| v.completed.is_some() && v.cached && v.error.is_none())
-                    .count() as u32;
+                let completed = steps.iter().filter(|v| v.completed.is_some() && v.error.is_none()).count() as u32;
+                let cached =
+                    steps.iter().filter(|v| v.completed.is_some() && v.cached && v.error.is_none()).count() as u32;
                 let in_progress = steps
                     .iter()
                     .filter(|v| v.completed.is_none() && v.error.is_none())

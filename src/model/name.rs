@@ -80,6 +80,16 @@ impl NameSet {
         OVERFLOW.to_string()
     }
 
+    /// How many names are in use.
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    /// Whether no name is in use yet.
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+
     /// The label value `name` would get, without recording it.
     pub fn peek(&self, name: &str) -> String {
         if name == UNKNOWN || self.known.contains(name) || self.known.len() < self.max {
@@ -121,6 +131,16 @@ impl LearnedNames {
                 }
             }
         }
+    }
+
+    /// How many step lists are remembered.
+    pub fn len(&self) -> usize {
+        self.by_steps.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.by_steps.is_empty()
     }
 
     /// The name learned for step list `key`.

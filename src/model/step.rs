@@ -6,8 +6,24 @@
 
 /// Dockerfile keywords that may become the `instruction` label; anything else is `OTHER`.
 const KEYWORDS: &[&str] = &[
-    "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
-    "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
 ];
 
 /// The `instruction` label for steps that are not Dockerfile instructions.
@@ -94,11 +110,7 @@ fn parse_dockerfile(name: &str) -> Option<StepKind> {
         None => (after, ""),
     };
     let upper = keyword.to_ascii_uppercase();
-    let instruction = KEYWORDS
-        .iter()
-        .find(|k| **k == upper)
-        .copied()
-        .unwrap_or(OTHER_INSTRUCTION);
+    let instruction = KEYWORDS.iter().find(|k| **k == upper).copied().unwrap_or(OTHER_INSTRUCTION);
     Some(StepKind::Dockerfile {
         label: match &stage {
             Some(stage) => format!("[{stage} {position}]"),
@@ -114,10 +126,7 @@ fn parse_dockerfile(name: &str) -> Option<StepKind> {
 
 /// Cuts `text` to at most `max` characters, marking the cut with `…`.
 pub fn truncate(text: &str, max: usize) -> String {
-    let single_line: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let single_line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
     if single_line.chars().count() <= max {
         return single_line;
     }
@@ -152,12 +161,10 @@ mod tests {
 
     #[test]
     fn multi_stage_steps() {
-        let (label, stage, index, total, instruction, command) =
-            dockerfile("[base 3/4] RUN echo hi");
+        let (label, stage, index, total, instruction, command) = dockerfile("[base 3/4] RUN echo hi");
         assert_eq!((label.as_str(), stage.as_deref()), ("[base 3/4]", Some("base")));
         assert_eq!((index, total, instruction, command.as_str()), (3, 4, "RUN", "echo hi"));
-        let (label, stage, _, _, instruction, command) =
-            dockerfile("[stage-2 2/3] COPY --from=base /out /app");
+        let (label, stage, _, _, instruction, command) = dockerfile("[stage-2 2/3] COPY --from=base /out /app");
         assert_eq!((label.as_str(), stage.as_deref()), ("[stage-2 2/3]", Some("stage-2")));
         assert_eq!((instruction, command.as_str()), ("COPY", "--from=base /out /app"));
     }
@@ -172,8 +179,7 @@ mod tests {
 
     #[test]
     fn platform_prefixed_stage() {
-        let (_, stage, index, total, instruction, _) =
-            dockerfile("[linux/amd64 builder 2/5] WORKDIR /src");
+        let (_, stage, index, total, instruction, _) = dockerfile("[linux/amd64 builder 2/5] WORKDIR /src");
         assert_eq!(stage.as_deref(), Some("linux/amd64 builder"));
         assert_eq!((index, total, instruction), (2, 5, "WORKDIR"));
     }

@@ -130,8 +130,7 @@ fn current_step_moves_through_a_single_stage_build() {
     let b = build("r1", 100.0);
     assert_eq!(started_count(&model.apply(b.started())), 1);
     let steps = fifteen_steps();
-    let mut announce: Vec<VertexUpdate> =
-        steps.iter().map(|(d, n)| announced(d, n)).collect();
+    let mut announce: Vec<VertexUpdate> = steps.iter().map(|(d, n)| announced(d, n)).collect();
     announce.push(announced("sha256:int", "[internal] load build definition from Dockerfile"));
     model.apply(b.progress(100.5, announce));
     let snap = model.snapshot(0.0);
@@ -191,10 +190,7 @@ fn replayed_history_seeds_but_counts_nothing() {
             Event::ReplayDone { seen: ["old".to_string(), "old2".to_string()].into() },
         ],
     );
-    assert_eq!(
-        effects,
-        vec![Effect::HistorySeen { name: "app".into(), result: "succeeded", completed_at: 5.0 }]
-    );
+    assert_eq!(effects, vec![Effect::HistorySeen { name: "app".into(), result: "succeeded", completed_at: 5.0 }]);
 }
 
 #[test]
@@ -202,10 +198,7 @@ fn started_replayed_on_reconnect_counts_once() {
     let mut model = model();
     let b = build("r1", 10.0);
     let mut effects = apply_all(&mut model, vec![b.started(), Event::Disconnected(20.0)]);
-    effects.extend(apply_all(
-        &mut model,
-        vec![b.started(), Event::ReplayDone { seen: ["r1".to_string()].into() }],
-    ));
+    effects.extend(apply_all(&mut model, vec![b.started(), Event::ReplayDone { seen: ["r1".to_string()].into() }]));
     assert_eq!(started_count(&effects), 1);
     assert!(model.is_running("r1"));
 }
@@ -231,10 +224,8 @@ fn a_build_finishing_while_disconnected_is_counted_once_after_reconnect() {
     assert_eq!(done[0].steps.len(), 1, "steps observed before the cut are kept");
     // A second reconnect replays it again: nothing more.
     model.apply(Event::Disconnected(30.0));
-    let effects = apply_all(
-        &mut model,
-        vec![b.completed(15.0, Outcome::Succeeded), Event::ReplayDone { seen: HashSet::new() }],
-    );
+    let effects =
+        apply_all(&mut model, vec![b.completed(15.0, Outcome::Succeeded), Event::ReplayDone { seen: HashSet::new() }]);
     assert!(finished(&effects).is_empty());
 }
 
@@ -275,10 +266,7 @@ fn same_digest_twice_in_one_message_last_wins() {
     let mut model = model();
     let b = build("r1", 1.0);
     model.apply(b.started());
-    model.apply(b.progress(
-        3.0,
-        vec![running("d1", "[1/1] RUN x", 2.0), done("d1", "[1/1] RUN x", 2.0, 3.0)],
-    ));
+    model.apply(b.progress(3.0, vec![running("d1", "[1/1] RUN x", 2.0), done("d1", "[1/1] RUN x", 2.0, 3.0)]));
     assert_eq!(model.snapshot(0.0)[0].completed, 1);
     model.apply(b.progress(3.5, vec![done("d1", "[1/1] RUN x", 2.0, 3.0), running("d1", "[1/1] RUN x", 2.0)]));
     let snap = model.snapshot(0.0);
@@ -432,16 +420,11 @@ fn build_arg_values_are_masked_in_commands_and_errors() {
     let mut model = model();
     let b = build("r1", 1.0).secret("s3cr3t-marker").secret("x");
     model.apply(b.started());
-    model.apply(b.progress(
-        2.0,
-        vec![running("a", "[1/1] RUN echo s3cr3t-marker x", 2.0)],
-    ));
+    model.apply(b.progress(2.0, vec![running("a", "[1/1] RUN echo s3cr3t-marker x", 2.0)]));
     let snap = &model.snapshot(0.0)[0];
     assert_eq!(snap.in_progress[0].command, "echo *** x");
-    let effects = model.apply(b.completed(
-        3.0,
-        Outcome::Failed("process \"/bin/sh -c echo s3cr3t-marker\" failed".into()),
-    ));
+    let effects =
+        model.apply(b.completed(3.0, Outcome::Failed("process \"/bin/sh -c echo s3cr3t-marker\" failed".into())));
     assert_eq!(finished(&effects)[0].outcome, Outcome::Failed("process \"/bin/sh -c echo ***\" failed".into()));
 }
 
@@ -524,7 +507,10 @@ fn a_step_never_seen_means_no_estimate() {
     two_step_build(&mut model, "r1", 0.0, 10.0);
     let b = build("r2", 100.0).image("app");
     model.apply(b.started());
-    model.apply(b.progress(100.1, vec![announced("f", "[1/3] FROM x"), announced("n", "[2/3] RUN new"), announced("r", "[3/3] RUN make")]));
+    model.apply(b.progress(
+        100.1,
+        vec![announced("f", "[1/3] FROM x"), announced("n", "[2/3] RUN new"), announced("r", "[3/3] RUN make")],
+    ));
     let snap = &model.snapshot(100.1)[0];
     assert_eq!(snap.estimate, None);
     assert_eq!(snap.step_list[1].expected, None);
@@ -541,7 +527,10 @@ fn recent_builds_keep_tag_result_and_failing_step() {
     two_step_build(&mut model, "r1", 0.0, 1.0);
     let f = build("r2", 10.0);
     model.apply(f.started());
-    model.apply(f.progress(12.0, vec![done("a", "[1/2] FROM x", 10.0, 10.1), failed("b", "[2/2] RUN false", 10.1, 12.0, "exit 1")]));
+    model.apply(f.progress(
+        12.0,
+        vec![done("a", "[1/2] FROM x", 10.0, 10.1), failed("b", "[2/2] RUN false", 10.1, 12.0, "exit 1")],
+    ));
     model.apply(f.completed(12.1, Outcome::Failed("exit code: 1".into())));
     two_step_build(&mut model, "r3", 20.0, 1.0);
     let recent = model.recent();
@@ -559,7 +548,8 @@ fn history_seen_before_a_disconnect_is_not_counted_after_it() {
     model.apply(old.completed(98.0, Outcome::Canceled));
     model.apply(Event::ReplayDone { seen: ["old".to_string()].into() });
     model.apply(Event::Disconnected(100.0));
-    let effects = apply_all(&mut model, vec![old.completed(98.0, Outcome::Canceled), Event::ReplayDone { seen: HashSet::new() }]);
+    let effects =
+        apply_all(&mut model, vec![old.completed(98.0, Outcome::Canceled), Event::ReplayDone { seen: HashSet::new() }]);
     assert!(finished(&effects).is_empty());
     assert_eq!(started_count(&effects), 0);
 }
@@ -580,4 +570,31 @@ fn steps_are_listed_in_dockerfile_order() {
     ));
     let labels: Vec<String> = model.snapshot(2.0)[0].step_list.iter().map(|s| s.label.clone()).collect();
     assert_eq!(labels, ["[base 1/3]", "[base 2/3]", "[base 3/3]", "[final 1/1]"]);
+}
+
+#[test]
+fn memory_stays_bounded_however_many_builds_pass() {
+    let settings =
+        Settings { max_names: 50, max_learned: 40, max_remembered_refs: 300, max_recent: 20, ..Settings::default() };
+    let mut model = Model::new(settings);
+    for i in 0..5_000 {
+        let b = build(&format!("r{i}"), i as f64).image(&format!("app-{}", i % 120));
+        model.apply(b.started());
+        model.apply(b.progress(
+            i as f64 + 0.5,
+            vec![
+                done("a", &format!("[1/2] RUN step {}", i % 70), i as f64, i as f64 + 0.5),
+                announced("b", "[2/2] RUN x"),
+            ],
+        ));
+        model.apply(b.completed(i as f64 + 0.9, Outcome::Succeeded));
+        model.apply(b.completed(i as f64 + 0.9, Outcome::Succeeded));
+    }
+    assert!(model.running.is_empty());
+    assert_eq!(model.recent.len(), 20);
+    assert!(model.started.set.len() <= 300 && model.started.order.len() <= 300);
+    assert!(model.finished.set.len() <= 300);
+    assert!(model.learned.len() <= 40);
+    assert!(model.estimates.len() <= 50);
+    assert_eq!(model.names.len(), 50);
 }

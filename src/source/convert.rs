@@ -137,7 +137,10 @@ mod tests {
     fn outcomes() {
         let outcome = |error| completion(&record(error), "title").outcome;
         assert_eq!(outcome(None), Outcome::Succeeded);
-        assert_eq!(outcome(Some(Status { code: 1, message: "context canceled".into(), details: vec![] })), Outcome::Canceled);
+        assert_eq!(
+            outcome(Some(Status { code: 1, message: "context canceled".into(), details: vec![] })),
+            Outcome::Canceled
+        );
         assert_eq!(
             outcome(Some(Status { code: 2, message: "exit code: 1".into(), details: vec![] })),
             Outcome::Failed("exit code: 1".into())
@@ -155,16 +158,15 @@ mod tests {
     #[test]
     fn image_name_sources_in_order() {
         let mut r = record(None);
-        r.exporter_response.insert(
-            "containerimage.config".into(),
-            r#"{"config":{"Labels":{"title":"from-config"}}}"#.into(),
-        );
+        r.exporter_response
+            .insert("containerimage.config".into(), r#"{"config":{"Labels":{"title":"from-config"}}}"#.into());
         assert_eq!(info(&r, "title").image.as_deref(), Some("from-config"));
         r.frontend_attrs.insert("label:title".into(), "from-label".into());
         assert_eq!(info(&r, "title").image.as_deref(), Some("from-label"));
         r.exporter_response.insert("image.name".into(), "docker.io/library/resp:1,other:2".into());
         assert_eq!(info(&r, "title").image.as_deref(), Some("docker.io/library/resp:1"));
-        r.exporters.push(Exporter { r#type: "image".into(), attrs: [("name".to_string(), "exp:1".to_string())].into() });
+        r.exporters
+            .push(Exporter { r#type: "image".into(), attrs: [("name".to_string(), "exp:1".to_string())].into() });
         assert_eq!(info(&r, "title").image.as_deref(), Some("exp:1"));
     }
 

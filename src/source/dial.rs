@@ -29,13 +29,10 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Channel, SourceError> {
         async move { dial(&target).await.map(TokioIo::new) }
     });
     // The URI is required by tonic but never resolved: the connector decides where to go.
-    TonicEndpoint::from_static("http://buildkit.invalid")
-        .connect_with_connector(connector)
-        .await
-        .map_err(|error| find_source_error(&error).unwrap_or_else(|| SourceError::Protocol {
-            endpoint: endpoint.to_string(),
-            detail: error_chain(&error),
-        }))
+    TonicEndpoint::from_static("http://buildkit.invalid").connect_with_connector(connector).await.map_err(|error| {
+        find_source_error(&error)
+            .unwrap_or_else(|| SourceError::Protocol { endpoint: endpoint.to_string(), detail: error_chain(&error) })
+    })
 }
 
 async fn dial(endpoint: &Endpoint) -> Result<BoxedIo, SourceError> {
@@ -70,16 +67,12 @@ async fn upgrade(endpoint: &Endpoint, stream: BoxedIo) -> Result<BoxedIo, Source
         .header(header::UPGRADE, "h2c")
         .body(Empty::<Bytes>::new())
         .expect("static request is valid");
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| protocol(format!("no answer to the /grpc upgrade: {e}")))?;
+    let response =
+        sender.send_request(request).await.map_err(|e| protocol(format!("no answer to the /grpc upgrade: {e}")))?;
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Err(SourceError::Upgrade { endpoint: endpoint.to_string(), status: response.status().as_u16() });
     }
-    let upgraded = hyper::upgrade::on(response)
-        .await
-        .map_err(|e| protocol(format!("upgrade to h2c failed: {e}")))?;
+    let upgraded = hyper::upgrade::on(response).await.map_err(|e| protocol(format!("upgrade to h2c failed: {e}")))?;
     Ok(Box::pin(TokioIo::new(upgraded)))
 }
 

@@ -32,8 +32,8 @@ use tracing::{debug, info, warn};
 
 use crate::builder::Builder;
 use crate::config::{Endpoint, SourceSpec};
-use crate::now;
 use crate::model::{Completion, Event, Progress};
+use crate::now;
 
 /// Quiet time after which the opening replay of a history stream is taken as complete.
 const REPLAY_QUIET: Duration = Duration::from_millis(1500);
@@ -57,7 +57,9 @@ pub enum SourceError {
     #[error("{endpoint} refused the BuildKit /grpc upgrade with HTTP {status}: not a Docker Engine with BuildKit (23.0 or newer)?")]
     Upgrade { endpoint: String, status: u16 },
     /// The engine has no build-history API.
-    #[error("{endpoint} is too old: it has no BuildKit build-history API (needs Docker Engine 23.0+ or buildkitd 0.11+)")]
+    #[error(
+        "{endpoint} is too old: it has no BuildKit build-history API (needs Docker Engine 23.0+ or buildkitd 0.11+)"
+    )]
     TooOld { endpoint: String },
     /// A message was larger than allowed.
     #[error("a message from {endpoint} is larger than --source.max-message-bytes: {detail}")]
@@ -313,6 +315,9 @@ mod tests {
         assert!(matches!(error, SourceError::TooOld { .. }));
         assert!(error.to_string().contains("23.0"));
         let error = SourceError::from_io(&endpoint, std::io::Error::from(std::io::ErrorKind::PermissionDenied));
-        assert_eq!(error.to_string(), "permission denied on unix:///x.sock: run as root or as a member of the socket's group (usually docker)");
+        assert_eq!(
+            error.to_string(),
+            "permission denied on unix:///x.sock: run as root or as a member of the socket's group (usually docker)"
+        );
     }
 }

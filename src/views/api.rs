@@ -115,9 +115,16 @@ fn running(builder: &str, build: RunningBuild, now: Time, detail: bool) -> Build
         current: build
             .in_progress
             .into_iter()
-            .map(|s| CurrentStep { step: s.label, instruction: s.instruction, command: s.command, started_at: Some(s.started) })
+            .map(|s| CurrentStep {
+                step: s.label,
+                instruction: s.instruction,
+                command: s.command,
+                started_at: Some(s.started),
+            })
             .collect(),
-        estimate: build.estimate.map(|Estimate { total, remaining }| EstimateJson { total_seconds: total, remaining_seconds: remaining }),
+        estimate: build
+            .estimate
+            .map(|Estimate { total, remaining }| EstimateJson { total_seconds: total, remaining_seconds: remaining }),
         error: None,
         step_list: detail.then(|| steps_json(&build.step_list)),
     }

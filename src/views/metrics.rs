@@ -13,7 +13,8 @@ use crate::builder::Builder;
 use crate::model::Effect;
 
 /// Build durations: one second to four hours.
-const BUILD_BUCKETS: &[f64] = &[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0];
+const BUILD_BUCKETS: &[f64] =
+    &[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0];
 /// Step durations: a tenth of a second to two hours.
 const STEP_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0];
 
@@ -55,24 +56,75 @@ impl Counters {
         let step = &["builder", "name", "instruction"];
         let info = register(
             registry,
-            IntGaugeVec::new(Opts::new("buildkit_exporter_build_info", "Version of buildkit-exporter; always 1."), &["version"])
-                .expect("valid metric"),
+            IntGaugeVec::new(
+                Opts::new("buildkit_exporter_build_info", "Version of buildkit-exporter; always 1."),
+                &["version"],
+            )
+            .expect("valid metric"),
         );
         info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         Arc::new(Counters {
-            builds_started: counter(registry, "buildkit_builds_started_total", "Builds seen starting (or running, when first seen).", &["builder"]),
-            builds_completed: counter(registry, "buildkit_builds_completed_total", "Builds finished, by result.", build),
-            build_duration: histogram(registry, "buildkit_build_duration_seconds", "Wall-clock duration of finished builds, from BuildKit's timestamps.", build, BUILD_BUCKETS),
+            builds_started: counter(
+                registry,
+                "buildkit_builds_started_total",
+                "Builds seen starting (or running, when first seen).",
+                &["builder"],
+            ),
+            builds_completed: counter(
+                registry,
+                "buildkit_builds_completed_total",
+                "Builds finished, by result.",
+                build,
+            ),
+            build_duration: histogram(
+                registry,
+                "buildkit_build_duration_seconds",
+                "Wall-clock duration of finished builds, from BuildKit's timestamps.",
+                build,
+                BUILD_BUCKETS,
+            ),
             last_completion: register(
                 registry,
-                GaugeVec::new(Opts::new("buildkit_build_last_completion_time_seconds", "Unix time the last build of this name finished with this result."), build)
-                    .expect("valid metric"),
+                GaugeVec::new(
+                    Opts::new(
+                        "buildkit_build_last_completion_time_seconds",
+                        "Unix time the last build of this name finished with this result.",
+                    ),
+                    build,
+                )
+                .expect("valid metric"),
             ),
-            steps: counter(registry, "buildkit_steps_total", "Steps of finished builds that completed, came from cache or failed.", step),
-            steps_cached: counter(registry, "buildkit_steps_cached_total", "Steps of finished builds that came from cache.", step),
-            steps_failed: counter(registry, "buildkit_steps_failed_total", "Steps of finished builds that failed.", step),
-            step_duration: histogram(registry, "buildkit_step_duration_seconds", "Execution time of steps that ran (not cached) and succeeded.", step, STEP_BUCKETS),
-            reconnects: counter(registry, "buildkit_exporter_source_reconnects_total", "Connection attempts to a source after it failed.", &["builder"]),
+            steps: counter(
+                registry,
+                "buildkit_steps_total",
+                "Steps of finished builds that completed, came from cache or failed.",
+                step,
+            ),
+            steps_cached: counter(
+                registry,
+                "buildkit_steps_cached_total",
+                "Steps of finished builds that came from cache.",
+                step,
+            ),
+            steps_failed: counter(
+                registry,
+                "buildkit_steps_failed_total",
+                "Steps of finished builds that failed.",
+                step,
+            ),
+            step_duration: histogram(
+                registry,
+                "buildkit_step_duration_seconds",
+                "Execution time of steps that ran (not cached) and succeeded.",
+                step,
+                STEP_BUCKETS,
+            ),
+            reconnects: counter(
+                registry,
+                "buildkit_exporter_source_reconnects_total",
+                "Connection attempts to a source after it failed.",
+                &["builder"],
+            ),
         })
     }
 
@@ -173,7 +225,9 @@ struct LiveVecs {
 impl LiveVecs {
     fn new() -> LiveVecs {
         let per_build = &["builder", "ref", "name"];
-        let gauge = |name: &str, help: &str, labels: &[&str]| GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            GaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
+        };
         LiveVecs {
             steps: gauge("buildkit_build_steps", "Steps of a running build known so far, all stages.", per_build),
             steps_completed: gauge("buildkit_build_steps_completed", "Steps of a running build completed (executed or cached).", per_build),
@@ -208,9 +262,18 @@ impl LiveVecs {
 
     fn all(&self) -> [&GaugeVec; 12] {
         [
-            &self.steps, &self.steps_completed, &self.steps_cached, &self.current_step, &self.running_info,
-            &self.start_time, &self.elapsed, &self.last_progress, &self.estimated_duration,
-            &self.estimated_remaining, &self.running, &self.up,
+            &self.steps,
+            &self.steps_completed,
+            &self.steps_cached,
+            &self.current_step,
+            &self.running_info,
+            &self.start_time,
+            &self.elapsed,
+            &self.last_progress,
+            &self.estimated_duration,
+            &self.estimated_remaining,
+            &self.running,
+            &self.up,
         ]
     }
 }
@@ -252,7 +315,14 @@ impl Collector for Live {
                 }
                 for step in &build.in_progress {
                     vecs.running_info
-                        .with_label_values(&[name, &build.reference, &build.name, &step.label, step.instruction, &step.command])
+                        .with_label_values(&[
+                            name,
+                            &build.reference,
+                            &build.name,
+                            &step.label,
+                            step.instruction,
+                            &step.command,
+                        ])
                         .set(1.0);
                 }
             }

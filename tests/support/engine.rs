@@ -97,11 +97,7 @@ impl BuildReport {
 
     /// Execution times of steps that ran (not cached) and succeeded.
     pub fn executed_durations(&self) -> Vec<f64> {
-        self.steps()
-            .iter()
-            .filter(|v| !v.cached && !v.error)
-            .filter_map(|v| Some(v.completed? - v.started?))
-            .collect()
+        self.steps().iter().filter(|v| !v.cached && !v.error).filter_map(|v| Some(v.completed? - v.started?)).collect()
     }
 }
 
@@ -197,13 +193,9 @@ pub fn ml_dockerfile(nonce: &str, sleep: &str) -> String {
         text.push_str(&format!("RUN echo {step} && sleep {sleep}\n"));
     }
     text.push_str("COPY requirements.txt /workspace/\n");
-    for step in [
-        "ml deps: numpy scipy opencv-python",
-        "pytorch: torch torchvision",
-        "fvcore iopath",
-        "pytorch3d",
-        "detectron2",
-    ] {
+    for step in
+        ["ml deps: numpy scipy opencv-python", "pytorch: torch torchvision", "fvcore iopath", "pytorch3d", "detectron2"]
+    {
         text.push_str(&format!("RUN echo {step} && sleep {sleep}\n"));
     }
     text.push_str("RUN echo token is $TOKEN > /dev/null\n");

@@ -167,7 +167,9 @@ impl Control for Fake {
                 tokio::time::sleep(delay(last, line.at, speed)).await;
                 last = line.at;
                 let Recorded::History(event) = line.item else { continue };
-                if event.r#type == BuildHistoryEventType::Complete as i32 && event.record.as_ref().is_some_and(|r| r.generation == 0) {
+                if event.r#type == BuildHistoryEventType::Complete as i32
+                    && event.record.as_ref().is_some_and(|r| r.generation == 0)
+                {
                     let reference = event.record.as_ref().map(|r| r.r#ref.clone()).unwrap_or_default();
                     // Hold the completion until the build's Status stream has been sent.
                     let wait = async {
@@ -246,7 +248,10 @@ impl Control for Fake {
 
     type SessionStream = Stream_<BytesMessage>;
 
-    async fn session(&self, _: Request<tonic::Streaming<BytesMessage>>) -> Result<Response<Self::SessionStream>, Status> {
+    async fn session(
+        &self,
+        _: Request<tonic::Streaming<BytesMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
         self.calls.forbidden.fetch_add(1, Ordering::SeqCst);
         Err(Status::permission_denied("read-only test"))
     }

@@ -12,7 +12,8 @@ use base64::Engine as _;
 use bollard_buildkit_proto::moby::buildkit::v1::{BuildHistoryEvent, StatusResponse};
 use prost::Message;
 
-/// One recorded message.
+/// One recorded message (sizes differ as the messages do; fixtures are small).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Recorded {
     /// A build-history event.

@@ -37,14 +37,14 @@ pub async fn record(source: &str, mut stop: tokio::sync::oneshot::Receiver<()>) 
         if let Some(reference) = started {
             let (mut client, lines) = (client.clone(), lines.clone());
             tasks.spawn(async move {
-                let mut stream = client
-                    .status(StatusRequest { r#ref: reference.clone() })
-                    .await
-                    .expect("status")
-                    .into_inner();
+                let mut stream =
+                    client.status(StatusRequest { r#ref: reference.clone() }).await.expect("status").into_inner();
                 while let Ok(Some(message)) = stream.message().await {
                     let at = start.elapsed().as_secs_f64();
-                    lines.lock().unwrap().push(Line { at, item: Recorded::Status { reference: reference.clone(), message } });
+                    lines
+                        .lock()
+                        .unwrap()
+                        .push(Line { at, item: Recorded::Status { reference: reference.clone(), message } });
                 }
                 let at = start.elapsed().as_secs_f64();
                 lines.lock().unwrap().push(Line { at, item: Recorded::StatusEnd { reference } });
