@@ -120,10 +120,12 @@ impl Build {
         Build { child, started: Instant::now(), output, _output_dir: output_dir }
     }
 
-    /// Asks the client to stop, as Ctrl-C would.
+    /// Kills the client mid-build: its connection drops and BuildKit cancels the build, as on
+    /// Ctrl-C. (SIGINT itself is unreliable here: a shell that starts a job in the background
+    /// makes it ignore SIGINT, and children inherit that.)
     pub fn interrupt(&self) {
         let pid = self.child.id().expect("build still running");
-        let status = std::process::Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
+        let status = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
         assert!(status.success());
     }
 
