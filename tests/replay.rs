@@ -248,3 +248,29 @@ async fn an_engine_without_the_history_api_is_reported_down() {
     daemon.stop().await;
     fake.stop();
 }
+
+#[tokio::test]
+async fn several_sources_are_told_apart_by_builder() {
+    let lines = recording();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let fake_a = FakeBuildkit::start(dir_a.path(), Script::from_recording(&lines, SPEED)).await;
+    let down = dir_b.path().join("nothing.sock");
+    let sources = [format!("ci={}", fake_a.source()), format!("laptop=buildkitd+unix://{}", down.display())];
+    let daemon = Daemon::start(&[&sources[0], &sources[1]], |_| {}).await;
+    let metrics = eventually(Duration::from_secs(30), "builds of one source counted", || async {
+        let m = daemon.metrics().await;
+        (sample(&m, "buildkit_builds_started_total", &[("builder", "ci")]) == Some(4.0)
+            && support::finished_builds(&m, "ml-base") == 2.0)
+            .then_some(m)
+    })
+    .await;
+    assert_eq!(sample(&metrics, "buildkit_exporter_source_up", &[("builder", "ci")]), Some(1.0));
+    assert_eq!(sample(&metrics, "buildkit_exporter_source_up", &[("builder", "laptop")]), Some(0.0));
+    assert_eq!(sample(&metrics, "buildkit_builds_started_total", &[("builder", "laptop")]), Some(0.0));
+    assert!(samples(&metrics, "buildkit_builds_completed_total", &[("builder", "laptop")]).is_empty());
+    let (_, list) = daemon.get("/api/v1/builds").await;
+    assert!(list.contains(r#""builder":"ci""#) && !list.contains(r#""builder":"laptop""#));
+    daemon.stop().await;
+    drop(dir_b);
+    fake_a.stop();
+}
