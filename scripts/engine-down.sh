@@ -6,17 +6,9 @@
 #   BUILDKIT_EXPORTER_ENGINE_DIR  state dir (default /tmp/buildkit-exporter-engine)
 set -euo pipefail
 
-STATE="${BUILDKIT_EXPORTER_ENGINE_DIR:-/tmp/buildkit-exporter-engine}"
-STATE="${STATE%/}"
-PIDFILE="$STATE/docker.pid"
-MARKER="$STATE/.buildkit-exporter-engine"
+TAG=engine-down
+. "$(dirname "$0")/lib/engine-env.sh"
 STOP_TIMEOUT="${BUILDKIT_EXPORTER_ENGINE_STOP_TIMEOUT:-40}"
-
-log() { printf '[engine-down] %s\n' "$*" >&2; }
-die() { printf '[engine-down] ERROR: %s\n' "$*" >&2; exit 1; }
-
-case "$STATE" in /?*) ;; *) die "BUILDKIT_EXPORTER_ENGINE_DIR must be an absolute path (got '$STATE')" ;; esac
-exec </dev/null
 
 if [ ! -f "$MARKER" ]; then
   log "no engine started by engine-up.sh in $STATE; nothing to do"

@@ -15,22 +15,12 @@
 set -euo pipefail
 
 PREFIX="${BUILDKIT_EXPORTER_TOOLS:-/opt/buildkit-exporter-tools}"
-STATE="${BUILDKIT_EXPORTER_ENGINE_DIR:-/tmp/buildkit-exporter-engine}"
-STATE="${STATE%/}"
-SOCK="$STATE/docker.sock"
+TAG=engine-up
+. "$(dirname "$0")/lib/engine-env.sh"
 OWN_HOST="unix://$SOCK"
-PIDFILE="$STATE/docker.pid"
-LOGFILE="$STATE/dockerd.log"
-MARKER="$STATE/.buildkit-exporter-engine"
 START_TIMEOUT="${BUILDKIT_EXPORTER_ENGINE_TIMEOUT:-60}"
 MIN_API="1.41"
 IMAGE="tinybase:latest"
-
-log() { printf '[engine-up] %s\n' "$*" >&2; }
-die() { printf '[engine-up] ERROR: %s\n' "$*" >&2; exit 1; }
-
-case "$STATE" in /?*) ;; *) die "BUILDKIT_EXPORTER_ENGINE_DIR must be an absolute path (got '$STATE')" ;; esac
-exec </dev/null
 
 if command -v docker >/dev/null 2>&1; then
   DOCKER="$(command -v docker)"

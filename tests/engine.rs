@@ -9,23 +9,10 @@ use std::time::Duration;
 use support::engine::{self, build, ml_dockerfile, Build, Context, ENGINE};
 use support::{eventually, sample, samples, Daemon};
 
-const LABEL: &str = "org.opencontainers.image.title";
+const LABEL: &str = engine::NAME_LABEL;
 
-/// Starts a daemon on the engine and waits until its source is up and the replay is over.
 async fn daemon() -> Daemon {
-    let daemon = Daemon::start(&[&engine::source()], |_| {}).await;
-    wait_up(&daemon).await;
-    daemon
-}
-
-async fn wait_up(daemon: &Daemon) {
-    eventually(Duration::from_secs(20), "source up", || async {
-        let m = daemon.metrics().await;
-        (sample(&m, "buildkit_exporter_source_up", &[]) == Some(1.0)).then_some(())
-    })
-    .await;
-    // Let the opening history replay finish so builds below are live.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    Daemon::on_engine().await
 }
 
 fn sum(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -319,7 +306,7 @@ async fn connection_cut_during_a_build() {
     let engine_socket = engine::source().trim_start_matches("unix://").to_string();
     let mut proxy = support::proxy::Proxy::start(&dir.path().join("engine.sock"), std::path::Path::new(&engine_socket));
     let daemon = Daemon::start(&[&proxy.source()], |_| {}).await;
-    wait_up(&daemon).await;
+    daemon.wait_up().await;
 
     let name = engine::unique("cut");
     let context = Context::new(&format!(

@@ -11,17 +11,10 @@ use support::browser::Browser;
 use support::engine::{self, build, ml_dockerfile, Build, Context, ENGINE};
 use support::{eventually, Daemon};
 
-const LABEL: &str = "org.opencontainers.image.title";
+const LABEL: &str = engine::NAME_LABEL;
 
 async fn daemon() -> Daemon {
-    let daemon = Daemon::start(&[&engine::source()], |_| {}).await;
-    eventually(Duration::from_secs(20), "source up", || async {
-        let m = daemon.metrics().await;
-        (support::sample(&m, "buildkit_exporter_source_up", &[]) == Some(1.0)).then_some(())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    daemon
+    Daemon::on_engine().await
 }
 
 async fn json(daemon: &Daemon, path: &str) -> (u16, Value) {

@@ -12,6 +12,9 @@ use std::time::Instant;
 
 use tokio::process::{Child, Command};
 
+/// The image label that names a build from its start (the daemon's default `--build.name-label`).
+pub const NAME_LABEL: &str = "org.opencontainers.image.title";
+
 /// Serializes tests that use the engine: its builds and counters are shared.
 pub static ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 

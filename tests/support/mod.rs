@@ -41,6 +41,24 @@ impl Daemon {
         Daemon { addr, stop, task }
     }
 
+    /// Starts a daemon on the engine under test and waits until its source is up and the
+    /// opening history replay is over, so that builds started next are live.
+    pub async fn on_engine() -> Daemon {
+        let daemon = Daemon::start(&[&engine::source()], |_| {}).await;
+        daemon.wait_up().await;
+        daemon
+    }
+
+    /// Waits until the (only) source is up and its history replay is over.
+    pub async fn wait_up(&self) {
+        eventually(Duration::from_secs(20), "source up", || async {
+            let m = self.metrics().await;
+            (sample(&m, "buildkit_exporter_source_up", &[]) == Some(1.0)).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
     /// GETs `path`; returns status code and body.
     pub async fn get(&self, path: &str) -> (u16, String) {
         get(self.addr, path).await
