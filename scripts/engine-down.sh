@@ -18,17 +18,6 @@ fi
 exec 9>"$STATE.lock"
 flock -w 120 9 || die "could not lock $STATE.lock"
 
-own_pid() {
-  local pid
-  [ -f "$PIDFILE" ] || return 1
-  pid="$(tr -dc '0-9' <"$PIDFILE")"
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-  case "$(tr '\0' ' ' <"/proc/$pid/cmdline")" in
-    *dockerd*"--pidfile $PIDFILE "*) ;;
-    *) return 1 ;;
-  esac
-  printf '%s\n' "$pid"
-}
 
 # Processes still running from our state dir (dockerd's managed containerd, shims), by pid.
 leftover_pids() {

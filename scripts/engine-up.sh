@@ -46,18 +46,6 @@ api_ok() { # $1: API version
   [ -n "$1" ] && [ "$(printf '%s\n%s\n' "$MIN_API" "$1" | sort -V | head -n1)" = "$MIN_API" ]
 }
 
-# Pid of the dockerd that our pidfile names, if it still runs.
-own_pid() {
-  local pid
-  [ -f "$PIDFILE" ] || return 1
-  pid="$(tr -dc '0-9' <"$PIDFILE")"
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-  case "$(tr '\0' ' ' <"/proc/$pid/cmdline")" in
-    *dockerd*"--pidfile $PIDFILE "*) ;;
-    *) return 1 ;;
-  esac
-  printf '%s\n' "$pid"
-}
 
 wait_ready() { # $1: pid
   local deadline=$((SECONDS + START_TIMEOUT))

@@ -15,3 +15,16 @@ die() { printf '[%s] ERROR: %s\n' "$TAG" "$*" >&2; exit 1; }
 
 case "$STATE" in /?*) ;; *) die "BUILDKIT_EXPORTER_ENGINE_DIR must be an absolute path (got '$STATE')" ;; esac
 exec </dev/null
+
+# Pid of the dockerd that our pidfile names, if it still runs.
+own_pid() {
+  local pid
+  [ -f "$PIDFILE" ] || return 1
+  pid="$(tr -dc '0-9' <"$PIDFILE")"
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
+  case "$(tr '\0' ' ' <"/proc/$pid/cmdline")" in
+    *dockerd*"--pidfile $PIDFILE "*) ;;
+    *) return 1 ;;
+  esac
+  printf '%s\n' "$pid"
+}
