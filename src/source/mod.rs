@@ -41,6 +41,10 @@ const REPLAY_QUIET: Duration = Duration::from_millis(1500);
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// Longest retry delay.
 const BACKOFF_CAP: Duration = Duration::from_secs(30);
+/// Times a build's `Status` stream is reopened after failing while the build still runs.
+const STATUS_RETRIES: u32 = 3;
+/// Wait before reopening a failed `Status` stream (the reopened stream replays what was missed).
+const STATUS_RETRY_DELAY: Duration = Duration::from_secs(2);
 /// A connection that stayed up this long resets the backoff.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 
@@ -191,8 +195,10 @@ impl Session<'_> {
         self.builder.set_up(true);
         info!(source = %endpoint, "source up");
 
-        let mut followers: JoinSet<()> = JoinSet::new();
+        // Each follower ends with the ref of a build whose Status stream failed, if one did.
+        let mut followers: JoinSet<Option<String>> = JoinSet::new();
         let mut following: HashSet<String> = HashSet::new();
+        let mut retries: HashMap<String, u32> = HashMap::new();
         let mut replay: Option<(HashSet<String>, HashMap<String, Completion>)> = Some(Default::default());
         let quiet = tokio::time::sleep(REPLAY_QUIET);
         tokio::pin!(quiet);
@@ -221,7 +227,7 @@ impl Session<'_> {
                     self.builder.apply(event);
                     if let Some(reference) = started {
                         if following.insert(reference.clone()) {
-                            followers.spawn(follow(client.clone(), reference, self.builder.clone()));
+                            followers.spawn(follow(client.clone(), reference, self.builder.clone(), Duration::ZERO));
                         }
                     }
                 }
@@ -232,11 +238,26 @@ impl Session<'_> {
                     if self.seed {
                         *seeded = true;
                         let newest = newest(finished, self.options.seed_builds);
-                        followers.spawn(seed(client.clone(), newest, self.builder.clone()));
+                        let (client, builder) = (client.clone(), self.builder.clone());
+                        followers.spawn(async move {
+                            seed(client, newest, builder).await;
+                            None
+                        });
                     }
                 }
-                Some(_) = followers.join_next() => {
+                Some(ended) = followers.join_next() => {
+                    let failed = ended.ok().flatten();
+                    if let Some(reference) = failed.filter(|r| self.builder.is_running(r)) {
+                        let tries = retries.entry(reference.clone()).or_default();
+                        if *tries < STATUS_RETRIES {
+                            *tries += 1;
+                            let delay = STATUS_RETRY_DELAY;
+                            followers.spawn(follow(client.clone(), reference, self.builder.clone(), delay));
+                            continue;
+                        }
+                    }
                     following.retain(|r| self.builder.is_running(r));
+                    retries.retain(|r, _| following.contains(r));
                 }
             }
         }
@@ -253,14 +274,21 @@ fn newest(finished: HashMap<String, Completion>, count: usize) -> Vec<Completion
     all
 }
 
-/// Follows the progress of running build `reference` until its `Status` stream ends.
-async fn follow(mut client: ControlClient<Channel>, reference: String, builder: Arc<Builder>) {
+/// Follows the progress of running build `reference`, after `delay`, until its `Status` stream
+/// ends; returns the ref if the stream failed rather than ended.
+async fn follow(
+    mut client: ControlClient<Channel>,
+    reference: String,
+    builder: Arc<Builder>,
+    delay: Duration,
+) -> Option<String> {
+    tokio::time::sleep(delay).await;
     let request = StatusRequest { r#ref: reference.clone() };
     let mut stream = match client.status(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
             debug!(%reference, code = ?status.code(), "status unavailable");
-            return;
+            return (status.code() != Code::NotFound).then_some(reference);
         }
     };
     loop {
@@ -268,10 +296,10 @@ async fn follow(mut client: ControlClient<Channel>, reference: String, builder: 
             Ok(Some(message)) => {
                 builder.apply(Event::Progress(convert::progress(&reference, &message)));
             }
-            Ok(None) => return,
+            Ok(None) => return None,
             Err(status) => {
-                debug!(%reference, code = ?status.code(), message = status.message(), "status stream ended");
-                return;
+                debug!(%reference, code = ?status.code(), message = status.message(), "status stream failed");
+                return Some(reference);
             }
         }
     }

@@ -10,6 +10,7 @@ use prometheus::{
 };
 
 use crate::builder::Builder;
+use crate::model::name::UNKNOWN;
 use crate::model::Effect;
 
 /// Build durations: one second to four hours.
@@ -157,7 +158,8 @@ impl Counters {
         match effect {
             Effect::BuildStarted => self.builds_started.with_label_values(&[builder]).inc(),
             Effect::BuildFinished(build) => {
-                let instructions: Vec<&str> = build.steps.iter().map(|s| s.instruction).collect();
+                // Every step's instruction, run or not: the same set scrapes touched while it ran.
+                let instructions: Vec<&str> = build.step_list.iter().map(|s| s.instruction).collect();
                 self.touch(builder, &build.name, &instructions);
                 let labels = [builder, build.name.as_str(), build.outcome.label()];
                 self.builds_completed.with_label_values(&labels).inc();
@@ -299,8 +301,11 @@ impl Collector for Live {
             let builds = builder.snapshot(now);
             vecs.running.with_label_values(&[name]).set(builds.len() as f64);
             for build in &builds {
-                let instructions: Vec<&str> = build.step_list.iter().map(|s| s.instruction).collect();
-                self.counters.touch(name, &build.name, &instructions);
+                if build.name != UNKNOWN {
+                    // A build still unnamed may yet be named: no series for a name it will not keep.
+                    let instructions: Vec<&str> = build.step_list.iter().map(|s| s.instruction).collect();
+                    self.counters.touch(name, &build.name, &instructions);
+                }
                 let labels = [name, build.reference.as_str(), build.name.as_str()];
                 vecs.steps.with_label_values(&labels).set(build.steps.into());
                 vecs.steps_completed.with_label_values(&labels).set(build.completed.into());
