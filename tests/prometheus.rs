@@ -34,6 +34,8 @@ const METRICS: &[(&str, bool)] = &[
     ("buildkit_build_elapsed_seconds", true),
     ("buildkit_build_last_progress_time_seconds", true),
     ("buildkit_build_step_running_info", true),
+    ("buildkit_build_estimated_duration_seconds", true),
+    ("buildkit_build_estimated_remaining_seconds", true),
     ("buildkit_builds_running", false),
     ("buildkit_builds_started_total", false),
     ("buildkit_builds_completed_total", true),
@@ -487,6 +489,9 @@ const TEST_THRESHOLDS: &[(&str, f64)] = &[
     ("buildkit:threshold:build_slower_factor", 2.0),
     ("buildkit:threshold:build_slower_min_seconds", 5.0),
 ];
+/// Seconds of the long step of the build that gets an estimate: its second build must still be
+/// in that step when the panels are queried, and its first one runs beside the builds before.
+const ETA_TICKS: u32 = 20;
 
 fn label_args(name: &str) -> [String; 2] {
     ["--label".to_string(), format!("{LABEL}={name}")]
@@ -549,6 +554,19 @@ async fn dashboard_and_alerts_on_real_builds() {
         (sample(&daemon.metrics().await, "buildkit_exporter_source_up", &[]) == Some(1.0)).then_some(())
     })
     .await;
+
+    // A build runs to the end beside the builds below, so that the same Dockerfile built again
+    // later has an estimate (steps match by stage and instruction text). Its long step prints
+    // every second: it is neither stalled nor, while it keeps to its first duration, slow.
+    let eta = engine::unique("dash-eta");
+    let eta_context = Context::new(&format!(
+        "FROM tinybase:latest\nRUN echo {} && sleep 1\n\
+         RUN for i in $(seq 1 {ETA_TICKS}); do echo tick $i; sleep 1; done\nRUN echo packaged && sleep 1\n",
+        engine::unique("nonce")
+    ));
+    let [flag, label] = label_args(&eta);
+    let learning = Build::start(&eta_context, &format!("{eta}:latest"), &[&flag, &label]);
+
     let rules = with_thresholds(&read(RULES), TEST_THRESHOLDS);
     let config = format!(
         "global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}\n\
@@ -608,6 +626,10 @@ async fn dashboard_and_alerts_on_real_builds() {
     assert_eq!(failed.labels["severity"], "warning");
     assert!(failed.annotations["summary"].contains(&broken), "{failed:?}");
 
+    let learned = learning.finish().await;
+    assert!(learned.success, "{}", learned.raw);
+    scraped(&prom, &eta, "succeeded", 1.0).await;
+
     // A quick build sets the usual duration of `silent`; then a build of it sleeps silently.
     let quick = run_build(
         &Context::new(&format!("FROM tinybase:latest\nRUN echo {} quick\n", engine::unique("nonce"))),
@@ -621,6 +643,9 @@ async fn dashboard_and_alerts_on_real_builds() {
         "FROM tinybase:latest\nRUN echo {} before the silence\nRUN sleep 120\n",
         engine::unique("nonce")
     ));
+    // The Dockerfile of `eta` again, every step run anew: it has an estimate while it runs.
+    let [flag, label] = label_args(&eta);
+    let estimated = Build::start(&eta_context, &format!("{eta}:latest"), &[&flag, &label, "--no-cache"]);
     let [flag, label] = label_args(&silent);
     let sleeping = Build::start(&context, &format!("{silent}:latest"), &[&flag, &label]);
     // Meanwhile a step runs longer than the stall threshold, printing a line every second.
@@ -670,7 +695,7 @@ async fn dashboard_and_alerts_on_real_builds() {
             r#"{__name__=~"buildkit_build_last_completion_time_seconds|buildkit_build_steps", builder=~".*"}"#,
         )
         .await;
-    for name in [&app, &broken, &silent] {
+    for name in [&app, &broken, &silent, &eta] {
         if !names.contains(name) {
             problems.push(format!("$name does not offer {name}: {names:?}"));
         }
@@ -691,6 +716,25 @@ async fn dashboard_and_alerts_on_real_builds() {
     let chatty_quiet = of(panel("Running builds", "F"), &chatty).value;
     assert!(chatty_quiet < STALL_SECONDS, "{chatty} printed {chatty_quiet} s ago");
     assert!(of(panel("Progress per running build", "A"), &silent).value > 0.5);
+    // ...the build built before has an estimate, on pace with its first build; builds with a
+    // step never seen before have none...
+    let left = of(panel("Running builds", "H"), &eta).value;
+    let total = of(panel("Running builds", "I"), &eta).value;
+    assert!(left > 0.0 && left < total, "{eta}: {left} s left of {total} s");
+    let first_build = format!(r#"buildkit_build_duration_seconds_sum{{name="{eta}",result="succeeded"}}"#);
+    let took = of(&prom.query(&first_build).await, &eta).value;
+    assert!((total - took).abs() < took / 2.0, "{eta}: expected {total} s, its first build took {took} s");
+    let bar = of(panel("Estimated time left", "A"), &eta).value;
+    assert!(bar > 0.0 && bar < total, "{eta}: {bar} s left of {total} s");
+    for (panel_title, ref_id) in [("Running builds", "H"), ("Running builds", "I"), ("Estimated time left", "A")] {
+        let samples = panel(panel_title, ref_id);
+        for name in [&silent, &chatty] {
+            assert!(
+                !samples.iter().any(|s| s.labels.get("name") == Some(name)),
+                "{panel_title} / {ref_id}: {name} has an estimate: {samples:?}"
+            );
+        }
+    }
     // ...the last results and cache use are those of the builds above.
     let last = panel("Last build by name", "A");
     assert_eq!(of(last, &broken).labels["result"], "failed");
@@ -704,9 +748,13 @@ async fn dashboard_and_alerts_on_real_builds() {
 
     // The silent build is canceled; its alerts resolve with its series.
     sleeping.interrupt();
+    estimated.interrupt();
     let report = sleeping.finish().await;
     assert!(!report.success);
     scraped(&prom, &silent, "canceled", 1.0).await;
+    let report = estimated.finish().await;
+    assert!(!report.success, "{eta} ran to the end before its estimate was checked: {}", report.raw);
+    scraped(&prom, &eta, "canceled", 1.0).await;
     eventually(Duration::from_secs(15), "stall alerts resolve", || async {
         let alerts = prom.alerts().await;
         (!alerts.iter().any(|a| a.labels.get("name") == Some(&silent))).then_some(())
@@ -724,11 +772,11 @@ async fn dashboard_and_alerts_on_real_builds() {
         async move { prom.query(&format!("count_over_time(ALERTS{{{selector}}}[10m])")).await }
     };
     let quiet = history(format!(
-        r#"alertname=~"BuildKitBuildStalled|BuildKitBuildSlowerThanUsual",name=~"{app}|{broken}|{chatty}""#
+        r#"alertname=~"BuildKitBuildStalled|BuildKitBuildSlowerThanUsual",name=~"{app}|{broken}|{chatty}|{eta}""#
     ))
     .await;
     assert!(quiet.is_empty(), "{quiet:?}");
-    let quiet = history(format!(r#"alertname="BuildKitBuildFailed",name=~"{app}|{silent}""#)).await;
+    let quiet = history(format!(r#"alertname="BuildKitBuildFailed",name=~"{app}|{silent}|{eta}""#)).await;
     assert!(quiet.is_empty(), "{quiet:?}");
     let quiet = history(format!(r#"alertname=~"BuildKitSourceDown|BuildKitExporterDown",job="{JOB}""#)).await;
     assert!(quiet.is_empty(), "{quiet:?}");
@@ -748,12 +796,9 @@ fn docker_build_context_is_complete() {
     let kept: Vec<&str> = ignore.lines().filter_map(|l| l.strip_prefix('!')).collect();
     let context = tempfile::tempdir().unwrap();
     for path in &kept {
-        let status = std::process::Command::new("cp")
-            .args(["-r", "--parents", path.trim_end_matches('/')])
-            .arg(context.path())
-            .current_dir(root)
-            .status()
-            .unwrap();
+        // Through a shell, so that patterns like `benches/*.rs` expand as in the ignore file.
+        let copy = format!("cp -r --parents {} '{}'", path.trim_end_matches('/'), context.path().display());
+        let status = std::process::Command::new("sh").args(["-c", &copy]).current_dir(root).status().unwrap();
         assert!(status.success(), "copy {path}");
     }
     // `check` loads every target of the manifest (metadata alone does not) and compiles the

@@ -109,6 +109,7 @@ async fn a_build_in_progress_gives_the_golden_metrics() {
         status,
         speed: SPEED,
         refuse_history: None,
+        status_failures: 0,
     };
     let dir = tempfile::tempdir().unwrap();
     let (fake, daemon) = start(&dir, script).await;
@@ -143,6 +144,7 @@ async fn history_replayed_at_startup_seeds_and_counts_nothing() {
         status: status_by_ref(&lines),
         speed: SPEED,
         refuse_history: None,
+        status_failures: 0,
     };
     let dir = tempfile::tempdir().unwrap();
     let (fake, daemon) = start(&dir, script).await;
@@ -202,6 +204,7 @@ async fn a_build_finishing_during_a_disconnect_is_counted_once() {
         status: partial,
         speed: SPEED,
         refuse_history: None,
+        status_failures: 0,
     };
     let dir = tempfile::tempdir().unwrap();
     let (fake, daemon) = start(&dir, script).await;
@@ -235,6 +238,7 @@ async fn an_engine_without_the_history_api_is_reported_down() {
         status: Default::default(),
         speed: SPEED,
         refuse_history: Some(tonic::Status::unimplemented("unknown method ListenBuildHistory")),
+        status_failures: 0,
     };
     let dir = tempfile::tempdir().unwrap();
     let (fake, daemon) = start(&dir, script).await;
@@ -273,4 +277,25 @@ async fn several_sources_are_told_apart_by_builder() {
     daemon.stop().await;
     drop(dir_b);
     fake_a.stop();
+}
+
+#[tokio::test]
+async fn a_status_stream_that_breaks_is_reopened() {
+    let lines = recording();
+    let script = Script { status_failures: 2, ..Script::from_recording(&lines, SPEED) };
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, daemon) = start(&dir, script).await;
+    let metrics = eventually(Duration::from_secs(40), "four builds counted", || async {
+        let m = daemon.metrics().await;
+        let done: f64 = samples(&m, "buildkit_builds_completed_total", &[]).iter().map(|(_, v)| v).sum();
+        (done == 4.0).then_some(m)
+    })
+    .await;
+    // Every step seen, through the third Status stream of each build.
+    let steps: f64 = samples(&metrics, "buildkit_steps_total", &[("name", "ml-base")]).iter().map(|(_, v)| v).sum();
+    assert_eq!(steps, 30.0);
+    assert_eq!(sample(&metrics, "buildkit_exporter_source_up", &[]), Some(1.0));
+    assert!(fake.calls.status.load(std::sync::atomic::Ordering::SeqCst) >= 12);
+    daemon.stop().await;
+    fake.stop();
 }

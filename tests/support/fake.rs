@@ -52,6 +52,8 @@ pub struct Script {
     pub speed: f64,
     /// When set, `ListenBuildHistory` fails at once with this status.
     pub refuse_history: Option<Status>,
+    /// How many `Status` calls per ref break half-way (with an error) before one goes through.
+    pub status_failures: usize,
 }
 
 impl Script {
@@ -63,6 +65,7 @@ impl Script {
             status: status_by_ref(lines),
             speed,
             refuse_history: None,
+            status_failures: 0,
         }
     }
 }
@@ -94,6 +97,8 @@ struct Fake {
     status_done: Arc<Mutex<HashSet<String>>>,
     /// Refs someone asked `Status` for.
     status_asked: Arc<Mutex<HashSet<String>>>,
+    /// `Status` calls so far, by ref.
+    status_calls: Mutex<HashMap<String, usize>>,
     progress: Arc<Notify>,
 }
 
@@ -116,6 +121,7 @@ impl FakeBuildkit {
             calls: calls.clone(),
             status_done: Default::default(),
             status_asked: Default::default(),
+            status_calls: Default::default(),
             progress: Arc::new(Notify::new()),
         };
         let task = tokio::spawn(async move {
@@ -207,6 +213,14 @@ impl Control for Fake {
             tokio::time::sleep(Duration::from_millis(200)).await;
             return Err(Status::not_found("no such job"));
         };
+        let call = {
+            let mut calls = self.status_calls.lock().unwrap();
+            let n = calls.entry(reference.clone()).or_default();
+            *n += 1;
+            *n
+        };
+        let breaks = call <= self.script.status_failures;
+        let lines = if breaks { lines[..lines.len() / 2].to_vec() } else { lines };
         self.status_asked.lock().unwrap().insert(reference.clone());
         let (tx, rx) = mpsc::channel(16);
         let speed = self.script.speed;
@@ -221,6 +235,10 @@ impl Control for Fake {
                         break;
                     }
                 }
+            }
+            if breaks {
+                let _ = tx.send(Err(Status::unknown("h2 protocol error: stream reset"))).await;
+                return;
             }
             done.lock().unwrap().insert(reference);
             progress.notify_waiters();
