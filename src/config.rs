@@ -30,7 +30,7 @@ pub struct Cli {
     #[arg(long = "source", env = "BUILDKIT_EXPORTER_SOURCE", value_delimiter = ',', value_name = "[NAME=]URL")]
     pub sources: Vec<String>,
 
-    /// Address to serve metrics on, repeatable.
+    /// Address to serve metrics, the status page and the JSON API on, repeatable.
     #[arg(long = "web.listen-address", env = "BUILDKIT_EXPORTER_WEB_LISTEN_ADDRESS",
           value_delimiter = ',', default_value = DEFAULT_LISTEN_ADDRESS, value_name = "[HOST]:PORT")]
     pub listen_addresses: Vec<String>,
