@@ -38,7 +38,7 @@ impl Builder {
         for effect in &effects {
             self.metrics.record(&self.name, effect);
             if let Effect::BuildLost { reference } = effect {
-                tracing::warn!(builder = %self.name, %reference, "running build vanished from the source without a result");
+                tracing::warn!(%reference, "running build vanished from the source without a result: counted as failed");
             }
         }
         effects

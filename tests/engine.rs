@@ -346,3 +346,38 @@ async fn connection_cut_during_a_build() {
     assert_eq!(sample(&m, "buildkit_builds_running", &[]), Some(0.0));
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_restart_during_a_build() {
+    let _engine = ENGINE.lock().await;
+    let daemon = daemon().await;
+    let name = engine::unique("engine-restart");
+    let context =
+        Context::new(&format!("FROM tinybase:latest\nRUN echo {} && sleep 1\nRUN sleep 60\n", engine::unique("nonce")));
+    let running = Build::start(&context, &name, &["--label", &labelled(&name)]);
+    eventually(Duration::from_secs(30), "long step running", || async {
+        let m = daemon.metrics().await;
+        (!samples(&m, "buildkit_build_step_running_info", &[("name", &name), ("command", "sleep 60")]).is_empty())
+            .then_some(())
+    })
+    .await;
+    engine::restart().await;
+    let report = running.finish().await;
+    assert!(!report.success, "the client sees its build fail");
+    // BuildKit keeps no record of a build its engine stopped under: it is counted as failed.
+    let m = counted(&daemon, &name, "failed", 1.0).await;
+    assert_eq!(sample(&m, "buildkit_exporter_source_up", &[]), Some(1.0));
+    assert!(sample(&m, "buildkit_exporter_source_reconnects_total", &[]).unwrap() >= 1.0);
+    assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(1.0));
+    assert_eq!(sample(&m, "buildkit_builds_running", &[]), Some(0.0));
+    let (_, list) = daemon.get("/api/v1/builds").await;
+    assert!(list.contains("vanished from the engine's history"), "{list}");
+    // The engine works again, and its replays count nothing twice.
+    let after = engine::unique("after-restart");
+    let context = Context::new(&format!("FROM tinybase:latest\nRUN echo {}\n", engine::unique("nonce")));
+    assert!(build(&context, &after, &["--label", &labelled(&after)]).await.success);
+    let m = counted(&daemon, &after, "succeeded", 1.0).await;
+    assert_eq!(support::finished_builds(&m, &name), 1.0);
+    assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(2.0));
+    daemon.stop().await;
+}

@@ -34,6 +34,8 @@ const DISCONNECT_SLACK_SECONDS: f64 = 5.0;
 /// Shortest build-arg value that is masked in text; shorter values would garble commands while
 /// protecting nothing.
 const MIN_MASKED_LEN: usize = 3;
+/// The failure message of a build that vanished from its source without a result.
+pub const LOST: &str = "the build vanished from the engine's history without a result (was the engine restarted?)";
 /// What a masked build-arg value is replaced with.
 const MASK: &str = "***";
 
@@ -158,7 +160,8 @@ pub enum Effect {
         /// When it completed.
         completed_at: Time,
     },
-    /// A running build vanished from the source without a completion record.
+    /// A running build vanished from the source without a completion record (it is also
+    /// finished, as failed).
     BuildLost {
         /// Its ref.
         reference: String,
@@ -590,8 +593,8 @@ impl Model {
                 }
             }
             Event::Deleted(reference) => {
-                if self.running.remove(&reference).is_some() {
-                    effects.push(Effect::BuildLost { reference });
+                if let Some(build) = self.running.remove(&reference) {
+                    effects.extend(self.lose(build));
                 }
             }
             Event::Disconnected(at) => {
@@ -601,8 +604,9 @@ impl Model {
                 self.disconnected_at = None;
                 let lost: Vec<String> = self.running.keys().filter(|r| !seen.contains(*r)).cloned().collect();
                 for reference in lost {
-                    self.running.remove(&reference);
-                    effects.push(Effect::BuildLost { reference });
+                    if let Some(build) = self.running.remove(&reference) {
+                        effects.extend(self.lose(build));
+                    }
                 }
             }
             Event::History { completion, progress } => {
@@ -614,6 +618,20 @@ impl Model {
             }
         }
         effects
+    }
+
+    /// Ends a running build that vanished from the source without a result — what BuildKit
+    /// does with a build its engine was restarted under: counted as failed, ended at its last
+    /// sign of life.
+    fn lose(&mut self, build: Build) -> [Effect; 2] {
+        let reference = build.info.reference.clone();
+        self.finished.insert(&reference);
+        let completion = Completion {
+            info: build.info.clone(),
+            completed_at: build.last_progress,
+            outcome: Outcome::Failed(LOST.to_string()),
+        };
+        [Effect::BuildLost { reference }, Effect::BuildFinished(self.finish(build, completion))]
     }
 
     fn finished_while_disconnected(&self, completion: &Completion) -> bool {

@@ -257,8 +257,14 @@ fn a_running_build_missing_from_the_replay_is_lost() {
     model.apply(build("r1", 1.0).started());
     model.apply(Event::Disconnected(5.0));
     let effects = model.apply(Event::ReplayDone { seen: HashSet::new() });
-    assert_eq!(effects, vec![Effect::BuildLost { reference: "r1".into() }]);
+    assert_eq!(effects[0], Effect::BuildLost { reference: "r1".into() });
+    let done = finished(&effects);
+    assert_eq!(done[0].outcome, Outcome::Failed(LOST.into()));
+    assert_eq!(done[0].completed_at, 1.0, "ended at its last sign of life");
     assert!(model.snapshot(0.0).is_empty());
+    // Its replay later (if the engine kept a record after all) counts nothing more.
+    let effects = model.apply(build("r1", 1.0).completed(9.0, Outcome::Canceled));
+    assert!(finished(&effects).is_empty());
 }
 
 #[test]

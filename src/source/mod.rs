@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 use tonic::Code;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::builder::Builder;
 use crate::config::{Endpoint, SourceSpec};
@@ -227,7 +227,9 @@ impl Session<'_> {
                     self.builder.apply(event);
                     if let Some(reference) = started {
                         if following.insert(reference.clone()) {
-                            followers.spawn(follow(client.clone(), reference, self.builder.clone(), Duration::ZERO));
+                            followers.spawn(
+                                follow(client.clone(), reference, self.builder.clone(), Duration::ZERO).in_current_span(),
+                            );
                         }
                     }
                 }
@@ -239,10 +241,13 @@ impl Session<'_> {
                         *seeded = true;
                         let newest = newest(finished, self.options.seed_builds);
                         let (client, builder) = (client.clone(), self.builder.clone());
-                        followers.spawn(async move {
-                            seed(client, newest, builder).await;
-                            None
-                        });
+                        followers.spawn(
+                            async move {
+                                seed(client, newest, builder).await;
+                                None
+                            }
+                            .in_current_span(),
+                        );
                     }
                 }
                 Some(ended) = followers.join_next() => {
@@ -252,7 +257,7 @@ impl Session<'_> {
                         if *tries < STATUS_RETRIES {
                             *tries += 1;
                             let delay = STATUS_RETRY_DELAY;
-                            followers.spawn(follow(client.clone(), reference, self.builder.clone(), delay));
+                            followers.spawn(follow(client.clone(), reference, self.builder.clone(), delay).in_current_span());
                             continue;
                         }
                     }

@@ -207,6 +207,59 @@ pub fn ml_dockerfile(nonce: &str, sleep: &str) -> String {
     text
 }
 
+/// Restarts the engine under test the way an operator would (SIGTERM, then the same command
+/// line, same data root), and waits until it answers again. Only the private engine of
+/// scripts/engine-up.sh can be restarted.
+pub async fn restart() {
+    let host = source();
+    let socket = Path::new(host.trim_start_matches("unix://"));
+    let pidfile = socket.parent().unwrap().join("docker.pid");
+    let pid = std::fs::read_to_string(&pidfile).unwrap_or_else(|_| {
+        panic!("restarting needs the private engine of scripts/engine-up.sh (no {})", pidfile.display())
+    });
+    let pid = pid.trim().to_string();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("engine process");
+    let argv: Vec<String> =
+        cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).to_string()).collect();
+    assert!(argv[0].ends_with("dockerd"), "{argv:?}");
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let gone = async {
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), gone).await.expect("engine stops");
+    let log = socket.parent().unwrap().join("dockerd.log");
+    let log = std::fs::OpenOptions::new().append(true).create(true).open(log).unwrap();
+    use std::os::unix::process::CommandExt;
+    // Its own process group, so that it outlives this test process like the one it replaces;
+    // never waited for, on purpose (scripts/engine-down.sh stops it by its pidfile).
+    #[allow(clippy::zombie_processes)]
+    std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .expect("start the engine again");
+    let up = async {
+        loop {
+            let status = Command::new("docker")
+                .args(["-H", &host, "version"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await;
+            if status.is_ok_and(|s| s.success()) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), up).await.expect("engine answers again");
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
