@@ -181,8 +181,6 @@ pub struct FinishedBuild {
     pub started_at: Time,
     /// When it completed.
     pub completed_at: Time,
-    /// Its steps that finished, in the order BuildKit announced them.
-    pub steps: Vec<FinishedStep>,
     /// The image it was exported as, e.g. `base-python-pose:latest`.
     pub tag: Option<String>,
     /// Every step with its final state, for the status page.
@@ -196,19 +194,11 @@ impl FinishedBuild {
     pub fn duration(&self) -> f64 {
         (self.completed_at - self.started_at).max(0.0)
     }
-}
 
-/// A step of a counted build that completed, came from cache or failed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FinishedStep {
-    /// The `instruction` label value.
-    pub instruction: &'static str,
-    /// Came from cache.
-    pub cached: bool,
-    /// Failed.
-    pub failed: bool,
-    /// Execution time of a step that ran and succeeded.
-    pub duration: Option<f64>,
+    /// The steps that completed, came from cache or failed (those that never ran are left out).
+    pub fn finished_steps(&self) -> impl Iterator<Item = &StepView> {
+        self.step_list.iter().filter(|s| s.state != StepState::Pending && s.state != StepState::Running)
+    }
 }
 
 /// Where a step is.
@@ -256,6 +246,16 @@ pub struct StepView {
     pub completed: Option<Time>,
     /// How long it is expected to take, learned from earlier builds of the same name.
     pub expected: Option<f64>,
+}
+
+impl StepView {
+    /// Execution time of a step that ran (not from cache) and succeeded.
+    pub fn run_time(&self) -> Option<f64> {
+        match (self.state, self.started, self.completed) {
+            (StepState::Done, Some(started), Some(completed)) => Some((completed - started).max(0.0)),
+            _ => None,
+        }
+    }
 }
 
 /// The expected duration of a running build.
@@ -668,20 +668,6 @@ impl Model {
 
     fn finish(&mut self, build: Build, completion: Completion) -> FinishedBuild {
         let name = self.admit_name(&build);
-        let steps = build
-            .steps()
-            .into_iter()
-            .filter(|v| v.completed.is_some() || v.error.is_some())
-            .map(|v| {
-                let failed = v.error.is_some();
-                let cached = v.cached && !failed;
-                let duration = match (v.started, v.completed) {
-                    (Some(s), Some(c)) if !cached && !failed => Some((c - s).max(0.0)),
-                    _ => None,
-                };
-                FinishedStep { instruction: v.kind.instruction(), cached, failed, duration }
-            })
-            .collect();
         let outcome = match completion.outcome {
             Outcome::Failed(message) => Outcome::Failed(mask(&message, &build.info.secrets)),
             other => other,
@@ -693,7 +679,6 @@ impl Model {
             outcome,
             started_at: build.info.created_at,
             completed_at: completion.completed_at,
-            steps,
             tag: self.tag(&build),
             step_list: self.step_list(&build, &name),
             failed_step: build.steps().iter().find(|v| v.error.is_some()).map(|v| v.label_and_command().0),

@@ -153,10 +153,10 @@ fn current_step_moves_through_a_single_stage_build() {
     let effects = model.apply(b.completed(t + 0.5, Outcome::Succeeded));
     let done = finished(&effects);
     assert_eq!(done.len(), 1);
-    assert_eq!(done[0].steps.len(), 15);
+    assert_eq!(done[0].finished_steps().count(), 15);
     assert_eq!(done[0].duration(), t + 0.5 - 100.0);
-    assert!(done[0].steps.iter().all(|s| s.duration == Some(1.0)));
-    assert_eq!(done[0].steps.iter().filter(|s| s.instruction == "RUN").count(), 12);
+    assert!(done[0].finished_steps().all(|s| s.run_time() == Some(1.0)));
+    assert_eq!(done[0].finished_steps().filter(|s| s.instruction == "RUN").count(), 12);
     assert!(model.snapshot(0.0).is_empty());
 }
 
@@ -221,7 +221,7 @@ fn a_build_finishing_while_disconnected_is_counted_once_after_reconnect() {
     );
     let done = finished(&effects);
     assert_eq!(done.len(), 1);
-    assert_eq!(done[0].steps.len(), 1, "steps observed before the cut are kept");
+    assert_eq!(done[0].finished_steps().count(), 1, "steps observed before the cut are kept");
     // A second reconnect replays it again: nothing more.
     model.apply(Event::Disconnected(30.0));
     let effects =
@@ -290,9 +290,9 @@ fn cached_can_flip_to_true() {
     model.apply(b.progress(2.1, vec![cached("d1", "[1/1] WORKDIR /app", 2.0)]));
     assert_eq!(model.snapshot(0.0)[0].cached, 1);
     let effects = model.apply(b.completed(3.0, Outcome::Succeeded));
-    let step = &finished(&effects)[0].steps[0];
-    assert!(step.cached);
-    assert_eq!(step.duration, None, "cached steps have no execution time");
+    let step = &finished(&effects)[0].step_list[0];
+    assert_eq!(step.state, StepState::Cached);
+    assert_eq!(step.run_time(), None, "cached steps have no execution time");
 }
 
 #[test]
@@ -314,8 +314,8 @@ fn failed_step_and_build() {
     let effects = model.apply(b.completed(4.1, Outcome::Failed("process did not complete".into())));
     let done = finished(&effects);
     assert_eq!(done[0].outcome.label(), "failed");
-    assert_eq!(done[0].steps.len(), 2, "a step that never ran is not counted");
-    assert!(done[0].steps[1].failed);
+    assert_eq!(done[0].finished_steps().count(), 2, "a step that never ran is not counted");
+    assert_eq!(done[0].step_list[1].state, StepState::Failed);
 }
 
 #[test]

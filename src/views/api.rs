@@ -155,12 +155,12 @@ fn finished(builder: &str, build: FinishedBuild, detail: bool) -> BuildJson {
 }
 
 /// Running builds (newest first), then finished ones (newest first), of every builder.
-fn all(builders: &[Arc<Builder>], now: Time, detail: bool) -> Vec<BuildJson> {
+fn all(builders: &[Arc<Builder>], now: Time) -> Vec<BuildJson> {
     let mut running_builds = Vec::new();
     let mut finished_builds = Vec::new();
     for builder in builders {
-        running_builds.extend(builder.snapshot(now).into_iter().map(|b| running(&builder.name, b, now, detail)));
-        finished_builds.extend(builder.recent().into_iter().map(|b| finished(&builder.name, b, detail)));
+        running_builds.extend(builder.snapshot(now).into_iter().map(|b| running(&builder.name, b, now, false)));
+        finished_builds.extend(builder.recent().into_iter().map(|b| finished(&builder.name, b, false)));
     }
     running_builds.sort_by(|a, b| b.started_at.total_cmp(&a.started_at));
     finished_builds.sort_by(|a, b| b.completed_at.unwrap_or_default().total_cmp(&a.completed_at.unwrap_or_default()));
@@ -170,12 +170,18 @@ fn all(builders: &[Arc<Builder>], now: Time, detail: bool) -> Vec<BuildJson> {
 
 /// The body of `/api/v1/builds`.
 pub fn list(builders: &[Arc<Builder>], now: Time) -> String {
-    let builds = all(builders, now, false);
+    let builds = all(builders, now);
     serde_json::json!({ "generated_at": now, "builds": builds }).to_string()
 }
 
 /// The body of `/api/v1/builds/{ref}`, if that build is known.
 pub fn one(builders: &[Arc<Builder>], reference: &str, now: Time) -> Option<String> {
-    let build = all(builders, now, true).into_iter().find(|b| b.reference == reference)?;
+    let build = builders.iter().find_map(|builder| {
+        let live = builder.snapshot(now).into_iter().find(|b| b.reference == reference);
+        live.map(|b| running(&builder.name, b, now, true)).or_else(|| {
+            let done = builder.recent().into_iter().find(|b| b.reference == reference);
+            done.map(|b| finished(&builder.name, b, true))
+        })
+    })?;
     Some(serde_json::to_string(&build).expect("serializable"))
 }

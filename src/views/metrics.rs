@@ -11,7 +11,7 @@ use prometheus::{
 
 use crate::builder::Builder;
 use crate::model::name::UNKNOWN;
-use crate::model::Effect;
+use crate::model::{Effect, StepState};
 
 /// Build durations: one second to four hours.
 const BUILD_BUCKETS: &[f64] =
@@ -165,17 +165,17 @@ impl Counters {
                 self.builds_completed.with_label_values(&labels).inc();
                 self.build_duration.with_label_values(&labels).observe(build.duration());
                 self.raise_last_completion(&labels, build.completed_at);
-                for step in &build.steps {
+                for step in build.finished_steps() {
                     let labels = [builder, build.name.as_str(), step.instruction];
                     self.steps.with_label_values(&labels).inc();
-                    if step.cached {
+                    if step.state == StepState::Cached {
                         self.steps_cached.with_label_values(&labels).inc();
                     }
-                    if step.failed {
+                    if step.state == StepState::Failed {
                         self.steps_failed.with_label_values(&labels).inc();
                     }
-                    if let Some(duration) = step.duration {
-                        self.step_duration.with_label_values(&labels).observe(duration);
+                    if let Some(run_time) = step.run_time() {
+                        self.step_duration.with_label_values(&labels).observe(run_time);
                     }
                 }
             }
