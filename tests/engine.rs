@@ -143,6 +143,15 @@ async fn running_at(daemon: &Daemon, name: &str, step: f64) -> String {
     .await
 }
 
+/// Waits until a step whose running-info labels include `labels` is executing.
+async fn step_running(daemon: &Daemon, labels: &[(&str, &str)]) {
+    eventually(Duration::from_secs(30), &format!("a step {labels:?} running"), || async {
+        let m = daemon.metrics().await;
+        (!samples(&m, "buildkit_build_step_running_info", labels).is_empty()).then_some(())
+    })
+    .await;
+}
+
 fn labelled(name: &str) -> String {
     format!("{LABEL}={name}")
 }
@@ -248,16 +257,11 @@ async fn concurrent_and_canceled_builds() {
     let m = counted(&daemon, &b, "succeeded", 1.0).await;
     assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(2.0));
 
-    // Ctrl-C of the client cancels the build.
+    // The client going away (as on Ctrl-C) cancels the build.
     let canceled = engine::unique("canceled");
     let context = Context::new(&format!("FROM tinybase:latest\nRUN echo {} && sleep 60\n", engine::unique("n")));
     let running = Build::start(&context, &canceled, &["--label", &labelled(&canceled)]);
-    eventually(Duration::from_secs(30), "sleep step running", || async {
-        let m = daemon.metrics().await;
-        (!samples(&m, "buildkit_build_step_running_info", &[("name", &canceled), ("instruction", "RUN")]).is_empty())
-            .then_some(())
-    })
-    .await;
+    step_running(&daemon, &[("name", &canceled), ("instruction", "RUN")]).await;
     running.interrupt();
     let report = running.finish().await;
     assert!(!report.success);
@@ -355,12 +359,7 @@ async fn engine_restart_during_a_build() {
     let context =
         Context::new(&format!("FROM tinybase:latest\nRUN echo {} && sleep 1\nRUN sleep 60\n", engine::unique("nonce")));
     let running = Build::start(&context, &name, &["--label", &labelled(&name)]);
-    eventually(Duration::from_secs(30), "long step running", || async {
-        let m = daemon.metrics().await;
-        (!samples(&m, "buildkit_build_step_running_info", &[("name", &name), ("command", "sleep 60")]).is_empty())
-            .then_some(())
-    })
-    .await;
+    step_running(&daemon, &[("name", &name), ("command", "sleep 60")]).await;
     engine::restart().await;
     let report = running.finish().await;
     assert!(!report.success, "the client sees its build fail");

@@ -44,6 +44,11 @@ async fn start(lines_dir: &tempfile::TempDir, script: Script) -> (FakeBuildkit, 
     (fake, daemon)
 }
 
+/// Builds counted as finished, all names and results.
+fn all_finished(metrics: &str) -> f64 {
+    samples(metrics, "buildkit_builds_completed_total", &[]).iter().map(|(_, v)| v).sum()
+}
+
 /// `/metrics` with values that depend on the wall clock replaced.
 fn stable(metrics: &str) -> String {
     metrics
@@ -64,8 +69,7 @@ async fn recorded_builds_give_the_golden_metrics() {
     let (fake, daemon) = start(&dir, Script::from_recording(&lines, SPEED)).await;
     eventually(Duration::from_secs(30), "four builds counted", || async {
         let m = daemon.metrics().await;
-        let done: f64 = samples(&m, "buildkit_builds_completed_total", &[]).iter().map(|(_, v)| v).sum();
-        (done == 4.0).then_some(m)
+        (all_finished(&m) == 4.0).then_some(m)
     })
     .await;
     // The second COMPLETE of every build has been replayed too by now; nothing more is counted.
@@ -287,8 +291,7 @@ async fn a_status_stream_that_breaks_is_reopened() {
     let (fake, daemon) = start(&dir, script).await;
     let metrics = eventually(Duration::from_secs(40), "four builds counted", || async {
         let m = daemon.metrics().await;
-        let done: f64 = samples(&m, "buildkit_builds_completed_total", &[]).iter().map(|(_, v)| v).sum();
-        (done == 4.0).then_some(m)
+        (all_finished(&m) == 4.0).then_some(m)
     })
     .await;
     // Every step seen, through the third Status stream of each build.
