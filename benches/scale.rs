@@ -12,7 +12,8 @@ use std::time::Instant;
 use buildkit_exporter::builder::Builder;
 use buildkit_exporter::model::{BuildInfo, Completion, Event, Outcome, Progress, Settings, VertexUpdate};
 use buildkit_exporter::views::api;
-use buildkit_exporter::views::metrics::{encode, Counters, Live};
+use buildkit_exporter::views::counters::Counters;
+use buildkit_exporter::views::metrics::{encode, Live};
 use prometheus::Registry;
 
 const RUNNING: usize = 20;
@@ -63,7 +64,7 @@ fn time_per_call(mut f: impl FnMut() -> usize) -> (f64, usize) {
 fn main() {
     let registry = Registry::new();
     let counters = Counters::new(&registry);
-    let builder = Builder::new("default", Settings::default(), counters.clone());
+    let builder = Builder::new("default", Settings::default(), counters.clone() as _);
     let builders = vec![builder.clone()];
     registry.register(Box::new(Live::new(builders.clone(), counters))).unwrap();
     for r in 0..RUNNING {

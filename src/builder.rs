@@ -1,13 +1,22 @@
-//! One builder's observed state, shared by its source (the only writer) and the views.
+//! One builder's observed state: its model, written by its source (the only writer) and read
+//! by the views as snapshots; the effects of each write go on to a [`Record`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::model::{Effect, Event, FinishedBuild, Model, RunningBuild, Settings, Time};
-use crate::views::metrics::Counters;
+
+/// Where a builder's effects are recorded: the counters of the metrics view.
+pub trait Record: Send + Sync {
+    /// Makes the builder's own series exist from the start.
+    fn builder_added(&self, builder: &str);
+    /// Records what one model change did.
+    fn record(&self, builder: &str, effect: &Effect);
+    /// Records a reconnection attempt after a failure.
+    fn reconnect(&self, builder: &str);
+}
 
 /// What is known of one builder.
-#[derive(Debug)]
 pub struct Builder {
     /// The `builder` label value.
     pub name: String,
@@ -16,27 +25,27 @@ pub struct Builder {
     model: Mutex<Model>,
     /// Whether the build-history stream is open.
     up: AtomicBool,
-    /// Where effects are counted.
-    metrics: Arc<Counters>,
+    /// Where effects are recorded.
+    record: Arc<dyn Record>,
 }
 
 impl Builder {
     /// A builder with no builds, not connected.
-    pub fn new(name: &str, settings: Settings, metrics: Arc<Counters>) -> Arc<Builder> {
-        metrics.register_builder(name);
+    pub fn new(name: &str, settings: Settings, record: Arc<dyn Record>) -> Arc<Builder> {
+        record.builder_added(name);
         Arc::new(Builder {
             name: name.to_string(),
             model: Mutex::new(Model::new(settings)),
             up: AtomicBool::new(false),
-            metrics,
+            record,
         })
     }
 
-    /// Folds an event into the model and counts what it changed.
+    /// Folds an event into the model and records what it changed.
     pub fn apply(&self, event: Event) -> Vec<Effect> {
         let effects = self.model.lock().expect("model lock").apply(event);
         for effect in &effects {
-            self.metrics.record(&self.name, effect);
+            self.record.record(&self.name, effect);
             if let Effect::BuildLost { reference } = effect {
                 tracing::warn!(%reference, "running build vanished from the source without a result: counted as failed");
             }
@@ -71,6 +80,6 @@ impl Builder {
 
     /// Counts a reconnection attempt after a failure.
     pub fn count_reconnect(&self) {
-        self.metrics.count_reconnect(&self.name);
+        self.record.reconnect(&self.name);
     }
 }

@@ -9,9 +9,10 @@
 //! - [`model`] is the pure build/step state machine: `apply(event) -> effects`, `snapshot()`.
 //!   No I/O, no async, no Prometheus types.
 //! - [`builder`] joins them: one builder's model behind a lock, written by its source, read by
-//!   the views; effects go to the counters as they happen.
-//! - [`views`] show it: Prometheus metrics (counters fed by effects, point-in-time series built
-//!   from snapshots at scrape), the JSON API and the live status page.
+//!   the views as snapshots; the effects of each write go to a [`builder::Record`] as they
+//!   happen.
+//! - [`views`] show it: the counters (the `Record` fed by effects), point-in-time series built
+//!   from snapshots at scrape, the JSON API and the live status page.
 //! - [`server`] serves the views over HTTP.
 //!
 //! [`run`] wires them together; `main.rs` only parses flags and sets up logging.
@@ -36,7 +37,8 @@ use crate::builder::Builder;
 use crate::config::Config;
 use crate::server::Views;
 use crate::source::SourceOptions;
-use crate::views::metrics::{Counters, Live};
+use crate::views::counters::Counters;
+use crate::views::metrics::Live;
 
 /// Unix time now.
 pub fn now() -> f64 {
@@ -65,8 +67,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
 pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch::Receiver<bool>) {
     let registry = Registry::new();
     let counters = Counters::new(&registry);
-    let builders: Vec<Arc<Builder>> =
-        config.sources.iter().map(|spec| Builder::new(&spec.name, config.model.clone(), counters.clone())).collect();
+    let builders: Vec<Arc<Builder>> = config
+        .sources
+        .iter()
+        .map(|spec| Builder::new(&spec.name, config.model.clone(), counters.clone() as Arc<dyn builder::Record>))
+        .collect();
     registry.register(Box::new(Live::new(builders.clone(), counters.clone()))).expect("live metric names are unique");
     let views = Arc::new(Views { registry, telemetry_path: config.telemetry_path.clone(), builders: builders.clone() });
     let options = SourceOptions {

@@ -17,12 +17,17 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false);
     let result = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(true).try_init(),
-        LogFormat::Logfmt => builder.event_format(Logfmt).try_init(),
+        LogFormat::Logfmt => {
+            builder.event_format(Logfmt).fmt_fields(tracing_logfmt::FieldsFormatter::default()).try_init()
+        }
     };
     result.map_err(|e| e.to_string())
 }
 
 /// `ts=2026-01-01T00:00:00.000Z level=info msg="source up" builder=default source=unix:///...`
+///
+/// Only the leading `ts level msg` are written here, because tracing-logfmt writes `message=`
+/// where Prometheus' own exporters write `msg=`; span fields come formatted by tracing-logfmt.
 struct Logfmt;
 
 impl<S, N> FormatEvent<S, N> for Logfmt
@@ -32,16 +37,16 @@ where
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
         let mut line = String::new();
-        write!(line, "ts={} level={}", timestamp(), event.metadata().level().as_str().to_ascii_lowercase())?;
+        let ts = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+        write!(line, "ts={ts} level={}", event.metadata().level().as_str().to_ascii_lowercase())?;
         let mut fields = Fields::default();
         event.record(&mut fields);
         write!(line, " msg={}", quote(&fields.message))?;
         if let Some(scope) = ctx.event_scope() {
             for span in scope.from_root() {
                 if let Some(stored) = span.extensions().get::<tracing_subscriber::fmt::FormattedFields<N>>() {
-                    for pair in stored.fields.split(' ').filter(|p| p.contains('=')) {
-                        let (k, v) = pair.split_once('=').unwrap_or_default();
-                        write!(line, " {k}={}", quote(v))?;
+                    if !stored.fields.is_empty() {
+                        write!(line, " {}", stored.fields)?;
                     }
                 }
             }
@@ -79,29 +84,6 @@ fn quote(value: &str) -> String {
     }
 }
 
-fn timestamp() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = now.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        now.subsec_millis()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,9 +97,35 @@ mod tests {
     }
 
     #[test]
-    fn timestamp_is_rfc3339_utc() {
-        let ts = timestamp();
-        assert_eq!(ts.len(), 24, "{ts}");
-        assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T');
+    fn span_fields_with_spaces_stay_whole() {
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(Logfmt)
+            .fmt_fields(tracing_logfmt::FieldsFormatter::default())
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let _span = tracing::info_span!("source", builder = "ci runner 2").entered();
+            tracing::warn!(retry_in = "1s", "source down");
+        });
+        let line = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+        let rest = line.split_once(' ').expect("ts first").1;
+        assert_eq!(rest, "level=warn msg=\"source down\" builder=\"ci runner 2\" retry_in=1s\n");
+        let ts = line.strip_prefix("ts=").unwrap().split(' ').next().unwrap();
+        assert!(humantime::parse_rfc3339(ts).is_ok(), "{ts}");
+    }
+
+    struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
 }

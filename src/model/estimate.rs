@@ -7,7 +7,14 @@
 //! is expected to take what it took (smoothed over builds); a step only ever seen cached is
 //! expected to be cached again; a step never seen has no estimate, and neither has its build.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+
+use lru::LruCache;
+
+use super::event::Time;
+use super::name::{OVERFLOW, UNKNOWN};
+use super::snapshot::{Estimate, StepState, StepView};
 
 /// Weight of the newest observation in the smoothed durations.
 const SMOOTHING: f64 = 0.5;
@@ -44,11 +51,8 @@ pub struct Observed {
 /// Learned durations for a bounded number of names.
 #[derive(Debug)]
 pub struct Estimates {
-    profiles: HashMap<String, Profile>,
-    /// Names in learning order, to forget the oldest when full.
-    order: VecDeque<String>,
-    /// Most names kept.
-    max: usize,
+    /// By name; the name learned from longest ago is forgotten first.
+    profiles: LruCache<String, Profile>,
     /// Smoothed duration of cached steps, all names.
     cached_time: f64,
 }
@@ -63,20 +67,12 @@ fn smooth(old: Option<f64>, new: f64) -> f64 {
 impl Estimates {
     /// Learns nothing yet; remembers at most `max` names.
     pub fn new(max: usize) -> Self {
-        Estimates { profiles: HashMap::new(), order: VecDeque::new(), max, cached_time: 0.0 }
+        Estimates { profiles: LruCache::new(NonZeroUsize::new(max).unwrap_or(NonZeroUsize::MIN)), cached_time: 0.0 }
     }
 
     /// Learns from a finished build of `name`: its steps and its export tail.
     pub fn learn(&mut self, name: &str, steps: &[Observed], tail: Option<f64>) {
-        if !self.profiles.contains_key(name) {
-            self.order.push_back(name.to_string());
-            if self.order.len() > self.max {
-                if let Some(old) = self.order.pop_front() {
-                    self.profiles.remove(&old);
-                }
-            }
-        }
-        let profile = self.profiles.entry(name.to_string()).or_default();
+        let profile = self.profiles.get_or_insert_mut(name.to_string(), Profile::default);
         for step in steps {
             let learned = profile.steps.entry(step.key.clone()).or_default();
             if step.cached {
@@ -97,7 +93,7 @@ impl Estimates {
         if cached_now {
             return Some(self.cached_time);
         }
-        let learned = self.profiles.get(name)?.steps.get(key)?;
+        let learned = self.profiles.peek(name)?.steps.get(key)?;
         learned.executed.or(learned.cached_seen.then_some(self.cached_time))
     }
 
@@ -113,7 +109,29 @@ impl Estimates {
 
     /// Expected time from the last step to completion for builds of `name`.
     pub fn tail(&self, name: &str) -> f64 {
-        self.profiles.get(name).and_then(|p| p.tail).unwrap_or(0.0)
+        self.profiles.peek(name).and_then(|p| p.tail).unwrap_or(0.0)
+    }
+
+    /// Expected total and remaining time of a running build of `name` created at `created_at`,
+    /// if every step that is not done has an estimate.
+    pub fn eta(&self, name: &str, steps: &[StepView], created_at: Time, now: Time) -> Option<Estimate> {
+        if steps.is_empty() || name == UNKNOWN || name == OVERFLOW {
+            return None;
+        }
+        let mut remaining = 0.0;
+        for step in steps {
+            match step.state {
+                StepState::Done | StepState::Cached | StepState::Failed => {}
+                StepState::Running => {
+                    let ran = now - step.started.unwrap_or(now);
+                    remaining += (step.expected? - ran).max(0.0);
+                }
+                StepState::Pending => remaining += step.expected?,
+            }
+        }
+        remaining += self.tail(name);
+        let elapsed = (now - created_at).max(0.0);
+        Some(Estimate { total: elapsed + remaining, remaining })
     }
 }
 

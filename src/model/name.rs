@@ -1,7 +1,10 @@
 //! The `name` label: an image repository without registry host, tag or digest, kept to a
 //! bounded set of values.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashSet;
+use std::num::NonZeroUsize;
+
+use lru::LruCache;
 
 /// The `name` of a build whose image name is not known (yet).
 pub const UNKNOWN: &str = "unknown";
@@ -104,32 +107,20 @@ impl NameSet {
 /// Dockerfile is named from its first seconds instead of at export time.
 #[derive(Debug)]
 pub struct LearnedNames {
-    /// Step-list key → name.
-    by_steps: HashMap<u64, String>,
-    /// Insertion order, to forget the oldest key when full.
-    order: VecDeque<u64>,
-    /// Most keys kept.
-    max: usize,
+    /// Step-list key → name; the key learned longest ago is forgotten first.
+    by_steps: LruCache<u64, String>,
 }
 
 impl LearnedNames {
     /// An empty memory of at most `max` step lists.
     pub fn new(max: usize) -> Self {
-        LearnedNames { by_steps: HashMap::new(), order: VecDeque::new(), max }
+        LearnedNames { by_steps: LruCache::new(NonZeroUsize::new(max).unwrap_or(NonZeroUsize::MIN)) }
     }
 
     /// Remembers that builds with step list `key` are called `name`.
     pub fn learn(&mut self, key: u64, name: &str) {
-        if name == UNKNOWN || name == OVERFLOW {
-            return;
-        }
-        if self.by_steps.insert(key, name.to_string()).is_none() {
-            self.order.push_back(key);
-            if self.order.len() > self.max {
-                if let Some(old) = self.order.pop_front() {
-                    self.by_steps.remove(&old);
-                }
-            }
+        if name != UNKNOWN && name != OVERFLOW {
+            self.by_steps.put(key, name.to_string());
         }
     }
 
@@ -145,7 +136,7 @@ impl LearnedNames {
 
     /// The name learned for step list `key`.
     pub fn get(&self, key: u64) -> Option<&str> {
-        self.by_steps.get(&key).map(String::as_str)
+        self.by_steps.peek(&key).map(String::as_str)
     }
 }
 

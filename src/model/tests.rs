@@ -1,5 +1,7 @@
 //! Event sequences through the model, including the quirks BuildKit really shows.
 
+use std::collections::HashSet;
+
 use super::*;
 
 /// Builds the events of one build.
@@ -134,21 +136,21 @@ fn current_step_moves_through_a_single_stage_build() {
     announce.push(announced("sha256:int", "[internal] load build definition from Dockerfile"));
     model.apply(b.progress(100.5, announce));
     let snap = model.snapshot(0.0);
-    assert_eq!((snap[0].steps, snap[0].completed, snap[0].current_step), (15, 0, 1));
+    assert_eq!((snap[0].view.counts.total, snap[0].view.counts.completed, snap[0].current_step()), (15, 0, 1));
 
     let mut t = 101.0;
     for (i, (digest, name)) in steps.iter().enumerate() {
         model.apply(b.progress(t, vec![running(digest, name, t)]));
         let snap = model.snapshot(0.0);
-        assert_eq!(snap[0].current_step, i as u32 + 1);
-        assert_eq!(snap[0].in_progress.len(), 1);
+        assert_eq!(snap[0].current_step(), i as u32 + 1);
+        assert_eq!(snap[0].running_steps().count(), 1);
         assert_eq!(snap[0].last_progress, t);
         model.apply(b.progress(t + 1.0, vec![done(digest, name, t, t + 1.0)]));
         t += 1.0;
     }
     let snap = model.snapshot(0.0);
-    assert_eq!((snap[0].completed, snap[0].current_step), (15, 15));
-    assert!(snap[0].in_progress.is_empty());
+    assert_eq!((snap[0].view.counts.completed, snap[0].current_step()), (15, 15));
+    assert!(snap[0].running_steps().next().is_none());
 
     let effects = model.apply(b.completed(t + 0.5, Outcome::Succeeded));
     let done = finished(&effects);
@@ -246,7 +248,7 @@ fn a_build_that_started_and_finished_while_disconnected_is_counted() {
     );
     let done = finished(&effects);
     assert_eq!(done.len(), 1);
-    assert_eq!(done[0].reference, "during");
+    assert_eq!(done[0].view.reference, "during");
     assert_eq!(done[0].outcome.label(), "failed");
     assert_eq!(started_count(&effects), 1);
 }
@@ -273,11 +275,11 @@ fn same_digest_twice_in_one_message_last_wins() {
     let b = build("r1", 1.0);
     model.apply(b.started());
     model.apply(b.progress(3.0, vec![running("d1", "[1/1] RUN x", 2.0), done("d1", "[1/1] RUN x", 2.0, 3.0)]));
-    assert_eq!(model.snapshot(0.0)[0].completed, 1);
+    assert_eq!(model.snapshot(0.0)[0].view.counts.completed, 1);
     model.apply(b.progress(3.5, vec![done("d1", "[1/1] RUN x", 2.0, 3.0), running("d1", "[1/1] RUN x", 2.0)]));
     let snap = model.snapshot(0.0);
-    assert_eq!(snap[0].completed, 0, "completed can go back to unset");
-    assert_eq!(snap[0].in_progress.len(), 1);
+    assert_eq!(snap[0].view.counts.completed, 0, "completed can go back to unset");
+    assert_eq!(snap[0].running_steps().count(), 1);
 }
 
 #[test]
@@ -286,11 +288,11 @@ fn cached_can_flip_to_true() {
     let b = build("r1", 1.0);
     model.apply(b.started());
     model.apply(b.progress(2.0, vec![done("d1", "[1/1] WORKDIR /app", 2.0, 2.0)]));
-    assert_eq!(model.snapshot(0.0)[0].cached, 0);
+    assert_eq!(model.snapshot(0.0)[0].view.counts.cached, 0);
     model.apply(b.progress(2.1, vec![cached("d1", "[1/1] WORKDIR /app", 2.0)]));
-    assert_eq!(model.snapshot(0.0)[0].cached, 1);
+    assert_eq!(model.snapshot(0.0)[0].view.counts.cached, 1);
     let effects = model.apply(b.completed(3.0, Outcome::Succeeded));
-    let step = &finished(&effects)[0].step_list[0];
+    let step = &finished(&effects)[0].view.steps[0];
     assert_eq!(step.state, StepState::Cached);
     assert_eq!(step.run_time(), None, "cached steps have no execution time");
 }
@@ -309,13 +311,13 @@ fn failed_step_and_build() {
         ],
     ));
     let snap = model.snapshot(0.0);
-    assert_eq!((snap[0].steps, snap[0].completed, snap[0].current_step), (3, 1, 2));
-    assert!(snap[0].in_progress.is_empty());
+    assert_eq!((snap[0].view.counts.total, snap[0].view.counts.completed, snap[0].current_step()), (3, 1, 2));
+    assert!(snap[0].running_steps().next().is_none());
     let effects = model.apply(b.completed(4.1, Outcome::Failed("process did not complete".into())));
     let done = finished(&effects);
     assert_eq!(done[0].outcome.label(), "failed");
     assert_eq!(done[0].finished_steps().count(), 2, "a step that never ran is not counted");
-    assert_eq!(done[0].step_list[1].state, StepState::Failed);
+    assert_eq!(done[0].view.steps[1].state, StepState::Failed);
 }
 
 #[test]
@@ -335,10 +337,10 @@ fn multi_stage_steps_count_across_stages() {
         ],
     ));
     let snap = &model.snapshot(0.0)[0];
-    assert_eq!(snap.steps, 4);
-    assert_eq!(snap.in_progress[0].label, "[base 2/2]");
-    assert_eq!(snap.in_progress[0].instruction, "RUN");
-    assert_eq!(snap.in_progress[0].command, "make");
+    assert_eq!(snap.view.counts.total, 4);
+    assert_eq!(snap.running_steps().next().unwrap().label, "[base 2/2]");
+    assert_eq!(snap.running_steps().next().unwrap().instruction, "RUN");
+    assert_eq!(snap.running_steps().next().unwrap().command, "make");
 }
 
 #[test]
@@ -351,8 +353,11 @@ fn free_form_frontends_count_their_vertices() {
         vec![announced("a", "compile"), running("b", "link", 2.0), announced("c", "exporting to image")],
     ));
     let snap = &model.snapshot(0.0)[0];
-    assert_eq!(snap.steps, 2);
-    assert_eq!((snap.in_progress[0].instruction, snap.in_progress[0].command.as_str()), ("OTHER", "link"));
+    assert_eq!(snap.view.counts.total, 2);
+    assert_eq!(
+        (snap.running_steps().next().unwrap().instruction, snap.running_steps().next().unwrap().command.as_str()),
+        ("OTHER", "link")
+    );
 }
 
 #[test]
@@ -361,7 +366,7 @@ fn name_comes_from_the_record_first() {
     let b = build("r1", 1.0).image("base-python-pose");
     model.apply(b.started());
     model.apply(b.naming(5.0, "docker.io/library/other:tag"));
-    assert_eq!(model.snapshot(0.0)[0].name, "base-python-pose");
+    assert_eq!(model.snapshot(0.0)[0].view.name, "base-python-pose");
 }
 
 #[test]
@@ -370,11 +375,11 @@ fn running_build_moves_from_unknown_to_its_exported_name() {
     let b = build("r1", 1.0);
     model.apply(b.started());
     model.apply(b.progress(2.0, vec![running("a", "[1/1] RUN x", 2.0)]));
-    assert_eq!(model.snapshot(0.0)[0].name, UNKNOWN);
+    assert_eq!(model.snapshot(0.0)[0].view.name, UNKNOWN);
     model.apply(b.naming(3.0, "docker.io/library/base-python-pose:latest"));
-    assert_eq!(model.snapshot(0.0)[0].name, "base-python-pose");
+    assert_eq!(model.snapshot(0.0)[0].view.name, "base-python-pose");
     let effects = model.apply(b.completed(3.1, Outcome::Succeeded));
-    assert_eq!(finished(&effects)[0].name, "base-python-pose");
+    assert_eq!(finished(&effects)[0].view.name, "base-python-pose");
 }
 
 #[test]
@@ -393,12 +398,12 @@ fn rebuild_of_the_same_dockerfile_is_named_from_the_start() {
     );
     let second = build("r2", 10.0);
     model.apply(second.started());
-    assert_eq!(model.snapshot(0.0)[0].name, UNKNOWN);
+    assert_eq!(model.snapshot(0.0)[0].view.name, UNKNOWN);
     // Same step list, other digests (another context): the learned name applies.
     let renamed: Vec<VertexUpdate> =
         steps.iter().map(|v| VertexUpdate { digest: format!("{}2", v.digest), ..v.clone() }).collect();
     model.apply(second.progress(11.0, renamed));
-    assert_eq!(model.snapshot(0.0)[0].name, "pose");
+    assert_eq!(model.snapshot(0.0)[0].view.name, "pose");
 }
 
 #[test]
@@ -418,7 +423,7 @@ fn history_with_progress_teaches_names() {
     let next = build("new", 20.0);
     model.apply(next.started());
     model.apply(next.progress(21.0, vec![announced("q", "[1/1] RUN z")]));
-    assert_eq!(model.snapshot(0.0)[0].name, "hist");
+    assert_eq!(model.snapshot(0.0)[0].view.name, "hist");
 }
 
 #[test]
@@ -428,7 +433,7 @@ fn build_arg_values_are_masked_in_commands_and_errors() {
     model.apply(b.started());
     model.apply(b.progress(2.0, vec![running("a", "[1/1] RUN echo s3cr3t-marker x", 2.0)]));
     let snap = &model.snapshot(0.0)[0];
-    assert_eq!(snap.in_progress[0].command, "echo *** x");
+    assert_eq!(snap.running_steps().next().unwrap().command, "echo *** x");
     let effects =
         model.apply(b.completed(3.0, Outcome::Failed("process \"/bin/sh -c echo s3cr3t-marker\" failed".into())));
     assert_eq!(finished(&effects)[0].outcome, Outcome::Failed("process \"/bin/sh -c echo ***\" failed".into()));
@@ -440,7 +445,7 @@ fn long_commands_are_cut() {
     let b = build("r1", 1.0);
     model.apply(b.started());
     model.apply(b.progress(2.0, vec![running("a", "[1/1] RUN 0123456789abcdef", 2.0)]));
-    assert_eq!(model.snapshot(0.0)[0].in_progress[0].command, "012345678…");
+    assert_eq!(model.snapshot(0.0)[0].running_steps().next().unwrap().command, "012345678…");
 }
 
 #[test]
@@ -451,7 +456,7 @@ fn names_beyond_the_limit_become_other() {
         model.apply(b.started());
         let effects = model.apply(b.completed(2.0, Outcome::Succeeded));
         let want = if i == 0 { "a" } else { name::OVERFLOW };
-        assert_eq!(finished(&effects)[0].name, want);
+        assert_eq!(finished(&effects)[0].view.name, want);
     }
 }
 
@@ -460,18 +465,6 @@ fn progress_for_unknown_builds_is_ignored() {
     let mut model = model();
     model.apply(build("ghost", 1.0).progress(2.0, vec![announced("a", "[1/1] RUN x")]));
     assert!(model.snapshot(0.0).is_empty());
-}
-
-#[test]
-fn remembered_refs_are_bounded() {
-    let mut refs = RecentRefs::new(2);
-    assert!(refs.insert("a"));
-    assert!(!refs.insert("a"));
-    refs.insert("b");
-    refs.insert("c");
-    assert!(!refs.contains("a"));
-    assert!(refs.contains("c"));
-    assert_eq!(refs.set.len(), 2);
 }
 
 /// Runs a two-step build of `image` whose second step takes `run` seconds; returns its end.
@@ -502,7 +495,7 @@ fn eta_comes_from_earlier_builds_of_the_same_name() {
     model.apply(b.progress(100.3, vec![cached("f2", "[1/2] FROM x", 100.2), running("r2", "[2/2] RUN make", 100.3)]));
     let estimate = model.snapshot(104.3)[0].estimate.unwrap();
     assert!((estimate.remaining - 7.0).abs() < 1e-9, "6 s of RUN left plus export: {estimate:?}");
-    let steps = &model.snapshot(104.3)[0].step_list;
+    let steps = &model.snapshot(104.3)[0].view.steps;
     assert_eq!(steps.iter().map(|s| s.state).collect::<Vec<_>>(), [StepState::Cached, StepState::Running]);
     assert_eq!(steps[1].expected, Some(10.0));
 }
@@ -519,8 +512,8 @@ fn a_step_never_seen_means_no_estimate() {
     ));
     let snap = &model.snapshot(100.1)[0];
     assert_eq!(snap.estimate, None);
-    assert_eq!(snap.step_list[1].expected, None);
-    assert_eq!(snap.step_list[2].expected, Some(10.0), "matched by instruction text, not index");
+    assert_eq!(snap.view.steps[1].expected, None);
+    assert_eq!(snap.view.steps[2].expected, Some(10.0), "matched by instruction text, not index");
     let other = build("r3", 100.0).image("another");
     model.apply(other.started());
     model.apply(other.progress(100.1, vec![announced("x", "[1/1] RUN make")]));
@@ -540,10 +533,10 @@ fn recent_builds_keep_tag_result_and_failing_step() {
     model.apply(f.completed(12.1, Outcome::Failed("exit code: 1".into())));
     two_step_build(&mut model, "r3", 20.0, 1.0);
     let recent = model.recent();
-    assert_eq!(recent.iter().map(|b| b.reference.as_str()).collect::<Vec<_>>(), ["r3", "r2"]);
-    assert_eq!(recent[0].tag.as_deref(), Some("app:v2"));
+    assert_eq!(recent.iter().map(|b| b.view.reference.as_str()).collect::<Vec<_>>(), ["r3", "r2"]);
+    assert_eq!(recent[0].view.tag.as_deref(), Some("app:v2"));
     assert_eq!(recent[1].failed_step.as_deref(), Some("[2/2]"));
-    assert_eq!(recent[1].step_list[1].state, StepState::Failed);
+    assert_eq!(recent[1].view.steps[1].state, StepState::Failed);
 }
 
 #[test]
@@ -574,7 +567,7 @@ fn steps_are_listed_in_dockerfile_order() {
             announced("b", "[base 2/3] RUN b"),
         ],
     ));
-    let labels: Vec<String> = model.snapshot(2.0)[0].step_list.iter().map(|s| s.label.clone()).collect();
+    let labels: Vec<String> = model.snapshot(2.0)[0].view.steps.iter().map(|s| s.label.clone()).collect();
     assert_eq!(labels, ["[base 1/3]", "[base 2/3]", "[base 3/3]", "[final 1/1]"]);
 }
 
@@ -598,8 +591,8 @@ fn memory_stays_bounded_however_many_builds_pass() {
     }
     assert!(model.running.is_empty());
     assert_eq!(model.recent.len(), 20);
-    assert!(model.started.set.len() <= 300 && model.started.order.len() <= 300);
-    assert!(model.finished.set.len() <= 300);
+    assert!(model.started.len() <= 300);
+    assert!(model.finished.len() <= 300);
     assert!(model.learned.len() <= 40);
     assert!(model.estimates.len() <= 50);
     assert_eq!(model.names.len(), 50);

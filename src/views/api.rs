@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::builder::Builder;
-use crate::model::{Estimate, FinishedBuild, RunningBuild, StepState, StepView, Time};
+use crate::model::{BuildView, Estimate, FinishedBuild, Outcome, RunningBuild, StepCounts, StepView, Time};
 
 /// A build as the API shows it.
 #[derive(Debug, Serialize)]
@@ -32,13 +32,6 @@ pub struct BuildJson {
     /// Every step: only in `/api/v1/builds/{ref}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     step_list: Option<Vec<StepJson>>,
-}
-
-#[derive(Debug, Serialize)]
-struct StepCounts {
-    total: u32,
-    completed: u32,
-    cached: u32,
 }
 
 #[derive(Debug, Serialize)]
@@ -85,72 +78,64 @@ fn steps_json(steps: &[StepView]) -> Vec<StepJson> {
             state: s.state.as_str(),
             started_at: s.started,
             completed_at: s.completed,
-            duration_seconds: s.started.zip(s.completed).map(|(a, b)| (b - a).max(0.0)),
+            duration_seconds: s.duration(),
             expected_seconds: s.expected,
         })
         .collect()
 }
 
-fn counts(steps: &[StepView]) -> StepCounts {
-    let count = |f: &dyn Fn(StepState) -> bool| steps.iter().filter(|s| f(s.state)).count() as u32;
-    StepCounts {
-        total: steps.len() as u32,
-        completed: count(&|s| matches!(s, StepState::Done | StepState::Cached)),
-        cached: count(&|s| s == StepState::Cached),
+/// The fields every build has; `current_step` and the rest are filled in by the caller.
+fn common(builder: &str, view: BuildView, state: &'static str, duration_seconds: f64, detail: bool) -> BuildJson {
+    BuildJson {
+        step_list: detail.then(|| steps_json(&view.steps)),
+        reference: view.reference,
+        builder: builder.to_string(),
+        name: view.name,
+        tag: view.tag,
+        state,
+        started_at: view.started_at,
+        completed_at: None,
+        duration_seconds,
+        current_step: view.counts.completed.min(view.counts.total),
+        steps: view.counts,
+        current: Vec::new(),
+        estimate: None,
+        error: None,
     }
 }
 
 fn running(builder: &str, build: RunningBuild, now: Time, detail: bool) -> BuildJson {
+    let current = build
+        .running_steps()
+        .map(|s| CurrentStep {
+            step: s.label.clone(),
+            instruction: s.instruction,
+            command: s.command.clone(),
+            started_at: s.started,
+        })
+        .collect();
+    let current_step = build.current_step();
+    let elapsed = (now - build.view.started_at).max(0.0);
     BuildJson {
-        reference: build.reference,
-        builder: builder.to_string(),
-        name: build.name,
-        tag: build.tag,
-        state: "running",
-        started_at: build.started_at,
-        completed_at: None,
-        duration_seconds: (now - build.started_at).max(0.0),
-        steps: counts(&build.step_list),
-        current_step: build.current_step,
-        current: build
-            .in_progress
-            .into_iter()
-            .map(|s| CurrentStep {
-                step: s.label,
-                instruction: s.instruction,
-                command: s.command,
-                started_at: Some(s.started),
-            })
-            .collect(),
+        current_step,
+        current,
         estimate: build
             .estimate
             .map(|Estimate { total, remaining }| EstimateJson { total_seconds: total, remaining_seconds: remaining }),
-        error: None,
-        step_list: detail.then(|| steps_json(&build.step_list)),
+        ..common(builder, build.view, "running", elapsed, detail)
     }
 }
 
 fn finished(builder: &str, build: FinishedBuild, detail: bool) -> BuildJson {
-    let counts = counts(&build.step_list);
-    let message = match &build.outcome {
-        crate::model::Outcome::Failed(message) => Some(message.clone()),
+    let error = match build.outcome {
+        Outcome::Failed(ref message) => Some(ErrorJson { step: build.failed_step.clone(), message: message.clone() }),
         _ => None,
     };
+    let duration = build.duration();
     BuildJson {
-        duration_seconds: build.duration(),
-        reference: build.reference,
-        builder: builder.to_string(),
-        name: build.name,
-        tag: build.tag,
-        state: build.outcome.label(),
-        started_at: build.started_at,
         completed_at: Some(build.completed_at),
-        current_step: counts.completed.min(counts.total),
-        steps: counts,
-        current: Vec::new(),
-        estimate: None,
-        error: message.map(|message| ErrorJson { step: build.failed_step, message }),
-        step_list: detail.then(|| steps_json(&build.step_list)),
+        error,
+        ..common(builder, build.view, build.outcome.label(), duration, detail)
     }
 }
 
@@ -177,9 +162,9 @@ pub fn list(builders: &[Arc<Builder>], now: Time) -> String {
 /// The body of `/api/v1/builds/{ref}`, if that build is known.
 pub fn one(builders: &[Arc<Builder>], reference: &str, now: Time) -> Option<String> {
     let build = builders.iter().find_map(|builder| {
-        let live = builder.snapshot(now).into_iter().find(|b| b.reference == reference);
+        let live = builder.snapshot(now).into_iter().find(|b| b.view.reference == reference);
         live.map(|b| running(&builder.name, b, now, true)).or_else(|| {
-            let done = builder.recent().into_iter().find(|b| b.reference == reference);
+            let done = builder.recent().into_iter().find(|b| b.view.reference == reference);
             done.map(|b| finished(&builder.name, b, true))
         })
     })?;

@@ -2,5 +2,6 @@
 //! the builders' snapshots.
 
 pub mod api;
+pub mod counters;
 pub mod metrics;
 pub mod page;

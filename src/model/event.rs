@@ -1,0 +1,139 @@
+//! What flows through the model: the [`Event`]s sources observe, and the [`Effect`]s that
+//! [`Model::apply`](super::Model::apply) returns for counters to record.
+
+use std::collections::HashSet;
+
+use super::snapshot::FinishedBuild;
+
+/// A point in time as unix seconds.
+pub type Time = f64;
+
+/// What a build-history record says about a build.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BuildInfo {
+    /// BuildKit's ref of the build.
+    pub reference: String,
+    /// When BuildKit created the build.
+    pub created_at: Time,
+    /// An image name the record carries (exporter attributes, or the configured name label).
+    pub image: Option<String>,
+    /// Build-arg values, masked wherever text from the build is kept.
+    pub secrets: Vec<String>,
+}
+
+/// How a build ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Exported successfully.
+    Succeeded,
+    /// Failed, with BuildKit's message.
+    Failed(String),
+    /// Canceled by the client.
+    Canceled,
+}
+
+impl Outcome {
+    /// The `result` label value.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed(_) => "failed",
+            Outcome::Canceled => "canceled",
+        }
+    }
+}
+
+/// A `COMPLETE` build-history record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// The record's build.
+    pub info: BuildInfo,
+    /// When BuildKit completed it.
+    pub completed_at: Time,
+    /// How it ended.
+    pub outcome: Outcome,
+}
+
+/// The state of one vertex as a progress message reports it: the model's input shape, before
+/// it is masked, parsed and ordered into a [`StepView`](super::StepView).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VertexUpdate {
+    /// Content digest; shared across builds, so only meaningful within one build.
+    pub digest: String,
+    /// Display name, e.g. `[3/15] RUN make`.
+    pub name: String,
+    /// When it started executing.
+    pub started: Option<Time>,
+    /// When it finished (executed, cached or failed).
+    pub completed: Option<Time>,
+    /// Whether the result came from cache.
+    pub cached: bool,
+    /// Error text, if it failed.
+    pub error: Option<String>,
+}
+
+/// One progress message of a build's `Status` stream.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    /// The build it belongs to.
+    pub reference: String,
+    /// Latest timestamp the message carries (vertex, status or log), if any: the build's last
+    /// sign of life. BuildKit's own times are used rather than arrival times, so that a late
+    /// subscriber's replay does not make a silent build look alive.
+    pub at: Option<Time>,
+    /// Vertex updates, in order; later updates of the same digest win.
+    pub vertexes: Vec<VertexUpdate>,
+    /// Image reference from a `naming to ...` status.
+    pub image: Option<String>,
+}
+
+/// Something a source observed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// `STARTED` history event: a build is running.
+    Started(BuildInfo),
+    /// `COMPLETE` history event.
+    Completed(Completion),
+    /// `DELETED` history event.
+    Deleted(String),
+    /// A message of a running build's `Status` stream.
+    Progress(Progress),
+    /// The connection to the source failed at this time.
+    Disconnected(Time),
+    /// The replay that opens a history stream has been received; `seen` holds every ref in it.
+    ReplayDone {
+        /// Refs that appeared in the replay, as `STARTED` or `COMPLETE`.
+        seen: HashSet<String>,
+    },
+    /// A finished build from history with its replayed progress, read to learn its name.
+    History {
+        /// The build's record.
+        completion: Completion,
+        /// Its stored progress.
+        progress: Vec<Progress>,
+    },
+}
+
+/// A change that counters and histograms record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// A build was seen starting (or running, for the first time).
+    BuildStarted,
+    /// A build finished and is counted.
+    BuildFinished(FinishedBuild),
+    /// A build from history: its completion time seeds the last-completion gauge only.
+    HistorySeen {
+        /// Its `name` label.
+        name: String,
+        /// Its `result` label.
+        result: &'static str,
+        /// When it completed.
+        completed_at: Time,
+    },
+    /// A running build vanished from the source without a completion record (it is also
+    /// finished, as failed).
+    BuildLost {
+        /// Its ref.
+        reference: String,
+    },
+}

@@ -1,0 +1,89 @@
+//! Masking build-arg values out of build text (step names, errors, tags) before it is kept.
+//!
+//! Every occurrence of every value is found at once, overlapping ones included, and the union of
+//! what they cover is replaced: so the result does not depend on the order the values arrive in,
+//! and a value nested in or overlapping another leaks no part of either.
+
+use std::borrow::Cow;
+
+use aho_corasick::AhoCorasick;
+
+/// Shortest build-arg value that is masked; shorter values would garble commands while
+/// protecting nothing.
+pub const MIN_MASKED_LEN: usize = 3;
+/// What a masked stretch of text is replaced with.
+pub const MASK: &str = "***";
+
+/// The build-arg values of one build, ready to mask text.
+#[derive(Debug, Clone, Default)]
+pub struct Mask {
+    /// `None` when no value is long enough to mask.
+    matcher: Option<AhoCorasick>,
+}
+
+impl Mask {
+    /// A mask for `values`; those shorter than [`MIN_MASKED_LEN`] are ignored.
+    pub fn new(values: &[String]) -> Mask {
+        let values: Vec<&str> = values.iter().map(String::as_str).filter(|v| v.len() >= MIN_MASKED_LEN).collect();
+        if values.is_empty() {
+            return Mask { matcher: None };
+        }
+        Mask { matcher: Some(AhoCorasick::new(values).expect("plain strings always build an automaton")) }
+    }
+
+    /// `text` with every stretch covered by a value replaced by [`MASK`].
+    pub fn apply<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        let Some(matcher) = &self.matcher else { return Cow::Borrowed(text) };
+        // Overlapping matches come ordered by where they end: sort by start to merge them.
+        let mut found: Vec<(usize, usize)> =
+            matcher.find_overlapping_iter(text).map(|m| (m.start(), m.end())).collect();
+        found.sort_unstable();
+        let mut covered: Vec<(usize, usize)> = Vec::new();
+        for (start, end) in found {
+            match covered.last_mut() {
+                Some((_, last_end)) if start <= *last_end => *last_end = (*last_end).max(end),
+                _ => covered.push((start, end)),
+            }
+        }
+        if covered.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        let mut masked = String::with_capacity(text.len());
+        let mut at = 0;
+        for (start, end) in covered {
+            masked.push_str(&text[at..start]);
+            masked.push_str(MASK);
+            at = end;
+        }
+        masked.push_str(&text[at..]);
+        Cow::Owned(masked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mask(values: &[&str], text: &str) -> String {
+        Mask::new(&values.iter().map(|v| v.to_string()).collect::<Vec<_>>()).apply(text).into_owned()
+    }
+
+    #[test]
+    fn values_are_masked_wherever_they_appear() {
+        assert_eq!(mask(&["s3cr3t"], "echo s3cr3t && echo s3cr3t"), "echo *** && echo ***");
+        assert_eq!(mask(&["ab"], "echo ab"), "echo ab", "too short to mask");
+        assert_eq!(mask(&[], "echo x"), "echo x");
+    }
+
+    #[test]
+    fn nested_values_mask_the_longest_whatever_the_order() {
+        for values in [["bob", "bob-secret"], ["bob-secret", "bob"]] {
+            assert_eq!(mask(&values, "login bob:bob-secret"), "login ***:***");
+        }
+    }
+
+    #[test]
+    fn overlapping_values_leak_no_part_of_either() {
+        assert_eq!(mask(&["abcd", "cdef"], "x abcdef y"), "x *** y");
+    }
+}

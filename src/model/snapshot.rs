@@ -1,0 +1,213 @@
+//! What views read: running builds as of a moment ([`RunningBuild`]) and counted builds
+//! ([`FinishedBuild`]), each with its steps in one shape ([`StepView`]) and its step counts
+//! computed once.
+
+use super::build::{Build, Vertex};
+use super::event::{Outcome, Time};
+use super::Model;
+
+/// Where a step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepState {
+    /// Announced, not started.
+    Pending,
+    /// Executing.
+    Running,
+    /// Executed.
+    Done,
+    /// Taken from cache.
+    Cached,
+    /// Failed.
+    Failed,
+}
+
+impl StepState {
+    /// Lower-case name used by the JSON API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running => "running",
+            StepState::Done => "done",
+            StepState::Cached => "cached",
+            StepState::Failed => "failed",
+        }
+    }
+}
+
+/// One step of a build, running or finished.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepView {
+    /// The bracketed position, e.g. `[base 3/4]` (empty for free-form steps).
+    pub label: String,
+    /// `instruction` label value.
+    pub instruction: &'static str,
+    /// The instruction's arguments, masked and cut to the configured length.
+    pub command: String,
+    /// Where it is.
+    pub state: StepState,
+    /// When it started.
+    pub started: Option<Time>,
+    /// When it finished.
+    pub completed: Option<Time>,
+    /// How long it is expected to take, learned from earlier builds of the same name.
+    pub expected: Option<f64>,
+}
+
+impl StepView {
+    /// Execution time of a step that ran (not from cache) and succeeded.
+    pub fn run_time(&self) -> Option<f64> {
+        match (self.state, self.started, self.completed) {
+            (StepState::Done, Some(started), Some(completed)) => Some((completed - started).max(0.0)),
+            _ => None,
+        }
+    }
+
+    /// How long it took, once it finished.
+    pub fn duration(&self) -> Option<f64> {
+        self.started.zip(self.completed).map(|(started, completed)| (completed - started).max(0.0))
+    }
+}
+
+/// How far a build's steps are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StepCounts {
+    /// Steps known, all stages.
+    pub total: u32,
+    /// Executed or taken from cache.
+    pub completed: u32,
+    /// Taken from cache.
+    pub cached: u32,
+}
+
+impl StepCounts {
+    /// Counts `steps`.
+    pub fn of(steps: &[StepView]) -> StepCounts {
+        let count = |f: fn(StepState) -> bool| steps.iter().filter(|s| f(s.state)).count() as u32;
+        StepCounts {
+            total: steps.len() as u32,
+            completed: count(|s| matches!(s, StepState::Done | StepState::Cached)),
+            cached: count(|s| s == StepState::Cached),
+        }
+    }
+}
+
+/// The expected duration of a running build.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    /// Expected total duration, from its start.
+    pub total: f64,
+    /// Expected time left.
+    pub remaining: f64,
+}
+
+/// What views show of any build, running or finished.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildView {
+    /// BuildKit's ref.
+    pub reference: String,
+    /// `name` label value.
+    pub name: String,
+    /// When BuildKit created it.
+    pub started_at: Time,
+    /// The image it is built as, once known, e.g. `base-python-pose:latest`.
+    pub tag: Option<String>,
+    /// Every step known, in Dockerfile order.
+    pub steps: Vec<StepView>,
+    /// Counts of `steps`.
+    pub counts: StepCounts,
+}
+
+/// A running build as of a moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunningBuild {
+    /// What every build has.
+    pub view: BuildView,
+    /// Its last sign of life.
+    pub last_progress: Time,
+    /// When it should finish, where every remaining step has an estimate.
+    pub estimate: Option<Estimate>,
+}
+
+impl RunningBuild {
+    /// The "3" of "3/15": completed steps + 1, at most the number of steps.
+    pub fn current_step(&self) -> u32 {
+        (self.view.counts.completed + 1).min(self.view.counts.total)
+    }
+
+    /// The steps executing now.
+    pub fn running_steps(&self) -> impl Iterator<Item = &StepView> {
+        self.view.steps.iter().filter(|s| s.state == StepState::Running)
+    }
+}
+
+/// A counted build, with everything the views need to remember of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedBuild {
+    /// What every build has.
+    pub view: BuildView,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// When it completed.
+    pub completed_at: Time,
+    /// The step that failed, e.g. `[3/15]`.
+    pub failed_step: Option<String>,
+}
+
+impl FinishedBuild {
+    /// Wall-clock duration of the build.
+    pub fn duration(&self) -> f64 {
+        (self.completed_at - self.view.started_at).max(0.0)
+    }
+
+    /// The steps that completed, came from cache or failed (those that never ran are left out).
+    pub fn finished_steps(&self) -> impl Iterator<Item = &StepView> {
+        self.view.steps.iter().filter(|s| s.state != StepState::Pending && s.state != StepState::Running)
+    }
+}
+
+impl Model {
+    /// The running builds as of `now`, ordered by ref.
+    pub fn snapshot(&self, now: Time) -> Vec<RunningBuild> {
+        self.running
+            .values()
+            .map(|build| {
+                let vertices = build.steps();
+                let name = self.names.peek(&self.resolve_name(build, &vertices));
+                let steps = self.step_views(&vertices, &name);
+                let estimate = self.estimates.eta(&name, &steps, build.info.created_at, now);
+                RunningBuild { view: self.view(build, name, steps), estimate, last_progress: build.last_progress }
+            })
+            .collect()
+    }
+
+    /// What views show of `build`, called `name`, with `steps`.
+    pub(super) fn view(&self, build: &Build, name: String, steps: Vec<StepView>) -> BuildView {
+        BuildView {
+            reference: build.info.reference.clone(),
+            name,
+            started_at: build.info.created_at,
+            tag: build.tag(),
+            counts: StepCounts::of(&steps),
+            steps,
+        }
+    }
+
+    /// A build's `steps` as views show them, with what builds of `name` taught to expect.
+    pub(super) fn step_views(&self, steps: &[&Vertex], name: &str) -> Vec<StepView> {
+        steps
+            .iter()
+            .map(|v| {
+                let state = v.state();
+                StepView {
+                    label: v.label().to_string(),
+                    instruction: v.kind.instruction(),
+                    command: super::step::truncate(v.command(), self.settings.max_command_chars),
+                    state,
+                    started: v.started,
+                    completed: v.completed,
+                    expected: self.estimates.expected(name, &v.key(), state == StepState::Cached),
+                }
+            })
+            .collect()
+    }
+}

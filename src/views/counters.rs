@@ -1,0 +1,193 @@
+//! The series that change when builds start or finish: counters, histograms and the
+//! last-completion gauge, fed by the model's effects as they happen.
+
+use std::sync::Arc;
+
+use prometheus::core::Collector;
+use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+use crate::builder::Record;
+use crate::model::{Effect, StepState};
+
+/// Build durations: one second to four hours.
+const BUILD_BUCKETS: &[f64] =
+    &[1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0];
+/// Step durations: a tenth of a second to two hours.
+const STEP_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0];
+
+/// Series that change when builds start or finish.
+#[derive(Debug)]
+pub struct Counters {
+    builds_started: IntCounterVec,
+    builds_completed: IntCounterVec,
+    build_duration: HistogramVec,
+    last_completion: GaugeVec,
+    steps: IntCounterVec,
+    steps_cached: IntCounterVec,
+    steps_failed: IntCounterVec,
+    step_duration: HistogramVec,
+    reconnects: IntCounterVec,
+}
+
+fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
+    registry.register(Box::new(collector.clone())).expect("metric names are unique");
+    collector
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(registry, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+
+fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    register(registry, HistogramVec::new(opts, labels).expect("valid metric"))
+}
+
+impl Counters {
+    /// Creates the series and registers them in `registry`.
+    pub fn new(registry: &Registry) -> Arc<Counters> {
+        let build = &["builder", "name", "result"];
+        let step = &["builder", "name", "instruction"];
+        let info = register(
+            registry,
+            IntGaugeVec::new(
+                Opts::new("buildkit_exporter_build_info", "Version of buildkit-exporter; always 1."),
+                &["version"],
+            )
+            .expect("valid metric"),
+        );
+        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Arc::new(Counters {
+            builds_started: counter(
+                registry,
+                "buildkit_builds_started_total",
+                "Builds seen starting (or running, when first seen).",
+                &["builder"],
+            ),
+            builds_completed: counter(
+                registry,
+                "buildkit_builds_completed_total",
+                "Builds finished, by result.",
+                build,
+            ),
+            build_duration: histogram(
+                registry,
+                "buildkit_build_duration_seconds",
+                "Wall-clock duration of finished builds, from BuildKit's timestamps.",
+                build,
+                BUILD_BUCKETS,
+            ),
+            last_completion: register(
+                registry,
+                GaugeVec::new(
+                    Opts::new(
+                        "buildkit_build_last_completion_time_seconds",
+                        "Unix time the last build of this name finished with this result.",
+                    ),
+                    build,
+                )
+                .expect("valid metric"),
+            ),
+            steps: counter(
+                registry,
+                "buildkit_steps_total",
+                "Steps of finished builds that completed, came from cache or failed.",
+                step,
+            ),
+            steps_cached: counter(
+                registry,
+                "buildkit_steps_cached_total",
+                "Steps of finished builds that came from cache.",
+                step,
+            ),
+            steps_failed: counter(
+                registry,
+                "buildkit_steps_failed_total",
+                "Steps of finished builds that failed.",
+                step,
+            ),
+            step_duration: histogram(
+                registry,
+                "buildkit_step_duration_seconds",
+                "Execution time of steps that ran (not cached) and succeeded.",
+                step,
+                STEP_BUCKETS,
+            ),
+            reconnects: counter(
+                registry,
+                "buildkit_exporter_source_reconnects_total",
+                "Connection attempts to a source after it failed.",
+                &["builder"],
+            ),
+        })
+    }
+
+    /// Makes the series of builds of `name` exist at zero for every result and for
+    /// `instructions`, so that `rate()` and `increase()` see their first increment (a series
+    /// that appears at 1 has no earlier sample to differ from).
+    pub fn touch(&self, builder: &str, name: &str, instructions: &[&str]) {
+        for result in ["succeeded", "failed", "canceled"] {
+            let labels = [builder, name, result];
+            self.builds_completed.with_label_values(&labels);
+            self.build_duration.with_label_values(&labels);
+        }
+        for instruction in instructions {
+            let labels = [builder, name, instruction];
+            self.steps.with_label_values(&labels);
+            self.steps_cached.with_label_values(&labels);
+            self.steps_failed.with_label_values(&labels);
+            self.step_duration.with_label_values(&labels);
+        }
+    }
+
+    fn raise_last_completion(&self, labels: &[&str], at: f64) {
+        let gauge = self.last_completion.with_label_values(labels);
+        if at > gauge.get() {
+            gauge.set(at);
+        }
+    }
+}
+
+impl Record for Counters {
+    /// Makes the per-builder counters exist from the start, at zero.
+    fn builder_added(&self, builder: &str) {
+        self.builds_started.with_label_values(&[builder]);
+        self.reconnects.with_label_values(&[builder]);
+    }
+
+    fn record(&self, builder: &str, effect: &Effect) {
+        match effect {
+            Effect::BuildStarted => self.builds_started.with_label_values(&[builder]).inc(),
+            Effect::BuildFinished(build) => {
+                // Every step's instruction, run or not: the same set scrapes touched while it ran.
+                let instructions: Vec<&str> = build.view.steps.iter().map(|s| s.instruction).collect();
+                self.touch(builder, &build.view.name, &instructions);
+                let labels = [builder, build.view.name.as_str(), build.outcome.label()];
+                self.builds_completed.with_label_values(&labels).inc();
+                self.build_duration.with_label_values(&labels).observe(build.duration());
+                self.raise_last_completion(&labels, build.completed_at);
+                for step in build.finished_steps() {
+                    let labels = [builder, build.view.name.as_str(), step.instruction];
+                    self.steps.with_label_values(&labels).inc();
+                    if step.state == StepState::Cached {
+                        self.steps_cached.with_label_values(&labels).inc();
+                    }
+                    if step.state == StepState::Failed {
+                        self.steps_failed.with_label_values(&labels).inc();
+                    }
+                    if let Some(run_time) = step.run_time() {
+                        self.step_duration.with_label_values(&labels).observe(run_time);
+                    }
+                }
+            }
+            Effect::HistorySeen { name, result, completed_at } => {
+                self.raise_last_completion(&[builder, name, result], *completed_at);
+            }
+            Effect::BuildLost { .. } => {}
+        }
+    }
+
+    fn reconnect(&self, builder: &str) {
+        self.reconnects.with_label_values(&[builder]).inc();
+    }
+}
