@@ -2,7 +2,7 @@
 //! by the views as snapshots; the effects of each write go on to a [`Record`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::model::{Effect, Event, FinishedBuild, Model, RunningBuild, Settings, Time};
 
@@ -43,7 +43,7 @@ impl Builder {
 
     /// Folds an event into the model and records what it changed.
     pub fn apply(&self, event: Event) -> Vec<Effect> {
-        let effects = self.model.lock().expect("model lock").apply(event);
+        let effects = self.model().apply(event);
         for effect in &effects {
             self.record.record(&self.name, effect);
             if let Effect::BuildLost { reference } = effect {
@@ -55,17 +55,33 @@ impl Builder {
 
     /// Whether `reference` is held as running.
     pub fn is_running(&self, reference: &str) -> bool {
-        self.model.lock().expect("model lock").is_running(reference)
+        self.model().is_running(reference)
+    }
+
+    /// Refs of the builds held as running.
+    pub fn running_refs(&self) -> Vec<String> {
+        self.model().running_refs()
     }
 
     /// The running builds at `now`.
     pub fn snapshot(&self, now: Time) -> Vec<RunningBuild> {
-        self.model.lock().expect("model lock").snapshot(now)
+        self.model().snapshot(now)
     }
 
     /// The latest finished builds, newest first.
     pub fn recent(&self) -> Vec<FinishedBuild> {
-        self.model.lock().expect("model lock").recent()
+        self.model().recent()
+    }
+
+    /// The model, locked. A panic in an earlier update poisons the lock; the state it left is
+    /// still the best there is (every update keeps it consistent before it can panic), so the
+    /// daemon says so and goes on rather than failing every scrape from then on.
+    fn model(&self) -> MutexGuard<'_, Model> {
+        self.model.lock().unwrap_or_else(|poisoned| {
+            tracing::error!(builder = %self.name, "an update of the build state panicked: going on with the state it left");
+            self.model.clear_poison();
+            poisoned.into_inner()
+        })
     }
 
     /// Marks the source connected or not.
@@ -81,5 +97,36 @@ impl Builder {
     /// Counts a reconnection attempt after a failure.
     pub fn count_reconnect(&self) {
         self.record.reconnect(&self.name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::BuildInfo;
+
+    struct Nothing;
+
+    impl Record for Nothing {
+        fn builder_added(&self, _: &str) {}
+        fn record(&self, _: &str, _: &Effect) {}
+        fn reconnect(&self, _: &str) {}
+    }
+
+    #[test]
+    fn a_panic_under_the_lock_does_not_stop_the_builder() {
+        let builder = Builder::new("default", Settings::default(), Arc::new(Nothing));
+        builder.apply(Event::Started(BuildInfo { reference: "r1".into(), ..Default::default() }));
+        let poisoner = builder.clone();
+        let panicked = std::thread::spawn(move || {
+            let _model = poisoner.model.lock().unwrap();
+            panic!("an update went wrong");
+        })
+        .join();
+        assert!(panicked.is_err() && builder.model.is_poisoned());
+        assert_eq!(builder.running_refs(), vec!["r1".to_string()], "what was observed is kept");
+        assert!(!builder.model.is_poisoned());
+        builder.apply(Event::Started(BuildInfo { reference: "r2".into(), ..Default::default() }));
+        assert_eq!(builder.snapshot(0.0).len(), 2);
     }
 }

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
@@ -65,6 +66,19 @@ pub struct Cli {
     #[arg(long = "source.max-message-bytes", env = "BUILDKIT_EXPORTER_SOURCE_MAX_MESSAGE_BYTES",
           default_value_t = 64 * 1024 * 1024)]
     pub max_message_bytes: usize,
+
+    /// How often the link to a source is probed with an HTTP/2 ping, so that a link that
+    /// stopped carrying bytes without closing (a dead peer, a hung proxy) is noticed.
+    #[arg(long = "source.keepalive", env = "BUILDKIT_EXPORTER_SOURCE_KEEPALIVE", default_value = "10s",
+          value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub keepalive: Duration,
+
+    /// How long connecting, the /grpc upgrade and the answer to a keepalive ping may take
+    /// before the source is taken as down. A half-open link shows up as down within
+    /// --source.keepalive plus this.
+    #[arg(long = "source.timeout", env = "BUILDKIT_EXPORTER_SOURCE_TIMEOUT", default_value = "10s",
+          value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub source_timeout: Duration,
 
     /// Log level: error, warn, info, debug or trace.
     #[arg(long = "log.level", env = "BUILDKIT_EXPORTER_LOG_LEVEL", default_value = "info")]
@@ -193,6 +207,23 @@ pub struct Config {
     pub seed_builds: usize,
     /// Largest gRPC message accepted.
     pub max_message_bytes: usize,
+    /// How the links to sources are kept and checked.
+    pub link: Link,
+}
+
+/// How the link to a source is kept and checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    /// Interval between HTTP/2 keepalive pings.
+    pub keepalive: Duration,
+    /// Longest wait for a connection, the `/grpc` upgrade, or a ping's answer.
+    pub timeout: Duration,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Link { keepalive: Duration::from_secs(10), timeout: Duration::from_secs(10) }
+    }
 }
 
 impl Config {
@@ -206,6 +237,7 @@ impl Config {
             model: Settings::default(),
             seed_builds: 20,
             max_message_bytes: 64 * 1024 * 1024,
+            link: Link::default(),
         }
     }
 }
@@ -245,6 +277,7 @@ impl Cli {
             },
             seed_builds: self.seed_builds,
             max_message_bytes: self.max_message_bytes,
+            link: Link { keepalive: self.keepalive, timeout: self.source_timeout },
         })
     }
 }

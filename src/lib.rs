@@ -78,15 +78,69 @@ pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch:
         name_label: config.name_label.clone(),
         max_message_bytes: config.max_message_bytes,
         seed_builds: config.seed_builds,
+        link: config.link,
     };
 
-    let mut tasks = JoinSet::new();
-    for (spec, builder) in config.sources.iter().zip(&builders) {
-        tasks.spawn(source::run(spec.clone(), builder.clone(), options.clone(), shutdown.clone()));
-    }
+    let mut servers = JoinSet::new();
     for listener in listeners {
-        tasks.spawn(server::serve(listener, views.clone(), shutdown.clone()));
+        servers.spawn(server::serve(listener, views.clone(), shutdown.clone()));
     }
-    while tasks.join_next().await.is_some() {}
+    let sources: Vec<_> = config
+        .sources
+        .iter()
+        .zip(&builders)
+        .map(|(spec, builder)| {
+            let (spec, builder, options, shutdown) = (spec.clone(), builder.clone(), options.clone(), shutdown.clone());
+            move || source::run(spec.clone(), builder.clone(), options.clone(), shutdown.clone())
+        })
+        .collect();
+    supervise(sources).await;
+    while servers.join_next().await.is_some() {}
     info!("stopped");
+}
+
+/// Runs every task `starts` makes until each returns, starting again any that panics: a source
+/// that nothing watches any more must not look merely quiet.
+async fn supervise<F, Fut>(starts: Vec<F>)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut tasks = JoinSet::new();
+    let mut which = std::collections::HashMap::new();
+    for (index, start) in starts.iter().enumerate() {
+        which.insert(tasks.spawn(start()).id(), index);
+    }
+    while let Some(ended) = tasks.join_next_with_id().await {
+        if let Err(error) = ended {
+            let Some(index) = which.remove(&error.id()) else { continue };
+            if error.is_panic() {
+                tracing::error!(%error, "a source task died: starting it again");
+                which.insert(tasks.spawn(starts[index]()).id(), index);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_panics_is_started_again() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counter = runs.clone();
+        let start = move || {
+            let runs = counter.clone();
+            async move {
+                if runs.fetch_add(1, Ordering::SeqCst) < 2 {
+                    panic!("a source task went wrong");
+                }
+            }
+        };
+        supervise(vec![start]).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "two panics, then a run that returned");
+    }
 }

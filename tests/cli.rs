@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use support::binary::{Binary, PATH};
 use support::engine::{self, Context, ENGINE};
-use support::fake::{Connection, End, FakeBuildkit, Script};
+use support::fake::{Connection, FakeBuildkit, Script};
 use support::{assert_golden, eventually, fixture, sample, test_file};
 
 const FAST_RETRY: Duration = Duration::from_secs(10);
@@ -84,7 +84,7 @@ async fn engine_too_old() {
     let fake = FakeBuildkit::start(
         dir.path(),
         Script {
-            connections: vec![Connection { history: vec![], end: End::Hang }],
+            connections: vec![Connection::default()],
             status: Default::default(),
             speed: 1.0,
             refuse_history: Some(tonic::Status::unimplemented("unknown method ListenBuildHistory")),

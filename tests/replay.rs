@@ -109,7 +109,7 @@ async fn a_build_in_progress_gives_the_golden_metrics() {
     status.clear();
     status.insert(first.clone(), progress[..half].to_vec());
     let script = Script {
-        connections: vec![Connection { history, end: End::Hang }],
+        connections: vec![Connection { live: history, ..Default::default() }],
         status,
         speed: SPEED,
         refuse_history: None,
@@ -144,7 +144,7 @@ async fn history_replayed_at_startup_seeds_and_counts_nothing() {
         .map(|l| Line { at: 0.0, ..l })
         .collect();
     let script = Script {
-        connections: vec![Connection { history: replay, end: End::Hang }],
+        connections: vec![Connection { replay, ..Default::default() }],
         status: status_by_ref(&lines),
         speed: SPEED,
         refuse_history: None,
@@ -199,11 +199,16 @@ async fn a_build_finishing_during_a_disconnect_is_counted_once() {
     let script = Script {
         connections: vec![
             Connection {
-                history: until_started,
+                live: until_started,
                 end: End::Fail(tonic::Status::unknown("h2 protocol error: connection reset")),
+                ..Default::default()
             },
-            Connection { history: replay.clone(), end: End::Fail(tonic::Status::unavailable("engine restarting")) },
-            Connection { history: replay, end: End::Hang },
+            Connection {
+                replay: replay.clone(),
+                end: End::Fail(tonic::Status::unavailable("engine restarting")),
+                ..Default::default()
+            },
+            Connection { replay, ..Default::default() },
         ],
         status: partial,
         speed: SPEED,
@@ -238,7 +243,7 @@ async fn a_build_finishing_during_a_disconnect_is_counted_once() {
 #[tokio::test]
 async fn an_engine_without_the_history_api_is_reported_down() {
     let script = Script {
-        connections: vec![Connection { history: vec![], end: End::Hang }],
+        connections: vec![Connection::default()],
         status: Default::default(),
         speed: SPEED,
         refuse_history: Some(tonic::Status::unimplemented("unknown method ListenBuildHistory")),

@@ -1,8 +1,6 @@
 //! What flows through the model: the [`Event`]s sources observe, and the [`Effect`]s that
 //! [`Model::apply`](super::Model::apply) returns for counters to record.
 
-use std::collections::HashSet;
-
 use super::snapshot::FinishedBuild;
 
 /// A point in time as unix seconds.
@@ -96,15 +94,14 @@ pub enum Event {
     Completed(Completion),
     /// `DELETED` history event.
     Deleted(String),
+    /// The engine confirmed that a build no longer exists (its `Status` answered "not found").
+    Gone(String),
     /// A message of a running build's `Status` stream.
     Progress(Progress),
     /// The connection to the source failed at this time.
     Disconnected(Time),
-    /// The replay that opens a history stream has been received; `seen` holds every ref in it.
-    ReplayDone {
-        /// Refs that appeared in the replay, as `STARTED` or `COMPLETE`.
-        seen: HashSet<String>,
-    },
+    /// The whole replay that opens a history stream has been received (the engine ended it).
+    ReplayDone,
     /// A finished build from history with its replayed progress, read to learn its name.
     History {
         /// The build's record.

@@ -16,10 +16,15 @@
 //! Counting rules, which make replays harmless:
 //! - a build is counted as finished when a `COMPLETE` arrives for a build held as running, and
 //!   then forgotten, so the second `COMPLETE` BuildKit sends for every build finds nothing;
-//! - `COMPLETE` records of builds never seen running are history: they seed names and last
-//!   completion times and count nothing, except those that finished while the source was
-//!   disconnected, which are counted once (remembered by ref);
-//! - a build's start is counted once per ref, however often `STARTED` is replayed.
+//! - `COMPLETE` records of builds never seen running are history when they come in the replay
+//!   that opens the first connection: they seed names and last completion times and count
+//!   nothing. Once that replay is over they are news (BuildKit may deliver a live `COMPLETE`
+//!   before its `STARTED`), and in the replay after a reconnect those that finished since the
+//!   disconnect are news too; news is counted once (remembered by ref);
+//! - a build's start is counted once per ref, however often `STARTED` is replayed;
+//! - a running build is lost (counted as failed) only when the engine says it is gone
+//!   (`DELETED`, or its `Status` answering "not found"), never because of silence; a lost build
+//!   that shows up again is not counted again.
 
 mod build;
 pub mod estimate;
@@ -74,6 +79,19 @@ impl Default for Settings {
     }
 }
 
+/// Where a source's history stream is, which decides whether a completion of a build never seen
+/// running is history or news.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// Receiving the replay of the first connection: everything in it is history.
+    Starting,
+    /// The replay is over: everything is news.
+    Live,
+    /// Disconnected at this time (at the earliest), or receiving the replay after reconnecting:
+    /// what completed since then is news.
+    Reconnecting(Time),
+}
+
 /// A bounded set of refs; the oldest is forgotten first.
 type Refs = LruCache<String, ()>;
 
@@ -91,8 +109,8 @@ pub struct Model {
     started: Refs,
     /// Refs whose completion was counted, or that were history.
     finished: Refs,
-    /// When the source was lost, until the replay after reconnecting is done.
-    disconnected_at: Option<Time>,
+    /// Where the source's history stream is.
+    phase: Phase,
     names: NameSet,
     learned: LearnedNames,
     /// Expected step durations by name.
@@ -108,7 +126,7 @@ impl Model {
             running: BTreeMap::new(),
             started: refs(settings.max_remembered_refs),
             finished: refs(settings.max_remembered_refs),
-            disconnected_at: None,
+            phase: Phase::Starting,
             names: NameSet::new(settings.max_names),
             learned: LearnedNames::new(settings.max_learned),
             estimates: Estimates::new(settings.max_names),
@@ -154,7 +172,7 @@ impl Model {
                 if let Some(build) = self.running.remove(&reference) {
                     self.finished.put(reference, ());
                     effects.push(Effect::BuildFinished(self.finish(build, completion)));
-                } else if self.finished_while_disconnected(&completion) {
+                } else if self.is_news(&completion) {
                     self.finished.put(reference.clone(), ());
                     if self.started.put(reference, ()).is_none() {
                         effects.push(Effect::BuildStarted);
@@ -167,23 +185,17 @@ impl Model {
                     effects.extend(self.seed(Build::new(completion.info.clone()), &completion));
                 }
             }
-            Event::Deleted(reference) => {
+            Event::Deleted(reference) | Event::Gone(reference) => {
                 if let Some(build) = self.running.remove(&reference) {
                     effects.extend(self.lose(build));
                 }
             }
             Event::Disconnected(at) => {
-                self.disconnected_at.get_or_insert(at);
-            }
-            Event::ReplayDone { seen } => {
-                self.disconnected_at = None;
-                let lost: Vec<String> = self.running.keys().filter(|r| !seen.contains(*r)).cloned().collect();
-                for reference in lost {
-                    if let Some(build) = self.running.remove(&reference) {
-                        effects.extend(self.lose(build));
-                    }
+                if self.phase == Phase::Live {
+                    self.phase = Phase::Reconnecting(at);
                 }
             }
+            Event::ReplayDone => self.phase = Phase::Live,
             Event::History { completion, progress } => {
                 let mut build = Build::new(completion.info.clone());
                 for message in &progress {
@@ -209,17 +221,24 @@ impl Model {
         [Effect::BuildLost { reference }, Effect::BuildFinished(self.finish(build, completion))]
     }
 
-    fn finished_while_disconnected(&self, completion: &Completion) -> bool {
-        self.disconnected_at.is_some_and(|at| completion.completed_at >= at - DISCONNECT_SLACK_SECONDS)
-            && !self.finished.contains(&completion.info.reference)
+    /// Whether the completion of a build never seen running is one to count.
+    fn is_news(&self, completion: &Completion) -> bool {
+        let news = match self.phase {
+            Phase::Starting => false,
+            Phase::Live => true,
+            Phase::Reconnecting(at) => completion.completed_at >= at - DISCONNECT_SLACK_SECONDS,
+        };
+        news && !self.finished.contains(&completion.info.reference)
     }
 
-    /// The name a build with `steps` is known by now, before bounding.
+    /// The name a build with `steps` is known by now, before bounding: a name the build
+    /// declares (its record, then its export) always beats one learned from earlier builds of
+    /// the same Dockerfile, which is only a guess until the build says otherwise.
     fn resolve_name(&self, build: &Build, steps: &[&Vertex]) -> String {
         let from_record = build.info.image.as_deref().and_then(|image| name::repository(&build.mask.apply(image)));
-        let learned = || Build::steps_key(steps).and_then(|k| self.learned.get(k)).map(str::to_string);
         let exported = || build.export_image.as_deref().and_then(name::repository);
-        from_record.or_else(learned).or_else(exported).unwrap_or_else(|| UNKNOWN.to_string())
+        let learned = || Build::steps_key(steps).and_then(|k| self.learned.get(k)).map(str::to_string);
+        from_record.or_else(exported).or_else(learned).unwrap_or_else(|| UNKNOWN.to_string())
     }
 
     /// Names a finished build with `steps` and remembers the name for its step list.

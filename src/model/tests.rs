@@ -1,7 +1,5 @@
 //! Event sequences through the model, including the quirks BuildKit really shows.
 
-use std::collections::HashSet;
-
 use super::*;
 
 /// Builds the events of one build.
@@ -189,7 +187,7 @@ fn replayed_history_seeds_but_counts_nothing() {
         vec![
             old.completed(5.0, Outcome::Succeeded),
             unnamed.completed(6.0, Outcome::Failed("x".into())),
-            Event::ReplayDone { seen: ["old".to_string(), "old2".to_string()].into() },
+            Event::ReplayDone,
         ],
     );
     assert_eq!(effects, vec![Effect::HistorySeen { name: "app".into(), result: "succeeded", completed_at: 5.0 }]);
@@ -200,7 +198,7 @@ fn started_replayed_on_reconnect_counts_once() {
     let mut model = model();
     let b = build("r1", 10.0);
     let mut effects = apply_all(&mut model, vec![b.started(), Event::Disconnected(20.0)]);
-    effects.extend(apply_all(&mut model, vec![b.started(), Event::ReplayDone { seen: ["r1".to_string()].into() }]));
+    effects.extend(apply_all(&mut model, vec![b.started(), Event::ReplayDone]));
     assert_eq!(started_count(&effects), 1);
     assert!(model.is_running("r1"));
 }
@@ -215,25 +213,21 @@ fn a_build_finishing_while_disconnected_is_counted_once_after_reconnect() {
     // Replay after reconnecting: the build is complete, twice (both generations).
     let effects = apply_all(
         &mut model,
-        vec![
-            b.completed(15.0, Outcome::Succeeded),
-            b.completed(15.0, Outcome::Succeeded),
-            Event::ReplayDone { seen: ["r1".to_string()].into() },
-        ],
+        vec![b.completed(15.0, Outcome::Succeeded), b.completed(15.0, Outcome::Succeeded), Event::ReplayDone],
     );
     let done = finished(&effects);
     assert_eq!(done.len(), 1);
     assert_eq!(done[0].finished_steps().count(), 1, "steps observed before the cut are kept");
     // A second reconnect replays it again: nothing more.
     model.apply(Event::Disconnected(30.0));
-    let effects =
-        apply_all(&mut model, vec![b.completed(15.0, Outcome::Succeeded), Event::ReplayDone { seen: HashSet::new() }]);
+    let effects = apply_all(&mut model, vec![b.completed(15.0, Outcome::Succeeded), Event::ReplayDone]);
     assert!(finished(&effects).is_empty());
 }
 
 #[test]
 fn a_build_that_started_and_finished_while_disconnected_is_counted() {
     let mut model = model();
+    model.apply(Event::ReplayDone);
     model.apply(Event::Disconnected(100.0));
     let before = build("before", 10.0);
     let during = build("during", 101.0);
@@ -242,7 +236,7 @@ fn a_build_that_started_and_finished_while_disconnected_is_counted() {
         vec![
             before.completed(50.0, Outcome::Succeeded),
             during.completed(110.0, Outcome::Failed("boom".into())),
-            Event::ReplayDone { seen: HashSet::new() },
+            Event::ReplayDone,
             during.completed(110.0, Outcome::Failed("boom".into())),
         ],
     );
@@ -254,11 +248,28 @@ fn a_build_that_started_and_finished_while_disconnected_is_counted() {
 }
 
 #[test]
-fn a_running_build_missing_from_the_replay_is_lost() {
+fn a_live_completion_is_counted_even_without_its_start() {
+    let mut model = model();
+    let old = build("old", 1.0);
+    assert!(finished(&model.apply(old.completed(2.0, Outcome::Succeeded))).is_empty(), "the opening replay is history");
+    model.apply(Event::ReplayDone);
+    // BuildKit sends live events from goroutines: a COMPLETE may overtake its STARTED.
+    let fast = build("fast", 10.0);
+    let effects = model.apply(fast.completed(10.5, Outcome::Succeeded));
+    assert_eq!((started_count(&effects), finished(&effects).len()), (1, 1));
+    assert!(model.apply(fast.started()).is_empty(), "its late start counts nothing");
+    assert!(!model.is_running("fast"));
+    assert!(finished(&model.apply(old.completed(2.0, Outcome::Succeeded))).is_empty(), "history stays history");
+}
+
+#[test]
+fn a_running_build_is_lost_only_when_the_engine_says_it_is_gone() {
     let mut model = model();
     model.apply(build("r1", 1.0).started());
     model.apply(Event::Disconnected(5.0));
-    let effects = model.apply(Event::ReplayDone { seen: HashSet::new() });
+    assert!(model.apply(Event::ReplayDone).is_empty(), "missing from the replay proves nothing");
+    assert!(model.is_running("r1"));
+    let effects = model.apply(Event::Gone("r1".into()));
     assert_eq!(effects[0], Effect::BuildLost { reference: "r1".into() });
     let done = finished(&effects);
     assert_eq!(done[0].outcome, Outcome::Failed(LOST.into()));
@@ -267,6 +278,26 @@ fn a_running_build_missing_from_the_replay_is_lost() {
     // Its replay later (if the engine kept a record after all) counts nothing more.
     let effects = model.apply(build("r1", 1.0).completed(9.0, Outcome::Canceled));
     assert!(finished(&effects).is_empty());
+    let effects = model.apply(build("r1", 1.0).started());
+    assert!(effects.is_empty() && !model.is_running("r1"), "nor does its start");
+}
+
+#[test]
+fn a_retagged_dockerfile_is_named_by_its_own_tag() {
+    let mut model = model();
+    let steps = vec![announced("a", "[1/2] FROM x"), announced("b", "[2/2] RUN y")];
+    for (reference, tag) in [("r1", "first"), ("r2", "second")] {
+        let b = build(reference, 1.0);
+        model.apply(b.started());
+        model.apply(b.progress(2.0, steps.clone()));
+        if reference == "r2" {
+            assert_eq!(model.snapshot(0.0)[0].view.name, "first", "a learned name may label it while it runs");
+        }
+        model.apply(b.naming(3.0, &format!("docker.io/library/{tag}:latest")));
+        assert_eq!(model.snapshot(0.0)[0].view.name, tag, "its own name wins as soon as it says it");
+        let effects = model.apply(b.completed(3.1, Outcome::Succeeded));
+        assert_eq!(finished(&effects)[0].view.name, tag);
+    }
 }
 
 #[test]
@@ -545,10 +576,9 @@ fn history_seen_before_a_disconnect_is_not_counted_after_it() {
     let old = build("old", 1.0);
     // Seen as history on the first connection, completed shortly before the cut.
     model.apply(old.completed(98.0, Outcome::Canceled));
-    model.apply(Event::ReplayDone { seen: ["old".to_string()].into() });
+    model.apply(Event::ReplayDone);
     model.apply(Event::Disconnected(100.0));
-    let effects =
-        apply_all(&mut model, vec![old.completed(98.0, Outcome::Canceled), Event::ReplayDone { seen: HashSet::new() }]);
+    let effects = apply_all(&mut model, vec![old.completed(98.0, Outcome::Canceled), Event::ReplayDone]);
     assert!(finished(&effects).is_empty());
     assert_eq!(started_count(&effects), 0);
 }

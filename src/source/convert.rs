@@ -1,4 +1,5 @@
-//! Turning BuildKit's protobuf messages into model events. Pure functions.
+//! Turning BuildKit's protobuf messages into model events, with the engine's timestamps put on
+//! our clock. Pure functions.
 
 use bollard_buildkit_proto::google::protobuf::Timestamp;
 use bollard_buildkit_proto::moby::buildkit::v1::{
@@ -9,26 +10,65 @@ use crate::model::{name, BuildInfo, Completion, Event, Outcome, Progress, Time, 
 
 /// gRPC code BuildKit records for a build canceled by its client.
 const CODE_CANCELED: i32 = 1;
+/// The response header in which BuildKit (0.12+) sends its own time.
+const ENGINE_TIME_HEADER: &str = "buildkit-current-timestamp";
+/// Clock differences below this are network latency rather than skew, and are left alone.
+const MIN_SKEW_SECONDS: f64 = 1.0;
 
-fn seconds(ts: &Option<Timestamp>) -> Option<Time> {
-    ts.as_ref().map(|t| t.seconds as f64 + f64::from(t.nanos) / 1e9)
+/// How far the engine's clock is ahead of ours, so that times it sends (build start, last
+/// progress) compare with our "now" even when its clock is minutes off. Durations, being
+/// differences of its own times, need no correction.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Clock {
+    /// Engine time minus our time, in seconds; 0 when unknown or negligible.
+    offset: f64,
+}
+
+impl Clock {
+    /// The clock of an engine that said it was `engine` when it was `local` here.
+    pub fn new(engine: Time, local: Time) -> Clock {
+        let offset = engine - local;
+        Clock { offset: if offset.abs() >= MIN_SKEW_SECONDS { offset } else { 0.0 } }
+    }
+
+    /// The clock of the engine whose response carried `metadata`, read now.
+    pub fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> Clock {
+        let engine = metadata.get(ENGINE_TIME_HEADER).and_then(|v| v.to_str().ok()).and_then(parse_rfc3339);
+        engine.map_or_else(Clock::default, |engine| Clock::new(engine, crate::now()))
+    }
+
+    /// Engine time minus our time, in seconds.
+    pub fn offset(&self) -> f64 {
+        self.offset
+    }
+
+    /// An engine timestamp on our clock.
+    fn local(&self, ts: &Option<Timestamp>) -> Option<Time> {
+        ts.as_ref().map(|t| t.seconds as f64 + f64::from(t.nanos) / 1e9 - self.offset)
+    }
+}
+
+/// Unix seconds of an RFC 3339 time with any offset (BuildKit writes its local zone).
+fn parse_rfc3339(text: &str) -> Option<Time> {
+    let time = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(time.unix_timestamp_nanos() as f64 / 1e9)
 }
 
 /// The event a build-history message stands for; `None` for a message without a record.
-pub fn history(event: &BuildHistoryEvent, name_label: &str) -> Option<Event> {
+pub fn history(event: &BuildHistoryEvent, name_label: &str, clock: &Clock) -> Option<Event> {
     let record = event.record.as_ref()?;
     match BuildHistoryEventType::try_from(event.r#type).ok()? {
-        BuildHistoryEventType::Started => Some(Event::Started(info(record, name_label))),
-        BuildHistoryEventType::Complete => Some(Event::Completed(completion(record, name_label))),
+        BuildHistoryEventType::Started => Some(Event::Started(info(record, name_label, clock))),
+        BuildHistoryEventType::Complete => Some(Event::Completed(completion(record, name_label, clock))),
         BuildHistoryEventType::Deleted => Some(Event::Deleted(record.r#ref.clone())),
     }
 }
 
 /// What a record says about its build.
-pub fn info(record: &BuildHistoryRecord, name_label: &str) -> BuildInfo {
+pub fn info(record: &BuildHistoryRecord, name_label: &str, clock: &Clock) -> BuildInfo {
     BuildInfo {
         reference: record.r#ref.clone(),
-        created_at: seconds(&record.created_at).unwrap_or_default(),
+        created_at: clock.local(&record.created_at).unwrap_or_default(),
         image: image_name(record, name_label),
         secrets: record
             .frontend_attrs
@@ -40,7 +80,7 @@ pub fn info(record: &BuildHistoryRecord, name_label: &str) -> BuildInfo {
 }
 
 /// A `COMPLETE` record as a completion.
-pub fn completion(record: &BuildHistoryRecord, name_label: &str) -> Completion {
+pub fn completion(record: &BuildHistoryRecord, name_label: &str, clock: &Clock) -> Completion {
     let outcome = match &record.error {
         None => Outcome::Succeeded,
         Some(status) if status.code == 0 => Outcome::Succeeded,
@@ -49,8 +89,8 @@ pub fn completion(record: &BuildHistoryRecord, name_label: &str) -> Completion {
         }
         Some(status) => Outcome::Failed(status.message.clone()),
     };
-    let info = info(record, name_label);
-    Completion { completed_at: seconds(&record.completed_at).unwrap_or(info.created_at), info, outcome }
+    let info = info(record, name_label, clock);
+    Completion { completed_at: clock.local(&record.completed_at).unwrap_or(info.created_at), info, outcome }
 }
 
 /// The image name a record carries, earliest source first: the image exporter's `name`
@@ -70,7 +110,7 @@ fn image_name(record: &BuildHistoryRecord, name_label: &str) -> Option<String> {
 }
 
 /// A `Status` message as progress of build `reference`.
-pub fn progress(reference: &str, message: &StatusResponse) -> Progress {
+pub fn progress(reference: &str, message: &StatusResponse, clock: &Clock) -> Progress {
     let mut latest: Option<Time> = None;
     let mut saw = |t: Option<Time>| {
         if let Some(t) = t {
@@ -81,8 +121,8 @@ pub fn progress(reference: &str, message: &StatusResponse) -> Progress {
         .vertexes
         .iter()
         .map(|v| {
-            let started = seconds(&v.started);
-            let completed = seconds(&v.completed);
+            let started = clock.local(&v.started);
+            let completed = clock.local(&v.completed);
             saw(started);
             saw(completed);
             VertexUpdate {
@@ -97,13 +137,13 @@ pub fn progress(reference: &str, message: &StatusResponse) -> Progress {
         .collect();
     let mut image = None;
     for status in &message.statuses {
-        saw(seconds(&status.timestamp));
+        saw(clock.local(&status.timestamp));
         if let Some(reference) = name::naming_to(&status.id) {
             image = Some(reference.to_string());
         }
     }
     for log in &message.logs {
-        saw(seconds(&log.timestamp));
+        saw(clock.local(&log.timestamp));
     }
     Progress { reference: reference.to_string(), at: latest, vertexes, image }
 }
@@ -135,7 +175,7 @@ mod tests {
 
     #[test]
     fn outcomes() {
-        let outcome = |error| completion(&record(error), "title").outcome;
+        let outcome = |error| completion(&record(error), "title", &Clock::default()).outcome;
         assert_eq!(outcome(None), Outcome::Succeeded);
         assert_eq!(
             outcome(Some(Status { code: 1, message: "context canceled".into(), details: vec![] })),
@@ -149,7 +189,7 @@ mod tests {
 
     #[test]
     fn record_fields() {
-        let c = completion(&record(None), "title");
+        let c = completion(&record(None), "title", &Clock::default());
         assert_eq!((c.info.created_at, c.completed_at), (100.5, 110.0));
         assert_eq!(c.info.secrets, vec!["marker-value".to_string()]);
         assert_eq!(c.info.image, None);
@@ -160,14 +200,14 @@ mod tests {
         let mut r = record(None);
         r.exporter_response
             .insert("containerimage.config".into(), r#"{"config":{"Labels":{"title":"from-config"}}}"#.into());
-        assert_eq!(info(&r, "title").image.as_deref(), Some("from-config"));
+        assert_eq!(info(&r, "title", &Clock::default()).image.as_deref(), Some("from-config"));
         r.frontend_attrs.insert("label:title".into(), "from-label".into());
-        assert_eq!(info(&r, "title").image.as_deref(), Some("from-label"));
+        assert_eq!(info(&r, "title", &Clock::default()).image.as_deref(), Some("from-label"));
         r.exporter_response.insert("image.name".into(), "docker.io/library/resp:1,other:2".into());
-        assert_eq!(info(&r, "title").image.as_deref(), Some("docker.io/library/resp:1"));
+        assert_eq!(info(&r, "title", &Clock::default()).image.as_deref(), Some("docker.io/library/resp:1"));
         r.exporters
             .push(Exporter { r#type: "image".into(), attrs: [("name".to_string(), "exp:1".to_string())].into() });
-        assert_eq!(info(&r, "title").image.as_deref(), Some("exp:1"));
+        assert_eq!(info(&r, "title", &Clock::default()).image.as_deref(), Some("exp:1"));
     }
 
     #[test]
@@ -189,10 +229,22 @@ mod tests {
             logs: vec![VertexLog { timestamp: ts(14, 250_000_000), ..Default::default() }],
             warnings: vec![],
         };
-        let p = progress("r1", &message);
+        let p = progress("r1", &message, &Clock::default());
         assert_eq!(p.at, Some(14.25));
         assert_eq!(p.image.as_deref(), Some("docker.io/library/proto:slow"));
         assert_eq!(p.vertexes[0].error, None);
-        assert_eq!(progress("r1", &StatusResponse::default()).at, None);
+        assert_eq!(progress("r1", &StatusResponse::default(), &Clock::default()).at, None);
+        // An engine five minutes ahead: its times are moved onto ours.
+        let ahead = Clock::new(1000.0 + 300.0, 1000.0);
+        assert_eq!(progress("r1", &message, &ahead).at, Some(14.25 - 300.0));
+    }
+
+    #[test]
+    fn engine_time_header_in_any_zone() {
+        assert_eq!(parse_rfc3339("2026-11-28T18:41:39.5Z"), Some(1795891299.5));
+        assert_eq!(parse_rfc3339("2026-11-28T19:41:39.5+01:00"), Some(1795891299.5));
+        assert_eq!(parse_rfc3339("2026-11-28T18:41:39Z"), Some(1795891299.0));
+        assert_eq!(parse_rfc3339("yesterday"), None);
+        assert_eq!(Clock::new(100.4, 100.0).offset(), 0.0, "latency is not skew");
     }
 }

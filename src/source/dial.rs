@@ -14,25 +14,41 @@ use tonic::transport::{Channel, Endpoint as TonicEndpoint, Uri};
 use tower::service_fn;
 
 use super::SourceError;
-use crate::config::{Endpoint, Transport};
+use crate::config::{Endpoint, Link, Transport};
 
 /// A byte stream to BuildKit, whatever carries it.
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 type BoxedIo = Pin<Box<dyn Io>>;
 
-/// Opens a channel to the BuildKit Control service at `endpoint`.
-pub async fn connect(endpoint: &Endpoint) -> Result<Channel, SourceError> {
+/// Opens a channel to the BuildKit Control service at `endpoint`. Reaching it (dial and
+/// upgrade) may take `link.timeout`; once open, the channel pings every `link.keepalive` and
+/// fails every open stream when a ping goes unanswered for `link.timeout`, so a link that
+/// silently stopped carrying bytes does not look alive.
+pub async fn connect(endpoint: &Endpoint, link: Link) -> Result<Channel, SourceError> {
     let target = endpoint.clone();
     let connector = service_fn(move |_: Uri| {
         let target = target.clone();
-        async move { dial(&target).await.map(TokioIo::new) }
+        async move {
+            match tokio::time::timeout(link.timeout, dial(&target)).await {
+                Ok(io) => io.map(TokioIo::new),
+                Err(_) => Err(SourceError::Timeout { endpoint: target.to_string(), after: link.timeout }),
+            }
+        }
     });
     // The URI is required by tonic but never resolved: the connector decides where to go.
-    TonicEndpoint::from_static("http://buildkit.invalid").connect_with_connector(connector).await.map_err(|error| {
-        find_source_error(&error)
-            .unwrap_or_else(|| SourceError::Protocol { endpoint: endpoint.to_string(), detail: error_chain(&error) })
-    })
+    TonicEndpoint::from_static("http://buildkit.invalid")
+        .http2_keep_alive_interval(link.keepalive)
+        .keep_alive_timeout(link.timeout)
+        .keep_alive_while_idle(true)
+        .connect_with_connector(connector)
+        .await
+        .map_err(|error| {
+            find_source_error(&error).unwrap_or_else(|| SourceError::Protocol {
+                endpoint: endpoint.to_string(),
+                detail: error_chain(&error),
+            })
+        })
 }
 
 async fn dial(endpoint: &Endpoint) -> Result<BoxedIo, SourceError> {

@@ -1,20 +1,23 @@
-//! Watching one source: the build-history stream plus one `Status` stream per running build,
-//! kept alive across failures.
+//! Watching one source: the build history plus one `Status` stream per running build, kept
+//! alive across failures.
 //!
 //! The connection is a small state machine:
 //!
 //! ```text
-//!   Disconnected(backoff) --dial + ListenBuildHistory ok--> Connected
-//!   Connected --stream error or end--> Disconnected(next backoff)
+//!   Disconnected(backoff) --dial, both history calls open--> Replaying
+//!   Replaying --the replay call ends--> Live (source up)
+//!   Replaying | Live --stream error or end, unanswered keepalive--> Disconnected(next backoff)
 //! ```
 //!
-//! Every connection opens `ListenBuildHistory(active_only=false)`, which first replays stored
-//! builds and the running ones, then streams live events. The replay is over once the stream
-//! has been quiet for [`REPLAY_QUIET`]; the model then drops running builds the replay no longer
-//! mentions. Counting rules that keep replays harmless live in the model. Only read-only RPCs
-//! are ever called.
+//! Every connection first subscribes to live history events (`active_only`), then asks for the
+//! replay of everything stored (`early_exit`), which the engine ends itself: so the end of the
+//! replay is known, not guessed, and nothing between the two calls is missed (live events that
+//! arrive during the replay are held and applied after it). Once the replay is over, every
+//! build still held as running is followed again; one whose `Status` answers "not found" is
+//! gone. A build's completion waits (boundedly) for its `Status` stream to be applied first.
+//! Counting rules that keep replays harmless live in the model. Only read-only RPCs are called.
 
-mod convert;
+pub mod convert;
 pub mod dial;
 
 use std::collections::{HashMap, HashSet};
@@ -22,21 +25,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard_buildkit_proto::moby::buildkit::v1::control_client::ControlClient;
-use bollard_buildkit_proto::moby::buildkit::v1::{BuildHistoryEventType, BuildHistoryRequest, StatusRequest};
+use bollard_buildkit_proto::moby::buildkit::v1::{BuildHistoryEvent, BuildHistoryRequest, StatusRequest};
 use rand::Rng;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use tonic::transport::Channel;
-use tonic::Code;
-use tracing::{debug, info, warn, Instrument};
+use tonic::{Code, Streaming};
+use tracing::{debug, error, info, warn, Instrument};
 
 use crate::builder::Builder;
-use crate::config::{Endpoint, SourceSpec};
+use crate::config::{Endpoint, Link, SourceSpec};
 use crate::model::{Completion, Event, Progress};
 use crate::now;
+use convert::Clock;
 
-/// Quiet time after which the opening replay of a history stream is taken as complete.
-const REPLAY_QUIET: Duration = Duration::from_millis(1500);
 /// First retry delay after a failure.
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
 /// Longest retry delay.
@@ -47,6 +49,8 @@ const STATUS_RETRIES: u32 = 3;
 const STATUS_RETRY_DELAY: Duration = Duration::from_secs(2);
 /// A connection that stayed up this long resets the backoff.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// Longest wait of a build's completion for the rest of its `Status` stream.
+const ORDER_WAIT: Duration = Duration::from_secs(5);
 
 /// Why a source cannot be watched right now. All are retried; each says what to do.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -74,6 +78,9 @@ pub enum SourceError {
     /// The engine ended the history stream.
     #[error("{endpoint} closed the build-history stream")]
     Closed { endpoint: String },
+    /// Dialing or the `/grpc` upgrade got no answer in time.
+    #[error("no answer from {endpoint} within {after:?} (engine frozen, or a hung proxy in between?)")]
+    Timeout { endpoint: String, after: Duration },
 }
 
 impl SourceError {
@@ -112,6 +119,8 @@ pub struct SourceOptions {
     pub max_message_bytes: usize,
     /// Finished builds read from history at startup.
     pub seed_builds: usize,
+    /// How links are kept and checked.
+    pub link: Link,
 }
 
 /// Capped exponential backoff with jitter.
@@ -131,9 +140,19 @@ impl Backoff {
     }
 }
 
+/// Keeps `source_up` at 0 whenever nothing is watching the source, however its task ends.
+struct Watching<'a>(&'a Builder);
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        self.0.set_up(false);
+    }
+}
+
 /// Watches `spec` until `shutdown` turns true.
 #[tracing::instrument(name = "source", skip_all, fields(builder = %spec.name))]
 pub async fn run(spec: SourceSpec, builder: Arc<Builder>, options: SourceOptions, mut shutdown: watch::Receiver<bool>) {
+    let _watching = Watching(&builder);
     let mut backoff = Backoff { attempt: 0 };
     // The kind of the last failure: a cause is logged once while it lasts (the details of
     // protocol errors vary from one attempt to the next).
@@ -150,7 +169,10 @@ pub async fn run(spec: SourceSpec, builder: Arc<Builder>, options: SourceOptions
             last_error = None;
         }
         builder.set_up(false);
-        builder.apply(Event::Disconnected(now()));
+        // A link that died silently was noticed up to one keepalive round late: builds that
+        // completed in that time still count as completed while disconnected.
+        let link = options.link;
+        builder.apply(Event::Disconnected(now() - (link.keepalive + link.timeout).as_secs_f64()));
         if started.elapsed() >= HEALTHY_AFTER {
             backoff.attempt = 0;
         }
@@ -182,89 +204,204 @@ impl Session<'_> {
     /// Runs until the connection fails; returns why.
     async fn run(self, seeded: &mut bool) -> SourceError {
         let endpoint = &self.spec.endpoint;
-        let channel = match dial::connect(endpoint).await {
+        let failed = |status: tonic::Status| SourceError::from_status(endpoint, &status);
+        let channel = match dial::connect(endpoint, self.options.link).await {
             Ok(channel) => channel,
             Err(error) => return error,
         };
         let mut client = ControlClient::new(channel).max_decoding_message_size(self.options.max_message_bytes);
-        let request = BuildHistoryRequest { active_only: false, ..Default::default() };
-        let mut stream = match client.listen_build_history(request).await {
-            Ok(response) => response.into_inner(),
-            Err(status) => return SourceError::from_status(endpoint, &status),
+        let live = BuildHistoryRequest { active_only: true, ..Default::default() };
+        let live = match client.listen_build_history(live).await {
+            Ok(response) => response,
+            Err(status) => return failed(status),
         };
-        self.builder.set_up(true);
-        info!(source = %endpoint, "source up");
-
-        // Each follower ends with the ref of a build whose Status stream failed, if one did.
-        let mut followers: JoinSet<Option<String>> = JoinSet::new();
-        let mut following: HashSet<String> = HashSet::new();
-        let mut retries: HashMap<String, u32> = HashMap::new();
-        let mut replay: Option<(HashSet<String>, HashMap<String, Completion>)> = Some(Default::default());
-        let quiet = tokio::time::sleep(REPLAY_QUIET);
-        tokio::pin!(quiet);
+        let clock = Clock::from_metadata(live.metadata());
+        if clock.offset().abs() >= 1.0 {
+            info!(engine_ahead_seconds = clock.offset(), "engine clock differs from ours: its times are corrected");
+        }
+        let mut live = live.into_inner();
+        let replay = BuildHistoryRequest { early_exit: true, ..Default::default() };
+        let mut replay = match client.listen_build_history(replay).await {
+            Ok(response) => Some(response.into_inner()),
+            Err(status) => return failed(status),
+        };
+        let mut watch = Watch::new(client, self.builder.clone(), clock, &self.options.name_label);
+        // Live events that arrive while the replay runs, applied after it.
+        let mut held: Vec<BuildHistoryEvent> = Vec::new();
+        // Builds the replay completed, for seeding.
+        let mut replayed: HashMap<String, Completion> = HashMap::new();
+        let mut seeding = JoinSet::new();
         loop {
             tokio::select! {
-                message = stream.message() => {
-                    let message = match message {
-                        Ok(Some(message)) => message,
-                        Ok(None) => return SourceError::Closed { endpoint: endpoint.to_string() },
-                        Err(status) => return SourceError::from_status(endpoint, &status),
-                    };
-                    let Some(event) = convert::history(&message, &self.options.name_label) else { continue };
-                    if let Some((seen, finished)) = replay.as_mut() {
-                        quiet.as_mut().reset(tokio::time::Instant::now() + REPLAY_QUIET);
-                        if let Event::Started(info) = &event {
-                            seen.insert(info.reference.clone());
-                        }
-                        if let Event::Completed(completion) = &event {
-                            seen.insert(completion.info.reference.clone());
-                            finished.insert(completion.info.reference.clone(), completion.clone());
+                message = next(&mut replay) => match message {
+                    Ok(Some(message)) => {
+                        if let Some(completion) = watch.history(&message) {
+                            replayed.insert(completion.info.reference.clone(), completion);
                         }
                     }
-                    let started = (message.r#type == BuildHistoryEventType::Started as i32)
-                        .then(|| message.record.as_ref().map(|r| r.r#ref.clone()))
-                        .flatten();
-                    self.builder.apply(event);
-                    if let Some(reference) = started {
-                        if following.insert(reference.clone()) {
-                            followers.spawn(
-                                follow(client.clone(), reference, self.builder.clone(), Duration::ZERO).in_current_span(),
-                            );
+                    Ok(None) => {
+                        replay = None;
+                        debug!(builds = replayed.len(), held = held.len(), "history replay done");
+                        self.builder.apply(Event::ReplayDone);
+                        for message in held.drain(..) {
+                            watch.history(&message);
+                        }
+                        watch.recheck_running();
+                        self.builder.set_up(true);
+                        info!(source = %endpoint, "source up");
+                        if self.seed {
+                            *seeded = true;
+                            let newest = newest(std::mem::take(&mut replayed), self.options.seed_builds);
+                            let task = seed(watch.client.clone(), newest, self.builder.clone(), clock);
+                            seeding.spawn(task.in_current_span());
                         }
                     }
-                }
-                _ = &mut quiet, if replay.is_some() => {
-                    let (seen, finished) = replay.take().unwrap_or_default();
-                    debug!(builds = seen.len(), "history replay done");
-                    self.builder.apply(Event::ReplayDone { seen });
-                    if self.seed {
-                        *seeded = true;
-                        let newest = newest(finished, self.options.seed_builds);
-                        let (client, builder) = (client.clone(), self.builder.clone());
-                        followers.spawn(
-                            async move {
-                                seed(client, newest, builder).await;
-                                None
-                            }
-                            .in_current_span(),
-                        );
+                    Err(status) => return failed(status),
+                },
+                message = live.message() => match message {
+                    Ok(Some(message)) if replay.is_some() => held.push(message),
+                    Ok(Some(message)) => {
+                        watch.history(&message);
                     }
-                }
-                Some(ended) = followers.join_next() => {
-                    let failed = ended.ok().flatten();
-                    if let Some(reference) = failed.filter(|r| self.builder.is_running(r)) {
-                        let tries = retries.entry(reference.clone()).or_default();
-                        if *tries < STATUS_RETRIES {
-                            *tries += 1;
-                            let delay = STATUS_RETRY_DELAY;
-                            followers.spawn(follow(client.clone(), reference, self.builder.clone(), delay).in_current_span());
-                            continue;
-                        }
-                    }
-                    following.retain(|r| self.builder.is_running(r));
-                    retries.retain(|r, _| following.contains(r));
-                }
+                    Ok(None) => return SourceError::Closed { endpoint: endpoint.to_string() },
+                    Err(status) => return failed(status),
+                },
+                Some(ended) = watch.followers.join_next() => watch.followed(ended),
+                Some(Ok(reference)) = watch.deadlines.join_next() => watch.complete(&reference),
             }
+        }
+    }
+}
+
+/// The next message of the replay, or never once it is over.
+async fn next(replay: &mut Option<Streaming<BuildHistoryEvent>>) -> Result<Option<BuildHistoryEvent>, tonic::Status> {
+    match replay {
+        Some(stream) => stream.message().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How a build's `Status` stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Followed {
+    /// It ended: the build is over (its result comes from history).
+    Ended,
+    /// The engine has no such build.
+    Gone,
+    /// It broke.
+    Failed,
+}
+
+/// The `Status` streams of one connection, and the completions waiting for them.
+struct Watch {
+    client: ControlClient<Channel>,
+    builder: Arc<Builder>,
+    clock: Clock,
+    name_label: String,
+    /// Each ends with its ref and how its stream ended.
+    followers: JoinSet<(String, Followed)>,
+    /// Refs with a follower.
+    following: HashSet<String>,
+    /// Times each ref's stream was reopened.
+    retries: HashMap<String, u32>,
+    /// Completions waiting for their build's follower to end.
+    pending: HashMap<String, Completion>,
+    /// Each ends with a ref whose completion has waited long enough.
+    deadlines: JoinSet<String>,
+}
+
+impl Watch {
+    fn new(client: ControlClient<Channel>, builder: Arc<Builder>, clock: Clock, name_label: &str) -> Watch {
+        Watch {
+            client,
+            builder,
+            clock,
+            name_label: name_label.to_string(),
+            followers: JoinSet::new(),
+            following: HashSet::new(),
+            retries: HashMap::new(),
+            pending: HashMap::new(),
+            deadlines: JoinSet::new(),
+        }
+    }
+
+    /// Applies a history message; returns it as a completion, if it is one.
+    fn history(&mut self, message: &BuildHistoryEvent) -> Option<Completion> {
+        match convert::history(message, &self.name_label, &self.clock)? {
+            Event::Completed(completion) => {
+                let reference = completion.info.reference.clone();
+                if !self.following.contains(&reference) {
+                    self.builder.apply(Event::Completed(completion.clone()));
+                } else if !self.pending.contains_key(&reference) {
+                    // Its last progress may still be on the way: count it once that is applied.
+                    self.pending.insert(reference.clone(), completion.clone());
+                    self.deadlines.spawn(async move {
+                        tokio::time::sleep(ORDER_WAIT).await;
+                        reference
+                    });
+                }
+                Some(completion)
+            }
+            Event::Started(info) => {
+                let reference = info.reference.clone();
+                self.builder.apply(Event::Started(info));
+                if self.builder.is_running(&reference) && self.following.insert(reference.clone()) {
+                    self.follow(reference, Duration::ZERO);
+                }
+                None
+            }
+            event => {
+                self.builder.apply(event);
+                None
+            }
+        }
+    }
+
+    fn follow(&mut self, reference: String, delay: Duration) {
+        let task = follow(self.client.clone(), reference, self.builder.clone(), self.clock, delay);
+        self.followers.spawn(task.in_current_span());
+    }
+
+    /// Follows again every build held as running that nothing follows: after a reconnect, the
+    /// ones the replay did not mention may be gone, and only the engine can say so.
+    fn recheck_running(&mut self) {
+        for reference in self.builder.running_refs() {
+            if self.following.insert(reference.clone()) {
+                self.follow(reference, Duration::ZERO);
+            }
+        }
+    }
+
+    fn followed(&mut self, ended: Result<(String, Followed), JoinError>) {
+        let (reference, how) = match ended {
+            Ok(ended) => ended,
+            Err(error) => {
+                error!(%error, "a status follower died");
+                return;
+            }
+        };
+        let running = self.builder.is_running(&reference);
+        if how == Followed::Failed && running && !self.pending.contains_key(&reference) {
+            let tries = self.retries.entry(reference.clone()).or_default();
+            if *tries < STATUS_RETRIES {
+                *tries += 1;
+                self.follow(reference, STATUS_RETRY_DELAY);
+                return;
+            }
+        }
+        self.following.remove(&reference);
+        self.retries.remove(&reference);
+        if self.pending.contains_key(&reference) {
+            self.complete(&reference);
+        } else if how == Followed::Gone && running {
+            self.builder.apply(Event::Gone(reference));
+        }
+    }
+
+    /// Counts a completion that waited for its build's progress.
+    fn complete(&mut self, reference: &str) {
+        if let Some(completion) = self.pending.remove(reference) {
+            self.builder.apply(Event::Completed(completion));
         }
     }
 }
@@ -280,45 +417,48 @@ fn newest(finished: HashMap<String, Completion>, count: usize) -> Vec<Completion
 }
 
 /// Follows the progress of running build `reference`, after `delay`, until its `Status` stream
-/// ends; returns the ref if the stream failed rather than ended.
+/// ends.
 async fn follow(
     mut client: ControlClient<Channel>,
     reference: String,
     builder: Arc<Builder>,
+    clock: Clock,
     delay: Duration,
-) -> Option<String> {
+) -> (String, Followed) {
     tokio::time::sleep(delay).await;
     let request = StatusRequest { r#ref: reference.clone() };
     let mut stream = match client.status(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => {
             debug!(%reference, code = ?status.code(), "status unavailable");
-            return (status.code() != Code::NotFound).then_some(reference);
+            let how = if status.code() == Code::NotFound { Followed::Gone } else { Followed::Failed };
+            return (reference, how);
         }
     };
     loop {
         match stream.message().await {
             Ok(Some(message)) => {
-                builder.apply(Event::Progress(convert::progress(&reference, &message)));
+                builder.apply(Event::Progress(convert::progress(&reference, &message, &clock)));
             }
-            Ok(None) => return None,
+            Ok(None) => return (reference, Followed::Ended),
             Err(status) => {
                 debug!(%reference, code = ?status.code(), message = status.message(), "status stream failed");
-                return Some(reference);
+                let how = if status.code() == Code::NotFound { Followed::Gone } else { Followed::Failed };
+                return (reference, how);
             }
         }
     }
 }
 
 /// Reads the stored progress of finished builds to learn their names.
-async fn seed(mut client: ControlClient<Channel>, builds: Vec<Completion>, builder: Arc<Builder>) {
+async fn seed(mut client: ControlClient<Channel>, builds: Vec<Completion>, builder: Arc<Builder>, clock: Clock) {
     for completion in builds {
         let reference = completion.info.reference.clone();
         let mut progress: Vec<Progress> = Vec::new();
         if let Ok(response) = client.status(StatusRequest { r#ref: reference.clone() }).await {
             let mut stream = response.into_inner();
             while let Ok(Some(message)) = stream.message().await {
-                progress.push(convert::progress(&reference, &message));
+                progress.push(convert::progress(&reference, &message, &clock));
             }
         }
         builder.apply(Event::History { completion, progress });

@@ -1,10 +1,12 @@
 //! A fake BuildKit Control server on a unix socket, replaying recorded real streams.
 //!
-//! Each `ListenBuildHistory` call plays the next scripted connection: its history messages at
-//! their recorded pace (scaled by `speed`), then either hangs open or fails. A `COMPLETE` is held
-//! back until the build's `Status` stream, if one was asked for, has been sent in full, so
-//! replays are deterministic. Every write RPC is refused and counted, so tests can assert the
-//! exporter never calls one.
+//! Like BuildKit, it answers two kinds of `ListenBuildHistory` call: a live one (`active_only`),
+//! which opens the next scripted connection and plays its live history messages at their
+//! recorded pace (scaled by `speed`), then hangs open or fails; and a replay (`early_exit`),
+//! which sends the connection's stored records at once and ends. A live `COMPLETE` is held back
+//! until the build's `Status` stream, if one was asked for, has been sent in full, so replays
+//! are deterministic. Every write RPC is refused and counted, so tests can assert the exporter
+//! never calls one.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -23,21 +25,24 @@ use tonic::{Request, Response, Status};
 
 use super::fixture::{Line, Recorded};
 
-/// How a scripted history connection ends once its messages are sent.
-#[derive(Debug, Clone)]
+/// How a scripted live history call ends once its messages are sent.
+#[derive(Debug, Clone, Default)]
 pub enum End {
     /// Stays open, sending nothing more.
+    #[default]
     Hang,
     /// Fails with this status.
     Fail(Status),
 }
 
-/// One scripted `ListenBuildHistory` connection.
-#[derive(Debug, Clone)]
+/// One scripted connection: what its replay call and its live call get.
+#[derive(Debug, Clone, Default)]
 pub struct Connection {
-    /// History messages with their recorded times.
-    pub history: Vec<Line>,
-    /// What happens after them.
+    /// What the replay call sends (the engine's stored records and running builds).
+    pub replay: Vec<Line>,
+    /// Live history messages with their recorded times.
+    pub live: Vec<Line>,
+    /// What the live call does after them.
     pub end: End,
 }
 
@@ -57,11 +62,11 @@ pub struct Script {
 }
 
 impl Script {
-    /// One connection playing every history message of `lines`, then hanging open.
+    /// One connection playing every history message of `lines` live, then hanging open.
     pub fn from_recording(lines: &[Line], speed: f64) -> Script {
-        let history: Vec<Line> = lines.iter().filter(|l| matches!(l.item, Recorded::History(_))).cloned().collect();
+        let live: Vec<Line> = lines.iter().filter(|l| matches!(l.item, Recorded::History(_))).cloned().collect();
         Script {
-            connections: vec![Connection { history, end: End::Hang }],
+            connections: vec![Connection { live, ..Default::default() }],
             status: status_by_ref(lines),
             speed,
             refuse_history: None,
@@ -84,7 +89,10 @@ pub fn status_by_ref(lines: &[Line]) -> HashMap<String, Vec<Line>> {
 /// Counters a test can read while the fake runs.
 #[derive(Debug, Default)]
 pub struct Calls {
+    /// Live history calls: one per connection.
     pub history: AtomicUsize,
+    /// Replay history calls.
+    pub replays: AtomicUsize,
     pub status: AtomicUsize,
     /// Solve, Prune, UpdateBuildHistory, Session: must stay 0.
     pub forbidden: AtomicUsize,
@@ -156,20 +164,33 @@ fn delay(from: f64, to: f64, speed: f64) -> Duration {
 impl Control for Fake {
     async fn listen_build_history(
         &self,
-        _request: Request<BuildHistoryRequest>,
+        request: Request<BuildHistoryRequest>,
     ) -> Result<Response<Self::ListenBuildHistoryStream>, Status> {
-        let n = self.calls.history.fetch_add(1, Ordering::SeqCst);
+        let request = request.into_inner();
         if let Some(status) = &self.script.refuse_history {
+            self.calls.history.fetch_add(1, Ordering::SeqCst);
             return Err(status.clone());
         }
         let connections = &self.script.connections;
+        if request.early_exit {
+            self.calls.replays.fetch_add(1, Ordering::SeqCst);
+            // The replay of the connection whose live call came last.
+            let n = self.calls.history.load(Ordering::SeqCst).saturating_sub(1);
+            let replay = connections[n.min(connections.len() - 1)].replay.clone();
+            let events = replay.into_iter().filter_map(|l| match l.item {
+                Recorded::History(event) => Some(Ok(event)),
+                _ => None,
+            });
+            return Ok(Response::new(Box::pin(tokio_stream::iter(events.collect::<Vec<_>>()))));
+        }
+        let n = self.calls.history.fetch_add(1, Ordering::SeqCst);
         let connection = connections[n.min(connections.len() - 1)].clone();
         let (tx, rx) = mpsc::channel(16);
         let speed = self.script.speed;
         let (done, asked, progress) = (self.status_done.clone(), self.status_asked.clone(), self.progress.clone());
         tokio::spawn(async move {
-            let mut last = connection.history.first().map_or(0.0, |l| l.at);
-            for line in connection.history {
+            let mut last = connection.live.first().map_or(0.0, |l| l.at);
+            for line in connection.live {
                 tokio::time::sleep(delay(last, line.at, speed)).await;
                 last = line.at;
                 let Recorded::History(event) = line.item else { continue };

@@ -49,14 +49,13 @@ impl Daemon {
         daemon
     }
 
-    /// Waits until the (only) source is up and its history replay is over.
+    /// Waits until the (only) source is up, which it is once its history replay is over.
     pub async fn wait_up(&self) {
-        eventually(Duration::from_secs(20), "source up", || async {
+        eventually(Duration::from_secs(30), "source up", || async {
             let m = self.metrics().await;
             (sample(&m, "buildkit_exporter_source_up", &[]) == Some(1.0)).then_some(())
         })
         .await;
-        tokio::time::sleep(Duration::from_secs(2)).await;
     }
 
     /// GETs `path`; returns status code and body.
