@@ -6,34 +6,47 @@
 
 #![no_main]
 
-use bollard_buildkit_proto::moby::buildkit::v1::StatusResponse;
-use buildkit_exporter::model::{BuildInfo, Completion, Event, Model, Outcome};
+use bollard_buildkit_proto::google::protobuf::Timestamp;
+use bollard_buildkit_proto::google::rpc::Status;
+use bollard_buildkit_proto::moby::buildkit::v1::{BuildHistoryRecord, StatusResponse};
+use buildkit_exporter::model::{Event, Model};
 use buildkit_exporter::source::convert::{self, Clock};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
 const REF: &str = "ref";
+const NAME_LABEL: &str = "org.opencontainers.image.title";
+
+/// The build the progress belongs to: build-arg values to mask (one overlapping another, one too
+/// short to mask) and, once complete, a failure whose message holds one of them.
+fn record() -> BuildHistoryRecord {
+    BuildHistoryRecord {
+        r#ref: REF.into(),
+        created_at: Some(Timestamp { seconds: 0, nanos: 0 }),
+        frontend_attrs: [
+            ("build-arg:A".to_string(), "s3cret".to_string()),
+            ("build-arg:B".to_string(), "cret-token".to_string()),
+            ("build-arg:C".to_string(), "ab".to_string()),
+        ]
+        .into(),
+        ..Default::default()
+    }
+}
 
 fuzz_target!(|data: &[u8]| {
     let Ok(message) = StatusResponse::decode(data) else { return };
     // An engine clock two minutes ahead, so the skew correction is applied too.
-    let progress = convert::progress(REF, &message, &Clock::new(120.0, 0.0));
+    let clock = Clock::new(120.0, 0.0);
+    let progress = convert::progress(REF, &message, &clock);
     let now = progress.at.unwrap_or(0.0);
-    let info = BuildInfo {
-        reference: REF.to_string(),
-        created_at: 0.0,
-        image: None,
-        secrets: vec!["s3cret".into(), "cret-token".into(), "ab".into()],
-    };
+    let mut record = record();
     let mut model = Model::new(Default::default());
-    model.apply(Event::Started(info.clone()));
+    model.apply(Event::Started(convert::info(&record, NAME_LABEL, &clock)));
     model.apply(Event::Progress(progress));
     let _ = model.snapshot(now);
-    // Finishing it builds the view counters and the status page read.
-    model.apply(Event::Completed(Completion {
-        info,
-        completed_at: now,
-        outcome: Outcome::Failed("exit code: 1 s3cret".into()),
-    }));
+    // Finishing it builds the view that counters and the status page read.
+    record.completed_at = Some(Timestamp { seconds: 600, nanos: 0 });
+    record.error = Some(Status { code: 2, message: "exit code: 1 s3cret".into(), details: vec![] });
+    model.apply(Event::Completed(convert::completion(&record, NAME_LABEL, &clock)));
     let _ = model.recent();
 });

@@ -50,6 +50,9 @@ pub struct Completion {
     pub completed_at: Time,
     /// How it ended.
     pub outcome: Outcome,
+    /// How often BuildKit updated the record since (it sends it again with the trace, ~3 s
+    /// later, and whenever it is updated).
+    pub generation: i32,
 }
 
 /// The state of one vertex as a progress message reports it: the model's input shape, before

@@ -172,6 +172,9 @@ impl Model {
                 if let Some(build) = self.running.remove(&reference) {
                     self.finished.put(reference, ());
                     effects.push(Effect::BuildFinished(self.finish(build, completion)));
+                } else if let Some(counted) = self.recent.iter_mut().rev().find(|b| b.view.reference == reference) {
+                    // A later generation of a build just counted: nothing to count again.
+                    counted.generation = counted.generation.max(completion.generation);
                 } else if self.is_news(&completion) {
                     self.finished.put(reference.clone(), ());
                     if self.started.put(reference, ()).is_none() {
@@ -217,6 +220,7 @@ impl Model {
             info: build.info.clone(),
             completed_at: build.last_progress,
             outcome: Outcome::Failed(LOST.to_string()),
+            generation: 0,
         };
         [Effect::BuildLost { reference }, Effect::BuildFinished(self.finish(build, completion))]
     }
@@ -271,6 +275,7 @@ impl Model {
         self.learn_durations(&name, &vertices, completion.completed_at);
         let steps = self.step_views(&vertices, &name);
         let finished = FinishedBuild {
+            generation: completion.generation,
             outcome,
             completed_at: completion.completed_at,
             failed_step: steps.iter().find(|s| s.state == StepState::Failed).map(|s| s.label.clone()),

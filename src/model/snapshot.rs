@@ -151,6 +151,8 @@ pub struct FinishedBuild {
     pub completed_at: Time,
     /// The step that failed, e.g. `[3/15]`.
     pub failed_step: Option<String>,
+    /// The latest generation of its record seen (see [`Completion`](super::Completion)).
+    pub generation: i32,
 }
 
 impl FinishedBuild {

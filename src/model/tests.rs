@@ -39,7 +39,7 @@ impl Fixture {
     }
 
     fn completed(&self, at: Time, outcome: Outcome) -> Event {
-        Event::Completed(Completion { info: self.info(), completed_at: at, outcome })
+        Event::Completed(Completion { info: self.info(), completed_at: at, outcome, generation: 0 })
     }
 
     fn progress(&self, at: Time, vertexes: Vec<VertexUpdate>) -> Event {
@@ -442,7 +442,7 @@ fn history_with_progress_teaches_names() {
     let mut model = model();
     let old = build("old", 1.0);
     let effects = model.apply(Event::History {
-        completion: Completion { info: old.info(), completed_at: 9.0, outcome: Outcome::Canceled },
+        completion: Completion { info: old.info(), completed_at: 9.0, outcome: Outcome::Canceled, generation: 0 },
         progress: vec![Progress {
             reference: "old".into(),
             at: Some(9.0),

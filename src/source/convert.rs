@@ -90,7 +90,8 @@ pub fn completion(record: &BuildHistoryRecord, name_label: &str, clock: &Clock) 
         Some(status) => Outcome::Failed(status.message.clone()),
     };
     let info = info(record, name_label, clock);
-    Completion { completed_at: clock.local(&record.completed_at).unwrap_or(info.created_at), info, outcome }
+    let completed_at = clock.local(&record.completed_at).unwrap_or(info.created_at);
+    Completion { completed_at, info, outcome, generation: record.generation }
 }
 
 /// The image name a record carries, earliest source first: the image exporter's `name`

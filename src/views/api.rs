@@ -29,6 +29,8 @@ pub struct BuildJson {
     current: Vec<CurrentStep>,
     estimate: Option<EstimateJson>,
     error: Option<ErrorJson>,
+    /// How often BuildKit updated a finished build's record (it attaches the trace ~3 s later).
+    record_generation: Option<i32>,
     /// Every step: only in `/api/v1/builds/{ref}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     step_list: Option<Vec<StepJson>>,
@@ -101,6 +103,7 @@ fn common(builder: &str, view: BuildView, state: &'static str, duration_seconds:
         current: Vec::new(),
         estimate: None,
         error: None,
+        record_generation: None,
     }
 }
 
@@ -135,6 +138,7 @@ fn finished(builder: &str, build: FinishedBuild, detail: bool) -> BuildJson {
     BuildJson {
         completed_at: Some(build.completed_at),
         error,
+        record_generation: Some(build.generation),
         ..common(builder, build.view, build.outcome.label(), duration, detail)
     }
 }

@@ -118,18 +118,20 @@ impl Build {
             .stdout(Stdio::null())
             .stderr(file)
             .kill_on_drop(true)
+            // Its own process group, so that interrupting it reaches the buildx plugin too.
+            .process_group(0)
             .spawn()
             .expect("run docker build");
         Build { child, started: Instant::now(), output, _output_dir: output_dir }
     }
 
-    /// Kills the client mid-build: its connection drops and BuildKit cancels the build, as on
-    /// Ctrl-C. (SIGINT itself is unreliable here: a shell that starts a job in the background
-    /// makes it ignore SIGINT, and children inherit that.)
+    /// Kills the client mid-build, the docker CLI and the buildx plugin it runs alike: its
+    /// connection drops and BuildKit cancels the build, as on Ctrl-C. (SIGINT itself is
+    /// unreliable here: a shell that starts a job in the background makes it ignore SIGINT, and
+    /// children inherit that. Killing the CLI alone leaves the plugin building.)
     pub fn interrupt(&self) {
         let pid = self.child.id().expect("build still running");
-        let status = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap();
-        assert!(status.success());
+        assert!(kill_group(pid), "kill build {pid}");
     }
 
     /// Waits for the build and reads what the client saw.
@@ -139,6 +141,20 @@ impl Build {
         let raw = std::fs::read_to_string(&self.output).unwrap();
         BuildReport { success: status.success(), wall_seconds, vertices: parse_progress(&raw), raw }
     }
+}
+
+impl Drop for Build {
+    /// A build a failed test leaves behind must not go on and show up in the next test.
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            kill_group(pid);
+        }
+    }
+}
+
+/// Sends SIGKILL to process group `pid`.
+fn kill_group(pid: u32) -> bool {
+    std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status().is_ok_and(|s| s.success())
 }
 
 /// Runs a build to the end.
