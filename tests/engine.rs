@@ -128,12 +128,18 @@ async fn fifteen_step_build_then_cached_rebuild() {
 
 /// Waits until `name` has `count` completed builds with `result`; returns the metrics then.
 async fn counted(daemon: &Daemon, name: &str, result: &str, count: f64) -> String {
-    eventually(Duration::from_secs(20), &format!("{name} counted {result}"), || async {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
         let m = daemon.metrics().await;
-        (sample(&m, "buildkit_builds_completed_total", &[("name", name), ("result", result)]) == Some(count))
-            .then_some(m)
-    })
-    .await
+        if sample(&m, "buildkit_builds_completed_total", &[("name", name), ("result", result)]) == Some(count) {
+            return m;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let (_, builds) = daemon.get("/api/v1/builds").await;
+            panic!("timed out waiting for {name} counted {result} {count} times:\n{m}\n{builds}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Waits until the daemon has seen BuildKit's second `COMPLETE` of the (latest) build of
@@ -273,9 +279,13 @@ async fn concurrent_and_canceled_builds() {
 
     // The client going away (as on Ctrl-C) cancels the build.
     let canceled = engine::unique("canceled");
-    let context = Context::new(&format!("FROM tinybase:latest\nRUN echo {} && sleep 60\n", engine::unique("n")));
+    let nonce = engine::unique("n");
+    let context = Context::new(&format!("FROM tinybase:latest\nRUN echo {nonce} && sleep 60\n"));
     let running = Build::start(&context, &canceled, &["--label", &labelled(&canceled)]);
     step_running(&daemon, &[("name", &canceled), ("instruction", "RUN")]).await;
+    // Canceled while BuildKit still sets up the step's container, a build may run on: the
+    // engine's race, not the exporter's; so cancel once the step's process has printed.
+    running.wait_printed(&nonce).await;
     running.interrupt();
     let report = running.finish().await;
     assert!(!report.success);

@@ -117,7 +117,6 @@ impl Build {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
-            .kill_on_drop(true)
             // Its own process group, so that interrupting it reaches the buildx plugin too.
             .process_group(0)
             .spawn()
@@ -125,13 +124,28 @@ impl Build {
         Build { child, started: Instant::now(), output, _output_dir: output_dir }
     }
 
-    /// Kills the client mid-build, the docker CLI and the buildx plugin it runs alike: its
-    /// connection drops and BuildKit cancels the build, as on Ctrl-C. (SIGINT itself is
-    /// unreliable here: a shell that starts a job in the background makes it ignore SIGINT, and
-    /// children inherit that. Killing the CLI alone leaves the plugin building.)
+    /// Waits until the build's own output (as its client received it) holds `text`: its step
+    /// process really runs, past BuildKit's container setup.
+    pub async fn wait_printed(&self, text: &str) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let raw = std::fs::read_to_string(&self.output).unwrap_or_default();
+            if printed(&raw).contains(text) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the build never printed {text:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the client mid-build, the docker CLI and the buildx plugin it runs alike, which
+    /// cancels the build as Ctrl-C does. SIGTERM, because buildx cancels on it as on SIGINT,
+    /// and a shell that starts a job in the background makes it (and its children) ignore
+    /// SIGINT; not SIGKILL, because a client that vanishes without canceling leaves the engine
+    /// building on.
     pub fn interrupt(&self) {
         let pid = self.child.id().expect("build still running");
-        assert!(kill_group(pid), "kill build {pid}");
+        assert!(terminate_group(pid), "terminate build {pid}");
     }
 
     /// Waits for the build and reads what the client saw.
@@ -147,19 +161,33 @@ impl Drop for Build {
     /// A build a failed test leaves behind must not go on and show up in the next test.
     fn drop(&mut self) {
         if let Some(pid) = self.child.id() {
-            kill_group(pid);
+            terminate_group(pid);
         }
     }
 }
 
-/// Sends SIGKILL to process group `pid`.
-fn kill_group(pid: u32) -> bool {
-    std::process::Command::new("kill").args(["-KILL", "--", &format!("-{pid}")]).status().is_ok_and(|s| s.success())
+/// Sends SIGTERM to process group `pid`.
+fn terminate_group(pid: u32) -> bool {
+    std::process::Command::new("kill").args(["-TERM", "--", &format!("-{pid}")]).status().is_ok_and(|s| s.success())
 }
 
 /// Runs a build to the end.
 pub async fn build(context: &Context, tag: &str, args: &[&str]) -> BuildReport {
     Build::start(context, tag, args).finish().await
+}
+
+/// Everything the build's steps printed, from the client's rawjson progress.
+fn printed(raw: &str) -> String {
+    use base64::Engine as _;
+    let mut out = String::new();
+    for value in serde_json::Deserializer::from_str(raw).into_iter::<serde_json::Value>() {
+        let Ok(value) = value else { break };
+        for log in value["logs"].as_array().into_iter().flatten() {
+            let data = base64::engine::general_purpose::STANDARD.decode(log["data"].as_str().unwrap_or_default());
+            out.push_str(&String::from_utf8_lossy(&data.unwrap_or_default()));
+        }
+    }
+    out
 }
 
 /// Folds the client's rawjson progress into final vertex states (later updates win).
@@ -181,21 +209,11 @@ fn parse_progress(raw: &str) -> BTreeMap<String, Vertex> {
     vertices
 }
 
-/// `2026-11-23T23:52:35.460675536Z` as unix seconds.
+/// An RFC 3339 time as unix seconds.
 pub fn rfc3339(text: &str) -> f64 {
-    let (date, time) = text.trim_end_matches('Z').split_once('T').expect("RFC 3339 time");
-    let d: Vec<i64> = date.split('-').map(|p| p.parse().unwrap()).collect();
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let t: Vec<i64> = hms.split(':').map(|p| p.parse().unwrap()).collect();
-    let (y, m, day) = (d[0] - i64::from(d[1] <= 2), d[1], d[2]);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let seconds = days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2];
-    seconds as f64 + format!("0.{frac}").parse::<f64>().unwrap()
+    let time =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).expect("RFC 3339 time");
+    time.unix_timestamp_nanos() as f64 / 1e9
 }
 
 /// The 15-step single-stage Dockerfile shaped like a real ML base image; `nonce` makes it
