@@ -90,8 +90,12 @@ fn main() {
             let at = fed as f64;
             builder.apply(Event::Started(info(&reference, fed, at)));
             builder.apply(Event::Progress(progress(&reference, at + 5.0, STEPS)));
-            let completion =
-                Completion { info: info(&reference, fed, at), completed_at: at + 6.0, outcome: Outcome::Succeeded };
+            let completion = Completion {
+                info: info(&reference, fed, at),
+                completed_at: at + 6.0,
+                outcome: Outcome::Succeeded,
+                generation: 0,
+            };
             builder.apply(Event::Completed(completion.clone()));
             builder.apply(Event::Completed(completion));
             fed += 1;
