@@ -80,6 +80,12 @@ pub struct Cli {
           value_parser = humantime::parse_duration, value_name = "DURATION")]
     pub source_timeout: Duration,
 
+    /// Longest wait between attempts to reach a source that is down: the wait doubles from
+    /// 0.5 s up to this, with jitter.
+    #[arg(long = "source.retry-max", env = "BUILDKIT_EXPORTER_SOURCE_RETRY_MAX", default_value = "30s",
+          value_parser = humantime::parse_duration, value_name = "DURATION")]
+    pub retry_max: Duration,
+
     /// Log level: error, warn, info, debug or trace.
     #[arg(long = "log.level", env = "BUILDKIT_EXPORTER_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -218,11 +224,17 @@ pub struct Link {
     pub keepalive: Duration,
     /// Longest wait for a connection, the `/grpc` upgrade, or a ping's answer.
     pub timeout: Duration,
+    /// Longest wait between attempts to reach a source that is down.
+    pub retry_max: Duration,
 }
 
 impl Default for Link {
     fn default() -> Self {
-        Link { keepalive: Duration::from_secs(10), timeout: Duration::from_secs(10) }
+        Link {
+            keepalive: Duration::from_secs(10),
+            timeout: Duration::from_secs(10),
+            retry_max: Duration::from_secs(30),
+        }
     }
 }
 
@@ -277,7 +289,7 @@ impl Cli {
             },
             seed_builds: self.seed_builds,
             max_message_bytes: self.max_message_bytes,
-            link: Link { keepalive: self.keepalive, timeout: self.source_timeout },
+            link: Link { keepalive: self.keepalive, timeout: self.source_timeout, retry_max: self.retry_max },
         })
     }
 }

@@ -126,52 +126,6 @@ async fn fifteen_step_build_then_cached_rebuild() {
     daemon.stop().await;
 }
 
-/// Waits until `name` has `count` completed builds with `result`; returns the metrics then.
-async fn counted(daemon: &Daemon, name: &str, result: &str, count: f64) -> String {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let m = daemon.metrics().await;
-        if sample(&m, "buildkit_builds_completed_total", &[("name", name), ("result", result)]) == Some(count) {
-            return m;
-        }
-        if tokio::time::Instant::now() > deadline {
-            let (_, builds) = daemon.get("/api/v1/builds").await;
-            panic!("timed out waiting for {name} counted {result} {count} times:\n{m}\n{builds}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Waits until the daemon has seen BuildKit's second `COMPLETE` of the (latest) build of
-/// `name`: after it, nothing more is sent for that build, so an absence is final.
-async fn second_complete(daemon: &Daemon, name: &str) {
-    eventually(Duration::from_secs(30), &format!("second COMPLETE of {name}"), || async {
-        let (_, list) = daemon.get("/api/v1/builds").await;
-        let list: serde_json::Value = serde_json::from_str(&list).unwrap();
-        let build = list["builds"].as_array().unwrap().iter().find(|b| b["name"] == name)?.clone();
-        (build["record_generation"].as_i64()? >= 1).then_some(())
-    })
-    .await;
-}
-
-/// Waits until build `name` is running at step `step` or later.
-async fn running_at(daemon: &Daemon, name: &str, step: f64) -> String {
-    eventually(Duration::from_secs(60), &format!("{name} at step {step}"), || async {
-        let m = daemon.metrics().await;
-        sample(&m, "buildkit_build_current_step", &[("name", name)]).is_some_and(|s| s >= step).then_some(m)
-    })
-    .await
-}
-
-/// Waits until a step whose running-info labels include `labels` is executing.
-async fn step_running(daemon: &Daemon, labels: &[(&str, &str)]) {
-    eventually(Duration::from_secs(30), &format!("a step {labels:?} running"), || async {
-        let m = daemon.metrics().await;
-        (!samples(&m, "buildkit_build_step_running_info", labels).is_empty()).then_some(())
-    })
-    .await;
-}
-
 fn labelled(name: &str) -> String {
     format!("{LABEL}={name}")
 }
@@ -204,7 +158,7 @@ async fn failing_and_multi_stage_builds() {
     ));
     let report = build(&context, &failing, &["--label", &labelled(&failing)]).await;
     assert!(!report.success);
-    let m = counted(&daemon, &failing, "failed", 1.0).await;
+    let m = daemon.counted(&failing, "failed", 1.0).await;
     assert_eq!(sample(&m, "buildkit_steps_failed_total", &[("name", &failing), ("instruction", "RUN")]), Some(1.0));
     assert_eq!(sum(&m, "buildkit_steps_failed_total", &[("name", &failing)]), 1.0);
     assert_eq!(sum(&m, "buildkit_steps_total", &[("name", &failing)]), report.finished_steps() as f64);
@@ -238,7 +192,7 @@ async fn failing_and_multi_stage_builds() {
     }
     let report = running.finish().await;
     assert!(report.success, "{}", report.raw);
-    let m = counted(&daemon, &multi, "succeeded", 1.0).await;
+    let m = daemon.counted(&multi, "succeeded", 1.0).await;
     assert_eq!(max_steps, report.steps().len() as f64, "steps across stages");
     assert!(labels_seen.iter().any(|l| l.starts_with("[base ")), "{labels_seen:?}");
     assert!(labels_seen.iter().any(|l| l.starts_with("[tools ")), "{labels_seen:?}");
@@ -273,8 +227,8 @@ async fn concurrent_and_canceled_builds() {
     assert_eq!(refs.len(), 2, "two builds, two refs");
     let (rep_a, rep_b) = (ra.finish().await, rb.finish().await);
     assert!(rep_a.success && rep_b.success);
-    counted(&daemon, &a, "succeeded", 1.0).await;
-    let m = counted(&daemon, &b, "succeeded", 1.0).await;
+    daemon.counted(&a, "succeeded", 1.0).await;
+    let m = daemon.counted(&b, "succeeded", 1.0).await;
     assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(2.0));
 
     // The client going away (as on Ctrl-C) cancels the build.
@@ -282,14 +236,14 @@ async fn concurrent_and_canceled_builds() {
     let nonce = engine::unique("n");
     let context = Context::new(&format!("FROM tinybase:latest\nRUN echo {nonce} && sleep 60\n"));
     let running = Build::start(&context, &canceled, &["--label", &labelled(&canceled)]);
-    step_running(&daemon, &[("name", &canceled), ("instruction", "RUN")]).await;
+    daemon.step_running(&[("name", &canceled), ("instruction", "RUN")]).await;
     // Canceled while BuildKit still sets up the step's container, a build may run on: the
     // engine's race, not the exporter's; so cancel once the step's process has printed.
     running.wait_printed(&nonce).await;
     running.interrupt();
     let report = running.finish().await;
     assert!(!report.success);
-    let m = counted(&daemon, &canceled, "canceled", 1.0).await;
+    let m = daemon.counted(&canceled, "canceled", 1.0).await;
     assert_eq!(sample(&m, "buildkit_builds_running", &[]), Some(0.0));
     assert!(samples(&m, "buildkit_build_current_step", &[]).is_empty(), "no running series left");
     assert_eq!(support::finished_builds(&m, &canceled), 1.0, "counted once, as canceled");
@@ -303,17 +257,17 @@ async fn exporter_restart_during_a_build() {
     let context = Context::new(&ml_dockerfile(&engine::unique("nonce"), "0.5"));
     let first = daemon().await;
     let running = Build::start(&context, &name, &["--label", &labelled(&name)]);
-    running_at(&first, &name, 4.0).await;
+    first.running_at(&name, 4.0).await;
     first.stop().await;
 
     let second = Daemon::start(&[&engine::source()], |_| {}).await;
     // The late Status subscription replays what the new daemon missed.
-    let m = running_at(&second, &name, 5.0).await;
+    let m = second.running_at(&name, 5.0).await;
     assert_eq!(sample(&m, "buildkit_build_steps", &[("name", &name)]), Some(15.0));
     assert!(sample(&m, "buildkit_build_steps_completed", &[("name", &name)]).unwrap() >= 4.0);
     let report = running.finish().await;
     assert!(report.success);
-    let m = counted(&second, &name, "succeeded", 1.0).await;
+    let m = second.counted(&name, "succeeded", 1.0).await;
     assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(1.0));
     assert_eq!(sum(&m, "buildkit_steps_total", &[("name", &name)]), 15.0);
     assert_eq!(
@@ -321,7 +275,7 @@ async fn exporter_restart_during_a_build() {
         report.executed_durations().len() as f64
     );
     // BuildKit sends the record again (generation 1, with the trace) ~3 s later: still one.
-    second_complete(&second, &name).await;
+    second.second_complete(&name).await;
     let m = second.metrics().await;
     assert_eq!(support::finished_builds(&m, &name), 1.0);
     second.stop().await;
@@ -342,7 +296,7 @@ async fn connection_cut_during_a_build() {
         engine::unique("nonce")
     ));
     let running = Build::start(&context, &name, &["--label", &labelled(&name)]);
-    running_at(&daemon, &name, 3.0).await;
+    daemon.running_at(&name, 3.0).await;
     proxy.cut();
     let m = eventually(Duration::from_secs(10), "source down", || async {
         let m = daemon.metrics().await;
@@ -354,7 +308,7 @@ async fn connection_cut_during_a_build() {
     let report = running.finish().await;
     assert!(report.success);
     proxy.restore();
-    let m = counted(&daemon, &name, "succeeded", 1.0).await;
+    let m = daemon.counted(&name, "succeeded", 1.0).await;
     assert_eq!(sample(&m, "buildkit_exporter_source_up", &[]), Some(1.0));
     assert!(sample(&m, "buildkit_exporter_source_reconnects_total", &[]).unwrap() >= 1.0);
     assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(1.0), "{m}");
@@ -383,12 +337,12 @@ async fn engine_restart_during_a_build() {
     let context =
         Context::new(&format!("FROM tinybase:latest\nRUN echo {} && sleep 1\nRUN sleep 60\n", engine::unique("nonce")));
     let running = Build::start(&context, &name, &["--label", &labelled(&name)]);
-    step_running(&daemon, &[("name", &name), ("command", "sleep 60")]).await;
+    daemon.step_running(&[("name", &name), ("command", "sleep 60")]).await;
     engine::restart().await;
     let report = running.finish().await;
     assert!(!report.success, "the client sees its build fail");
     // BuildKit keeps no record of a build its engine stopped under: it is counted as failed.
-    let m = counted(&daemon, &name, "failed", 1.0).await;
+    let m = daemon.counted(&name, "failed", 1.0).await;
     assert_eq!(sample(&m, "buildkit_exporter_source_up", &[]), Some(1.0));
     assert!(sample(&m, "buildkit_exporter_source_reconnects_total", &[]).unwrap() >= 1.0);
     assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(1.0));
@@ -399,7 +353,7 @@ async fn engine_restart_during_a_build() {
     let after = engine::unique("after-restart");
     let context = Context::new(&format!("FROM tinybase:latest\nRUN echo {}\n", engine::unique("nonce")));
     assert!(build(&context, &after, &["--label", &labelled(&after)]).await.success);
-    let m = counted(&daemon, &after, "succeeded", 1.0).await;
+    let m = daemon.counted(&after, "succeeded", 1.0).await;
     assert_eq!(support::finished_builds(&m, &name), 1.0);
     assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(2.0));
     daemon.stop().await;

@@ -308,4 +308,6 @@ impl Model {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;

@@ -41,8 +41,6 @@ use convert::Clock;
 
 /// First retry delay after a failure.
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
-/// Longest retry delay.
-const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// Times a build's `Status` stream is reopened after failing while the build still runs.
 const STATUS_RETRIES: u32 = 3;
 /// Wait before reopening a failed `Status` stream (the reopened stream replays what was missed).
@@ -126,6 +124,8 @@ pub struct SourceOptions {
 /// Capped exponential backoff with jitter.
 struct Backoff {
     attempt: u32,
+    /// Longest delay.
+    cap: Duration,
 }
 
 impl Backoff {
@@ -135,7 +135,7 @@ impl Backoff {
         }
         let exp = BACKOFF_BASE.saturating_mul(1u32 << self.attempt.min(16));
         self.attempt = self.attempt.saturating_add(1);
-        let ceiling = exp.min(BACKOFF_CAP);
+        let ceiling = exp.min(self.cap);
         ceiling.mul_f64(rand::rng().random_range(0.5..=1.0))
     }
 }
@@ -153,7 +153,7 @@ impl Drop for Watching<'_> {
 #[tracing::instrument(name = "source", skip_all, fields(builder = %spec.name))]
 pub async fn run(spec: SourceSpec, builder: Arc<Builder>, options: SourceOptions, mut shutdown: watch::Receiver<bool>) {
     let _watching = Watching(&builder);
-    let mut backoff = Backoff { attempt: 0 };
+    let mut backoff = Backoff { attempt: 0, cap: options.link.retry_max };
     // The kind of the last failure: a cause is logged once while it lasts (the details of
     // protocol errors vary from one attempt to the next).
     let mut last_error: Option<std::mem::Discriminant<SourceError>> = None;
@@ -471,14 +471,15 @@ mod tests {
 
     #[test]
     fn backoff_grows_to_the_cap_with_jitter() {
-        let mut backoff = Backoff { attempt: 0 };
+        const CAP: Duration = Duration::from_secs(30);
+        let mut backoff = Backoff { attempt: 0, cap: CAP };
         let first = backoff.next(false);
         assert!(first >= BACKOFF_BASE / 2 && first <= BACKOFF_BASE, "{first:?}");
         let delays: Vec<Duration> = (0..20).map(|_| backoff.next(false)).collect();
-        assert!(delays.iter().all(|d| *d <= BACKOFF_CAP));
-        assert!(delays.last().unwrap() >= &(BACKOFF_CAP / 2));
-        let mut fresh = Backoff { attempt: 0 };
-        assert!(fresh.next(true) >= BACKOFF_CAP / 2);
+        assert!(delays.iter().all(|d| *d <= CAP));
+        assert!(delays.last().unwrap() >= &(CAP / 2));
+        let mut fresh = Backoff { attempt: 0, cap: CAP };
+        assert!(fresh.next(true) >= CAP / 2);
     }
 
     #[test]

@@ -241,17 +241,34 @@ pub fn ml_dockerfile(nonce: &str, sleep: &str) -> String {
     text
 }
 
+/// The pid of the private engine of scripts/engine-up.sh.
+fn engine_pid() -> String {
+    let host = source();
+    let pidfile = Path::new(host.trim_start_matches("unix://")).parent().unwrap().join("docker.pid");
+    let pid = std::fs::read_to_string(&pidfile).unwrap_or_else(|_| {
+        panic!("signalling the engine needs the private engine of scripts/engine-up.sh (no {})", pidfile.display())
+    });
+    pid.trim().to_string()
+}
+
+/// Freezes the engine (SIGSTOP): its sockets still accept, nothing answers. Its builds' own
+/// processes run on; its BuildKit does not.
+pub fn freeze() {
+    assert!(std::process::Command::new("kill").args(["-STOP", &engine_pid()]).status().unwrap().success());
+}
+
+/// Lets a frozen engine go on (SIGCONT).
+pub fn thaw() {
+    assert!(std::process::Command::new("kill").args(["-CONT", &engine_pid()]).status().unwrap().success());
+}
+
 /// Restarts the engine under test the way an operator would (SIGTERM, then the same command
 /// line, same data root), and waits until it answers again. Only the private engine of
 /// scripts/engine-up.sh can be restarted.
 pub async fn restart() {
     let host = source();
     let socket = Path::new(host.trim_start_matches("unix://"));
-    let pidfile = socket.parent().unwrap().join("docker.pid");
-    let pid = std::fs::read_to_string(&pidfile).unwrap_or_else(|_| {
-        panic!("restarting needs the private engine of scripts/engine-up.sh (no {})", pidfile.display())
-    });
-    let pid = pid.trim().to_string();
+    let pid = engine_pid();
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("engine process");
     let argv: Vec<String> =
         cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).to_string()).collect();

@@ -51,11 +51,64 @@ impl Daemon {
 
     /// Waits until the (only) source is up, which it is once its history replay is over.
     pub async fn wait_up(&self) {
-        eventually(Duration::from_secs(30), "source up", || async {
+        self.source_up(true, Duration::from_secs(30)).await;
+    }
+
+    /// Waits until `name` has `count` completed builds with `result`; returns the metrics then.
+    pub async fn counted(&self, name: &str, result: &str, count: f64) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
             let m = self.metrics().await;
-            (sample(&m, "buildkit_exporter_source_up", &[]) == Some(1.0)).then_some(())
+            if sample(&m, "buildkit_builds_completed_total", &[("name", name), ("result", result)]) == Some(count) {
+                return m;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let (_, builds) = self.get("/api/v1/builds").await;
+                panic!("timed out waiting for {name} counted {result} {count} times:\n{m}\n{builds}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the daemon has seen BuildKit's second `COMPLETE` of the (latest) build of
+    /// `name`: after it, nothing more is sent for that build, so an absence is final.
+    pub async fn second_complete(&self, name: &str) {
+        eventually(Duration::from_secs(30), &format!("second COMPLETE of {name}"), || async {
+            let (_, list) = self.get("/api/v1/builds").await;
+            let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+            let build = list["builds"].as_array().unwrap().iter().find(|b| b["name"] == name)?.clone();
+            (build["record_generation"].as_i64()? >= 1).then_some(())
         })
         .await;
+    }
+
+    /// Waits until build `name` is running at step `step` or later.
+    pub async fn running_at(&self, name: &str, step: f64) -> String {
+        eventually(Duration::from_secs(60), &format!("{name} at step {step}"), || async {
+            let m = self.metrics().await;
+            sample(&m, "buildkit_build_current_step", &[("name", name)]).is_some_and(|s| s >= step).then_some(m)
+        })
+        .await
+    }
+
+    /// Waits until a step whose running-info labels include `labels` is executing.
+    pub async fn step_running(&self, labels: &[(&str, &str)]) {
+        eventually(Duration::from_secs(30), &format!("a step {labels:?} running"), || async {
+            let m = self.metrics().await;
+            (!samples(&m, "buildkit_build_step_running_info", labels).is_empty()).then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until the (only) source's `source_up` is `up`, for at most `within`; returns the
+    /// metrics then.
+    pub async fn source_up(&self, up: bool, within: Duration) -> String {
+        let want = if up { 1.0 } else { 0.0 };
+        eventually(within, &format!("source_up {want}"), || async {
+            let m = self.metrics().await;
+            (sample(&m, "buildkit_exporter_source_up", &[]) == Some(want)).then_some(m)
+        })
+        .await
     }
 
     /// GETs `path`; returns status code and body.
