@@ -15,6 +15,10 @@
 //! arrive during the replay are held and applied after it). Once the replay is over, every
 //! build still held as running is followed again; one whose `Status` answers "not found" is
 //! gone. A build's completion waits (boundedly) for its `Status` stream to be applied first.
+//! A link that stops carrying bytes without closing is noticed by HTTP/2 keepalive pings and by
+//! an `Info` call every keepalive interval, whichever fails first: a standalone buildkitd
+//! (grpc-go) answers pings closer than 5 minutes on a quiet connection with GOAWAY
+//! "too_many_pings", and the call's answer is the traffic that keeps it from doing so.
 //! Counting rules that keep replays harmless live in the model. Only read-only RPCs are called.
 
 pub mod convert;
@@ -25,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard_buildkit_proto::moby::buildkit::v1::control_client::ControlClient;
-use bollard_buildkit_proto::moby::buildkit::v1::{BuildHistoryEvent, BuildHistoryRequest, StatusRequest};
+use bollard_buildkit_proto::moby::buildkit::v1::{BuildHistoryEvent, BuildHistoryRequest, InfoRequest, StatusRequest};
 use rand::Rng;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
@@ -226,6 +230,10 @@ impl Session<'_> {
             Err(status) => return failed(status),
         };
         let mut watch = Watch::new(client, self.builder.clone(), clock, &self.options.name_label);
+        let link = self.options.link;
+        let mut probe = tokio::time::interval_at(tokio::time::Instant::now() + link.keepalive, link.keepalive);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut probes: JoinSet<bool> = JoinSet::new();
         // Live events that arrive while the replay runs, applied after it.
         let mut held: Vec<BuildHistoryEvent> = Vec::new();
         // Builds the replay completed, for seeding.
@@ -268,6 +276,18 @@ impl Session<'_> {
                 },
                 Some(ended) = watch.followers.join_next() => watch.followed(ended),
                 Some(Ok(reference)) = watch.deadlines.join_next() => watch.complete(&reference),
+                _ = probe.tick() => {
+                    // Any answer, even "unimplemented", shows the link carries bytes both ways.
+                    let mut client = watch.client.clone();
+                    probes.spawn(async move {
+                        tokio::time::timeout(link.timeout, client.info(InfoRequest {})).await.is_ok()
+                    });
+                }
+                Some(answered) = probes.join_next() => {
+                    if !answered.unwrap_or(false) {
+                        return SourceError::Timeout { endpoint: endpoint.to_string(), after: link.timeout };
+                    }
+                }
             }
         }
     }
