@@ -298,18 +298,15 @@ async fn connection_cut_during_a_build() {
     let running = Build::start(&context, &name, &["--label", &labelled(&name)]);
     daemon.running_at(&name, 3.0).await;
     proxy.cut();
-    let m = eventually(Duration::from_secs(10), "source down", || async {
-        let m = daemon.metrics().await;
-        (sample(&m, "buildkit_exporter_source_up", &[]) == Some(0.0)).then_some(m)
-    })
-    .await;
+    let m = daemon.source_up(false, Duration::from_secs(10)).await;
     // What was observed stays while the source is down.
     assert!(sample(&m, "buildkit_build_current_step", &[("name", &name)]).is_some(), "{m}");
     let report = running.finish().await;
     assert!(report.success);
     proxy.restore();
-    let m = daemon.counted(&name, "succeeded", 1.0).await;
-    assert_eq!(sample(&m, "buildkit_exporter_source_up", &[]), Some(1.0));
+    // Counted from the replay, which source_up waits for.
+    daemon.counted(&name, "succeeded", 1.0).await;
+    let m = daemon.source_up(true, Duration::from_secs(30)).await;
     assert!(sample(&m, "buildkit_exporter_source_reconnects_total", &[]).unwrap() >= 1.0);
     assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(1.0), "{m}");
     // Later replays (another cut) do not count it again.
@@ -317,11 +314,7 @@ async fn connection_cut_during_a_build() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     proxy.restore();
     // Back up after the (capped, jittered) backoff, and through the replay.
-    eventually(Duration::from_secs(40), "source up again", || async {
-        let m = daemon.metrics().await;
-        (sample(&m, "buildkit_exporter_source_up", &[]) == Some(1.0)).then_some(())
-    })
-    .await;
+    daemon.source_up(true, Duration::from_secs(40)).await;
     // Up again means the replay has been applied.
     let m = daemon.metrics().await;
     assert_eq!(support::finished_builds(&m, &name), 1.0);
@@ -356,5 +349,26 @@ async fn engine_restart_during_a_build() {
     let m = daemon.counted(&after, "succeeded", 1.0).await;
     assert_eq!(support::finished_builds(&m, &name), 1.0);
     assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(2.0));
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retagged_dockerfile_is_counted_under_each_tag() {
+    let _engine = ENGINE.lock().await;
+    let daemon = daemon().await;
+    let (first, second) = (engine::unique("first"), engine::unique("second"));
+    let context = Context::new(&format!("FROM tinybase:latest\nRUN echo {} && sleep 1\n", engine::unique("nonce")));
+    // No label: on this engine the tag is known only from the export, after the steps.
+    assert!(build(&context, &format!("{first}:v1"), &[]).await.success);
+    daemon.counted(&first, "succeeded", 1.0).await;
+    // The same Dockerfile again, under another tag: its own tag wins over the learned name.
+    assert!(build(&context, &format!("{second}:v1"), &[]).await.success);
+    let m = daemon.counted(&second, "succeeded", 1.0).await;
+    assert_eq!(support::finished_builds(&m, &first), 1.0, "{m}");
+    assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(2.0));
+    assert_eq!(sum(&m, "buildkit_steps_total", &[("name", &second)]), 2.0);
+    daemon.second_complete(&second).await;
+    let m = daemon.metrics().await;
+    assert_eq!((support::finished_builds(&m, &first), support::finished_builds(&m, &second)), (1.0, 1.0));
     daemon.stop().await;
 }

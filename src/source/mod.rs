@@ -125,7 +125,8 @@ pub struct SourceOptions {
     pub link: Link,
 }
 
-/// Capped exponential backoff with jitter.
+/// Capped exponential backoff with jitter. (A dozen lines: the backoff crates bring the retry
+/// loops and timers that `run` already is.)
 struct Backoff {
     attempt: u32,
     /// Longest delay.
@@ -401,11 +402,14 @@ impl Watch {
             }
         };
         let running = self.builder.is_running(&reference);
-        if how == Followed::Failed && running && !self.pending.contains_key(&reference) {
+        if how == Followed::Failed && running {
             let tries = self.retries.entry(reference.clone()).or_default();
             if *tries < STATUS_RETRIES {
                 *tries += 1;
-                self.follow(reference, STATUS_RETRY_DELAY);
+                // A build already complete has its whole progress stored: read it at once, while
+                // its completion waits.
+                let delay = if self.pending.contains_key(&reference) { Duration::ZERO } else { STATUS_RETRY_DELAY };
+                self.follow(reference, delay);
                 return;
             }
         }

@@ -73,7 +73,7 @@ impl LiveVecs {
                 per_build,
             ),
             running: gauge("buildkit_builds_running", "Builds running now.", &["builder"]),
-            up: gauge("buildkit_exporter_source_up", "Whether the build-history stream of a source is open (1) or not (0).", &["builder"]),
+            up: gauge("buildkit_exporter_source_up", "Whether the build history of a source is watched (1: connected, and the replay that opens the connection received) or not (0).", &["builder"]),
         }
     }
 

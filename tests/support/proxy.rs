@@ -124,10 +124,10 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut mode: watch::
     loop {
         let current = *mode.borrow_and_update();
         match (current, direction) {
-            (Mode::Pass, _) | (Mode::Hold, Direction::ToEngine) => {
-                if !held.is_empty() && to.write_all(&std::mem::take(&mut held)).await.is_err() {
-                    return;
-                }
+            (Mode::Pass, _) | (Mode::Hold, Direction::ToEngine)
+                if !held.is_empty() && to.write_all(&std::mem::take(&mut held)).await.is_err() =>
+            {
+                return;
             }
             (Mode::Garbage, Direction::ToClient) => {
                 let _ = to.write_all(b"\x00\x00\x08\x07\xff\xff\xffGARBAGE NOT HTTP/2 \x13\x37").await;
