@@ -87,8 +87,8 @@ enum Phase {
     Starting,
     /// The replay is over: everything is news.
     Live,
-    /// Disconnected at this time (at the earliest), or receiving the replay after reconnecting:
-    /// what completed since then is news.
+    /// Disconnected at this time (at the earliest; no earlier than the source began watching),
+    /// until a replay after reconnecting is received: what completed since then is news.
     Reconnecting(Time),
 }
 
@@ -194,7 +194,7 @@ impl Model {
                 }
             }
             Event::Disconnected(at) => {
-                if self.phase == Phase::Live {
+                if !matches!(self.phase, Phase::Reconnecting(_)) {
                     self.phase = Phase::Reconnecting(at);
                 }
             }

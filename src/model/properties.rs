@@ -516,6 +516,9 @@ struct Ledger {
     opened: bool,
     /// Cut since the opening replay, and not yet replayed whole.
     cut: bool,
+    /// When the link was first cut before the opening replay was over: what completed since
+    /// then (less the slack) happened while the exporter was watching.
+    starting_cut: Option<Time>,
     replays_after_reconnect: u32,
     /// The outcome of the `COMPLETE` each ref received while held as running.
     completed_while_held: BTreeMap<String, Outcome>,
@@ -571,7 +574,7 @@ impl Ledger {
                     Seen::Held => {
                         self.completed_while_held.insert(r.clone(), c.outcome.clone());
                     }
-                    Seen::Fresh if self.opened => {
+                    Seen::Fresh if self.opened || self.watched(c.completed_at) => {
                         self.news.insert(r.clone(), c.outcome.clone());
                     }
                     Seen::Fresh => {
@@ -591,6 +594,9 @@ impl Ledger {
             Event::Disconnected(at) => {
                 self.now = self.now.max(*at);
                 self.cut |= self.opened;
+                if !self.opened {
+                    self.starting_cut.get_or_insert(*at);
+                }
             }
             Event::ReplayDone => {
                 self.opened = true;
@@ -600,6 +606,12 @@ impl Ledger {
             }
             Event::History { completion, .. } => self.now = self.now.max(completion.completed_at),
         }
+    }
+
+    /// Whether a build completed at `at`, before the opening replay was over, did so while the
+    /// exporter watched: after the first cut of that replay (the model's slack included).
+    fn watched(&self, at: Time) -> bool {
+        self.starting_cut.is_some_and(|cut| at >= cut - super::DISCONNECT_SLACK_SECONDS)
     }
 
     fn held(&self) -> Vec<String> {
@@ -818,7 +830,11 @@ proptest! {
             let history = match step.event {
                 // A build the opening replay shows completed, never seen running, finished
                 // before the exporter was there to see it.
-                Event::Completed(c) => !step.before.opened && step.before.seen(&c.info.reference) == Seen::Fresh,
+                Event::Completed(c) => {
+                    !step.before.opened
+                        && !step.before.watched(c.completed_at)
+                        && step.before.seen(&c.info.reference) == Seen::Fresh
+                }
                 Event::Progress(_) | Event::Disconnected(_) | Event::ReplayDone | Event::History { .. } => true,
                 Event::Started(_) | Event::Deleted(_) | Event::Gone(_) => false,
             };

@@ -263,6 +263,22 @@ fn a_live_completion_is_counted_even_without_its_start() {
 }
 
 #[test]
+fn a_build_that_finished_while_the_opening_replay_was_cut_is_counted() {
+    let mut model = model();
+    let old = build("old", 1.0);
+    model.apply(old.completed(2.0, Outcome::Succeeded));
+    // Cut before the replay was over; the next connection's replay brings both.
+    model.apply(Event::Disconnected(100.0));
+    let during = build("during", 101.0);
+    let effects = apply_all(
+        &mut model,
+        vec![old.completed(2.0, Outcome::Succeeded), during.completed(103.0, Outcome::Succeeded), Event::ReplayDone],
+    );
+    let done = finished(&effects);
+    assert_eq!((done.len(), done[0].view.reference.as_str()), (1, "during"));
+}
+
+#[test]
 fn a_running_build_is_lost_only_when_the_engine_says_it_is_gone() {
     let mut model = model();
     model.apply(build("r1", 1.0).started());

@@ -166,8 +166,9 @@ pub async fn run(spec: SourceSpec, builder: Arc<Builder>, options: SourceOptions
     loop {
         let started = tokio::time::Instant::now();
         let session = Session { spec: &spec, builder: &builder, options: &options, seed: !seeded };
+        let mut subscribed_at = None;
         let error = tokio::select! {
-            error = session.run(&mut seeded) => error,
+            error = session.run(&mut seeded, &mut subscribed_at) => error,
             _ = crate::stopped(&mut shutdown) => return,
         };
         if builder.is_up() {
@@ -175,9 +176,13 @@ pub async fn run(spec: SourceSpec, builder: Arc<Builder>, options: SourceOptions
         }
         builder.set_up(false);
         // A link that died silently was noticed up to one keepalive round late: builds that
-        // completed in that time still count as completed while disconnected.
-        let link = options.link;
-        builder.apply(Event::Disconnected(now() - (link.keepalive + link.timeout).as_secs_f64()));
+        // completed in that time still count as completed while disconnected; but nothing from
+        // before the connection was watching (a session that never subscribed saw nothing).
+        if let Some(subscribed_at) = subscribed_at {
+            let link = options.link;
+            let noticed_late = now() - (link.keepalive + link.timeout).as_secs_f64();
+            builder.apply(Event::Disconnected(noticed_late.max(subscribed_at)));
+        }
         if started.elapsed() >= HEALTHY_AFTER {
             backoff.attempt = 0;
         }
@@ -206,8 +211,9 @@ struct Session<'a> {
 }
 
 impl Session<'_> {
-    /// Runs until the connection fails; returns why.
-    async fn run(self, seeded: &mut bool) -> SourceError {
+    /// Runs until the connection fails; returns why. `subscribed_at` is set once live history
+    /// events are subscribed to.
+    async fn run(self, seeded: &mut bool, subscribed_at: &mut Option<f64>) -> SourceError {
         let endpoint = &self.spec.endpoint;
         let failed = |status: tonic::Status| SourceError::from_status(endpoint, &status);
         let channel = match dial::connect(endpoint, self.options.link).await {
@@ -220,6 +226,7 @@ impl Session<'_> {
             Ok(response) => response,
             Err(status) => return failed(status),
         };
+        *subscribed_at = Some(now());
         let clock = Clock::from_metadata(live.metadata());
         if clock.offset().abs() >= 1.0 {
             info!(engine_ahead_seconds = clock.offset(), "engine clock differs from ours: its times are corrected");
