@@ -372,3 +372,40 @@ async fn a_retagged_dockerfile_is_counted_under_each_tag() {
     assert_eq!((support::finished_builds(&m, &first), support::finished_builds(&m, &second)), (1.0, 1.0));
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_build_arg_values_never_leak() {
+    let _engine = ENGINE.lock().await;
+    let daemon = daemon().await;
+    let name = engine::unique("nested");
+    let secret = engine::unique("s3cr3t");
+    let (user, password) = ("bob".to_string(), format!("bob-{secret}"));
+    let context = Context::new(&format!(
+        "FROM tinybase:latest\nARG USERNAME\nARG PASSWORD\nRUN echo {} $USERNAME:$PASSWORD && sleep 2\n",
+        engine::unique("nonce")
+    ));
+    let args = [
+        "--label",
+        &labelled(&name),
+        "--build-arg",
+        &format!("USERNAME={user}"),
+        "--build-arg",
+        &format!("PASSWORD={password}"),
+    ];
+    let running = Build::start(&context, &name, &args);
+    daemon.step_running(&[("name", &name), ("instruction", "RUN")]).await;
+    let mut seen = vec![daemon.metrics().await, daemon.get("/api/v1/builds").await.1];
+    let m = daemon.metrics().await;
+    let (series, _) = samples(&m, "buildkit_build_step_running_info", &[("name", &name)]).remove(0);
+    // This engine expands build-arg values into step names: both are masked, the longer whole.
+    assert!(series.contains(r#"command="echo "#) && series.contains("***:***"), "{series}");
+    let reference = series.split("ref=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    seen.push(daemon.get(&format!("/api/v1/builds/{reference}")).await.1);
+    assert!(running.finish().await.success);
+    seen.push(daemon.counted(&name, "succeeded", 1.0).await);
+    seen.push(daemon.get(&format!("/api/v1/builds/{reference}")).await.1);
+    for text in &seen {
+        assert!(!text.contains(&secret) && !text.contains("bob"), "a build-arg value leaked:\n{text}");
+    }
+    daemon.stop().await;
+}

@@ -197,3 +197,39 @@ async fn the_page_updates_itself_in_a_real_browser() {
     browser.stop().await;
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn markup_in_build_text_is_shown_as_text() {
+    let _engine = ENGINE.lock().await;
+    let daemon = daemon().await;
+    let name = engine::unique("markup");
+    let payload = "<img src=x onerror=document.title='pwned'><b>bold</b>";
+    let context =
+        Context::new(&format!("FROM tinybase:latest\nRUN echo {} \"{payload}\" && sleep 4\n", engine::unique("nonce")));
+    let running = Build::start(&context, &name, &["--label", &format!("{LABEL}={name}")]);
+    let browser = Browser::start(1100, 1200).await;
+    browser.open(&format!("http://{}/", daemon.addr)).await;
+    let shown = eventually(Duration::from_secs(30), "the running step shown", || async {
+        let text = browser.eval("return document.getElementById('running').textContent;").await;
+        let text = text.as_str().unwrap_or_default().to_string();
+        text.contains("onerror=").then_some(text)
+    })
+    .await;
+    assert!(shown.contains(payload), "the markup is shown as typed: {shown}");
+    let dom = browser
+        .eval(
+            "return { title: document.title,
+                      images: document.querySelectorAll('img').length,
+                      bold: document.querySelectorAll('#running b').length };",
+        )
+        .await;
+    assert_ne!(dom["title"], "pwned", "{dom}");
+    assert_eq!(
+        (dom["images"].as_u64(), dom["bold"].as_u64()),
+        (Some(0), Some(0)),
+        "no element came from build text: {dom}"
+    );
+    assert!(running.finish().await.success);
+    browser.stop().await;
+    daemon.stop().await;
+}

@@ -86,4 +86,31 @@ mod tests {
     fn overlapping_values_leak_no_part_of_either() {
         assert_eq!(mask(&["abcd", "cdef"], "x abcdef y"), "x *** y");
     }
+
+    proptest::proptest! {
+        /// Values nested in and overlapping each other, in any order, over text made of their
+        /// pieces: no value survives masking. (Values are drawn without the mask character: one
+        /// made of it could only ever reappear as part of a mask.)
+        #[test]
+        fn no_value_survives(
+            values in proptest::collection::vec("[ab-]{3,8}", 1..5),
+            pieces in proptest::collection::vec((0usize..5, 0usize..8, 0usize..8, "[ab -]{0,3}"), 0..12),
+        ) {
+            let mut text = String::new();
+            for (which, from, to, filler) in &pieces {
+                let value = &values[which % values.len()];
+                let (from, to) = (from.min(&value.len()).to_owned(), to.min(&value.len()).to_owned());
+                text.push_str(&value[from.min(to)..]);
+                text.push_str(filler);
+                text.push_str(value);
+            }
+            let masked = Mask::new(&values).apply(&text).into_owned();
+            for value in &values {
+                proptest::prop_assert!(!masked.contains(value.as_str()), "{value:?} in {masked:?} (from {text:?})");
+            }
+            let mut reversed = values.clone();
+            reversed.reverse();
+            proptest::prop_assert_eq!(Mask::new(&reversed).apply(&text).into_owned(), masked, "order of the values");
+        }
+    }
 }
