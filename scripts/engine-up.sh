@@ -12,6 +12,7 @@
 #
 #   BUILDKIT_EXPORTER_TOOLS       prefix from provision.sh (default /opt/buildkit-exporter-tools)
 #   BUILDKIT_EXPORTER_ENGINE_DIR  state dir of our own dockerd (default /tmp/buildkit-exporter-engine)
+#   BUILDKIT_EXPORTER_ENGINE_TLS_PORT  loopback port of its TLS listener (default 23760)
 set -euo pipefail
 
 PREFIX="${BUILDKIT_EXPORTER_TOOLS:-/opt/buildkit-exporter-tools}"
@@ -21,6 +22,8 @@ OWN_HOST="unix://$SOCK"
 START_TIMEOUT="${BUILDKIT_EXPORTER_ENGINE_TIMEOUT:-60}"
 MIN_API="1.41"
 IMAGE="tinybase:latest"
+TLS_DIR="$STATE/tls"
+TLS_PORT="${BUILDKIT_EXPORTER_ENGINE_TLS_PORT:-23760}"
 
 if command -v docker >/dev/null 2>&1; then
   DOCKER="$(command -v docker)"
@@ -100,6 +103,37 @@ emit() { # $1: docker host, $2: started by us (0/1)
   printf 'export DOCKER_HOST=%q\n' "$1"
   printf 'export DOCKER_BUILDKIT=1\n'
   if [ "$2" = 1 ]; then printf 'export BUILDKIT_EXPORTER_ENGINE_STARTED=1\n'; fi
+  # Our own engine also listens with TLS (client certificate required), for the TLS tests.
+  if [ "$2" = 1 ] && [ -f "$TLS_DIR/key.pem" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "--tlsverify"; then
+    printf 'export BUILDKIT_EXPORTER_ENGINE_TLS_HOST=%q\n' "tcp://127.0.0.1:$TLS_PORT"
+    printf 'export BUILDKIT_EXPORTER_ENGINE_TLS_CERTS=%q\n' "$TLS_DIR"
+  fi
+}
+
+# A CA, a server certificate for 127.0.0.1 and a client certificate, in Docker's file names
+# (ca.pem, cert.pem, key.pem for clients), made once per state dir.
+make_certs() {
+  [ -f "$TLS_DIR/key.pem" ] && return 0
+  command -v openssl >/dev/null 2>&1 || die "openssl missing (run scripts/provision.sh)"
+  local tmp
+  tmp="$(mktemp -d)"
+  (
+    cd "$tmp"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=buildkit-exporter test CA" \
+      -keyout ca-key.pem -out ca.pem
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout server-key.pem -out server.csr
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 365 \
+      -extfile server.ext -out server-cert.pem
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=buildkit-exporter" -keyout key.pem -out client.csr
+    printf 'extendedKeyUsage=clientAuth\n' >client.ext
+    openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 365 \
+      -extfile client.ext -out cert.pem
+  ) >/dev/null 2>&1 || die "could not make test certificates with openssl"
+  mkdir -p "$TLS_DIR"
+  cp "$tmp"/{ca.pem,server-cert.pem,server-key.pem,cert.pem,key.pem} "$TLS_DIR/"
+  chmod 600 "$TLS_DIR"/*key.pem
+  rm -rf "$tmp"
 }
 
 # --- 1. an engine the user already has ----------------------------------------------------------
@@ -142,6 +176,7 @@ else
   mkdir -p "$STATE/data" "$STATE/exec"
   touch "$MARKER"
   [ -f "$STATE/daemon.json" ] || printf '{}\n' >"$STATE/daemon.json"
+  make_certs
   log "starting dockerd $("$DOCKERD" --version | awk '{print $3}' | tr -d ,) on $OWN_HOST (log: $LOGFILE)"
   # Own data-root, exec-root, socket, pidfile and config. No iptables rules and no ip_forward
   # change, so the host's firewall and routing are left alone. The default bridge must exist
@@ -154,6 +189,8 @@ else
       --data-root "$STATE/data" \
       --exec-root "$STATE/exec" \
       -H "$OWN_HOST" \
+      -H "tcp://127.0.0.1:$TLS_PORT" --tlsverify --tlscacert "$TLS_DIR/ca.pem" \
+      --tlscert "$TLS_DIR/server-cert.pem" --tlskey "$TLS_DIR/server-key.pem" \
       --pidfile "$PIDFILE" \
       --userland-proxy-path "$PREFIX/usr/sbin/docker-proxy" \
       --iptables=false --ip6tables=false --ip-forward=false \

@@ -26,8 +26,10 @@ pub struct Cli {
     /// tcp://HOST:PORT reach a Docker Engine (BuildKit through its /grpc endpoint);
     /// buildkitd+unix://PATH and buildkitd+tcp://HOST:PORT reach a standalone buildkitd.
     /// NAME becomes the `builder` label (default: "default" for a single source, else the
-    /// address). TLS and ssh connections are not supported yet. Default: $DOCKER_HOST, else
-    /// unix:///var/run/docker.sock.
+    /// address). A tcp:// engine is reached with TLS when DOCKER_TLS_VERIFY is set (ca.pem,
+    /// cert.pem and key.pem in DOCKER_CERT_PATH, else ~/.docker); per source, URL options
+    /// override it: ?ca=FILE&cert=FILE&key=FILE&server-name=NAME, or ?tls=off. Default:
+    /// $DOCKER_HOST, else unix:///var/run/docker.sock.
     #[arg(long = "source", env = "BUILDKIT_EXPORTER_SOURCE", value_delimiter = ',', value_name = "[NAME=]URL")]
     pub sources: Vec<String>,
 
@@ -126,8 +128,54 @@ pub enum ConfigError {
 pub enum Transport {
     /// A unix socket.
     Unix(PathBuf),
-    /// A plain TCP address, `host:port`.
-    Tcp(String),
+    /// A TCP address, `host:port`, in plaintext or TLS.
+    Tcp(String, Option<TlsFiles>),
+}
+
+/// The files a TLS connection to a source is made with, in PEM.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA certificates the source's certificate must chain to.
+    pub ca: PathBuf,
+    /// The client certificate, for sources that ask for one (mTLS).
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key.
+    pub key: Option<PathBuf>,
+    /// The name the source's certificate must carry; default: the host of the address.
+    pub server_name: Option<String>,
+}
+
+/// What the Docker CLI's environment says about TLS to `tcp://` engines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DockerTls {
+    /// `DOCKER_TLS_VERIFY` is set (to anything but an empty string, as the CLI reads it).
+    pub verify: bool,
+    /// `DOCKER_CERT_PATH`, else `~/.docker`: where `ca.pem`, `cert.pem` and `key.pem` are.
+    pub cert_path: PathBuf,
+}
+
+impl DockerTls {
+    /// From the process environment.
+    pub fn from_env() -> DockerTls {
+        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+        DockerTls {
+            verify: std::env::var_os("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty()),
+            cert_path: std::env::var_os("DOCKER_CERT_PATH")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| home.join(".docker")),
+        }
+    }
+
+    /// The files `DOCKER_TLS_VERIFY` asks for, if it does.
+    fn files(&self) -> Option<TlsFiles> {
+        self.verify.then(|| TlsFiles {
+            ca: self.cert_path.join("ca.pem"),
+            cert: Some(self.cert_path.join("cert.pem")),
+            key: Some(self.cert_path.join("key.pem")),
+            server_name: None,
+        })
+    }
 }
 
 /// What answers at a source's address.
@@ -145,9 +193,11 @@ impl std::fmt::Display for Endpoint {
             Endpoint::Docker(t) => ("", t),
             Endpoint::Buildkitd(t) => ("buildkitd+", t),
         };
+        // TLS files are left out: a source's address is shown on the page and in logs.
         match transport {
             Transport::Unix(path) => write!(f, "{prefix}unix://{}", path.display()),
-            Transport::Tcp(addr) => write!(f, "{prefix}tcp://{addr}"),
+            Transport::Tcp(addr, None) => write!(f, "{prefix}tcp://{addr}"),
+            Transport::Tcp(addr, Some(_)) => write!(f, "{prefix}tcp://{addr} (TLS)"),
         }
     }
 }
@@ -162,9 +212,11 @@ pub struct SourceSpec {
 }
 
 impl SourceSpec {
-    /// Parses `[NAME=]URL`. Without a NAME, the builder is called "default" when it is the
-    /// only source, else by its address.
-    pub fn parse(text: &str, only_source: bool) -> Result<SourceSpec, ConfigError> {
+    /// Parses `[NAME=]URL[?TLS options]`. Without a NAME, the builder is called "default" when
+    /// it is the only source, else by its address. A `tcp://` Docker Engine is reached with TLS
+    /// when `docker_tls` says so (`DOCKER_TLS_VERIFY`), unless the URL's own options say
+    /// otherwise: `ca=`, `cert=`, `key=`, `server-name=` (any of them turns TLS on) or `tls=off`.
+    pub fn parse(text: &str, only_source: bool, docker_tls: &DockerTls) -> Result<SourceSpec, ConfigError> {
         let bad = |why| ConfigError::Source(text.to_string(), why);
         let (name, url) = match text.split_once('=') {
             Some((name, url)) if !name.contains("://") => (Some(name.trim().to_string()), url.trim()),
@@ -173,17 +225,22 @@ impl SourceSpec {
         if name.as_deref() == Some("") {
             return Err(bad("NAME= must not be empty"));
         }
+        let (url, options) = url.split_once('?').unwrap_or((url, ""));
         let (scheme, rest) =
             url.split_once("://").ok_or_else(|| bad("expected a URL like unix:///var/run/docker.sock"))?;
+        let docker = !scheme.starts_with("buildkitd+");
+        let tls = tls_options(options, if docker { docker_tls.files() } else { None }).map_err(bad)?;
         let transport = |kind: &str| -> Result<Transport, ConfigError> {
             match kind {
+                "unix" if tls.is_some() && !options.is_empty() => Err(bad("TLS options need a tcp:// address")),
                 "unix" if rest.starts_with('/') => Ok(Transport::Unix(PathBuf::from(rest))),
                 "unix" => Err(bad("a unix socket path must be absolute")),
                 "tcp" if rest.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) => {
-                    Ok(Transport::Tcp(rest.trim_end_matches('/').to_string()))
+                    Ok(Transport::Tcp(rest.trim_end_matches('/').to_string(), tls.clone()))
                 }
                 "tcp" => Err(bad("expected tcp://HOST:PORT")),
-                "https" | "ssh" | "npipe" => Err(bad("only unix:// and tcp:// are supported (no TLS or ssh yet)")),
+                "https" => Err(bad("use tcp://HOST:PORT with DOCKER_TLS_VERIFY, or with ?ca=...&cert=...&key=...")),
+                "ssh" | "npipe" => Err(bad("only unix:// and tcp:// are supported (no ssh)")),
                 _ => Err(bad("unknown scheme: use unix://, tcp://, buildkitd+unix:// or buildkitd+tcp://")),
             }
         };
@@ -194,6 +251,36 @@ impl SourceSpec {
         let name = name.unwrap_or_else(|| if only_source { "default".to_string() } else { endpoint.to_string() });
         Ok(SourceSpec { name, endpoint })
     }
+}
+
+/// The TLS files a source URL's `options` (`key=value&...`) ask for, over `default`.
+fn tls_options(options: &str, default: Option<TlsFiles>) -> Result<Option<TlsFiles>, &'static str> {
+    if options.is_empty() {
+        return Ok(default);
+    }
+    let mut files = default.unwrap_or_default();
+    let mut on = true;
+    for pair in options.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').ok_or("TLS options are KEY=VALUE, joined by &")?;
+        match key {
+            "ca" => files.ca = PathBuf::from(value),
+            "cert" => files.cert = Some(PathBuf::from(value)),
+            "key" => files.key = Some(PathBuf::from(value)),
+            "server-name" => files.server_name = Some(value.to_string()),
+            "tls" if value == "off" => on = false,
+            _ => return Err("unknown option: use ca=, cert=, key=, server-name= or tls=off"),
+        }
+    }
+    if !on {
+        return Ok(None);
+    }
+    if files.ca.as_os_str().is_empty() {
+        return Err("TLS needs ca=FILE (the CA that signed the source's certificate)");
+    }
+    if files.cert.is_some() != files.key.is_some() {
+        return Err("a client certificate needs both cert= and key=");
+    }
+    Ok(Some(files))
 }
 
 /// The validated configuration of a daemon.
@@ -255,15 +342,16 @@ impl Config {
 }
 
 impl Cli {
-    /// Validates the flags; `docker_host` is the value of `DOCKER_HOST`, if set.
-    pub fn into_config(self, docker_host: Option<String>) -> Result<Config, ConfigError> {
+    /// Validates the flags; `docker_host` is the value of `DOCKER_HOST`, if set, and
+    /// `docker_tls` what the environment says about TLS.
+    pub fn into_config(self, docker_host: Option<String>, docker_tls: &DockerTls) -> Result<Config, ConfigError> {
         let mut raw = self.sources;
         if raw.is_empty() {
             raw.push(docker_host.filter(|h| !h.is_empty()).unwrap_or_else(|| DEFAULT_DOCKER_SOCKET.to_string()));
         }
         let mut sources: Vec<SourceSpec> = Vec::new();
         for text in &raw {
-            let spec = SourceSpec::parse(text, raw.len() == 1)?;
+            let spec = SourceSpec::parse(text, raw.len() == 1, docker_tls)?;
             if sources.iter().any(|s| s.name == spec.name) {
                 return Err(ConfigError::DuplicateName(spec.name));
             }
@@ -322,7 +410,7 @@ mod tests {
 
     #[test]
     fn defaults_follow_docker_host() {
-        let config = cli(&[]).into_config(None).unwrap();
+        let config = cli(&[]).into_config(None, &DockerTls::default()).unwrap();
         assert_eq!(config.listen_addresses, vec!["0.0.0.0:9817".parse().unwrap()]);
         assert_eq!(config.telemetry_path, "/metrics");
         assert_eq!(
@@ -332,8 +420,8 @@ mod tests {
                 endpoint: Endpoint::Docker(Transport::Unix("/var/run/docker.sock".into()))
             }]
         );
-        let config = cli(&[]).into_config(Some("tcp://10.0.0.2:2375".into())).unwrap();
-        assert_eq!(config.sources[0].endpoint, Endpoint::Docker(Transport::Tcp("10.0.0.2:2375".into())));
+        let config = cli(&[]).into_config(Some("tcp://10.0.0.2:2375".into()), &DockerTls::default()).unwrap();
+        assert_eq!(config.sources[0].endpoint, Endpoint::Docker(Transport::Tcp("10.0.0.2:2375".into(), None)));
     }
 
     #[test]
@@ -346,28 +434,64 @@ mod tests {
             "--source",
             "remote=buildkitd+tcp://builder:1234",
         ])
-        .into_config(None)
+        .into_config(None, &DockerTls::default())
         .unwrap();
         let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["ci", "buildkitd+unix:///run/buildkit/buildkitd.sock", "remote"]);
-        assert_eq!(config.sources[2].endpoint, Endpoint::Buildkitd(Transport::Tcp("builder:1234".into())));
+        assert_eq!(config.sources[2].endpoint, Endpoint::Buildkitd(Transport::Tcp("builder:1234".into(), None)));
     }
 
     #[test]
     fn bad_sources_say_why() {
         for (text, why) in [
-            ("ssh://me@host", "no TLS or ssh"),
+            ("ssh://me@host", "no ssh"),
+            ("https://host:2376", "DOCKER_TLS_VERIFY"),
+            ("tcp://host:2376?cert=/c.pem", "ca="),
+            ("tcp://host:2376?ca=/ca.pem&cert=/c.pem", "both cert= and key="),
+            ("tcp://host:2376?verify=yes", "unknown option"),
+            ("unix:///x.sock?ca=/ca.pem", "tcp://"),
             ("unix://relative.sock", "absolute"),
             ("tcp://host", "HOST:PORT"),
             ("=unix:///a", "NAME="),
             ("/var/run/docker.sock", "expected a URL"),
             ("ftp://x", "unknown scheme"),
         ] {
-            let err = cli(&["--source", text]).into_config(None).unwrap_err().to_string();
+            let err = cli(&["--source", text]).into_config(None, &DockerTls::default()).unwrap_err().to_string();
             assert!(err.contains(why), "{text}: {err}");
         }
-        let err = cli(&["--source", "a=unix:///x", "--source", "a=unix:///y"]).into_config(None).unwrap_err();
+        let err = cli(&["--source", "a=unix:///x", "--source", "a=unix:///y"])
+            .into_config(None, &DockerTls::default())
+            .unwrap_err();
         assert!(matches!(err, ConfigError::DuplicateName(_)));
+    }
+
+    #[test]
+    fn tls_to_engines_follows_docker_and_the_source_url() {
+        let env = DockerTls { verify: true, cert_path: PathBuf::from("/certs") };
+        let config = cli(&["--source", "tcp://engine:2376", "--source", "b=tcp://other:2376?tls=off"])
+            .into_config(None, &env)
+            .unwrap();
+        let docker = TlsFiles {
+            ca: "/certs/ca.pem".into(),
+            cert: Some("/certs/cert.pem".into()),
+            key: Some("/certs/key.pem".into()),
+            server_name: None,
+        };
+        assert_eq!(config.sources[0].endpoint, Endpoint::Docker(Transport::Tcp("engine:2376".into(), Some(docker))));
+        assert_eq!(config.sources[1].endpoint, Endpoint::Docker(Transport::Tcp("other:2376".into(), None)));
+        assert_eq!(config.sources[0].name, "tcp://engine:2376 (TLS)", "the address, never the files");
+        let url = "buildkitd+tcp://bk:1234?ca=/p/ca.pem&cert=/p/c.pem&key=/p/k.pem&server-name=buildkitd";
+        let config = cli(&["--source", url]).into_config(None, &env).unwrap();
+        let mtls = TlsFiles {
+            ca: "/p/ca.pem".into(),
+            cert: Some("/p/c.pem".into()),
+            key: Some("/p/k.pem".into()),
+            server_name: Some("buildkitd".into()),
+        };
+        assert_eq!(config.sources[0].endpoint, Endpoint::Buildkitd(Transport::Tcp("bk:1234".into(), Some(mtls))));
+        // DOCKER_TLS_VERIFY is the Docker CLI's: a buildkitd gets TLS only from its own options.
+        let config = cli(&["--source", "buildkitd+tcp://bk:1234"]).into_config(None, &env).unwrap();
+        assert_eq!(config.sources[0].endpoint, Endpoint::Buildkitd(Transport::Tcp("bk:1234".into(), None)));
     }
 
     #[test]
@@ -376,7 +500,7 @@ mod tests {
         assert_eq!(parse_listen_address("[::1]:9817"), Some("[::1]:9817".parse().unwrap()));
         assert_eq!(parse_listen_address("localhost:9817"), Some("127.0.0.1:9817".parse().unwrap()));
         assert_eq!(parse_listen_address("9817"), None);
-        assert!(cli(&["--web.telemetry-path", "metrics"]).into_config(None).is_err());
-        assert!(cli(&["--web.listen-address", "nope"]).into_config(None).is_err());
+        assert!(cli(&["--web.telemetry-path", "metrics"]).into_config(None, &DockerTls::default()).is_err());
+        assert!(cli(&["--web.listen-address", "nope"]).into_config(None, &DockerTls::default()).is_err());
     }
 }

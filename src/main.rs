@@ -14,7 +14,8 @@ fn main() -> ExitCode {
         eprintln!("buildkit-exporter: {error}");
         return ExitCode::from(2);
     }
-    let config = match cli.into_config(std::env::var("DOCKER_HOST").ok()) {
+    let docker_tls = buildkit_exporter::config::DockerTls::from_env();
+    let config = match cli.into_config(std::env::var("DOCKER_HOST").ok(), &docker_tls) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("buildkit-exporter: {error}");

@@ -185,3 +185,54 @@ async fn build_arg_values_never_leave_the_daemon() {
     }
     assert!(binary.terminate().await.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_behind_tls() {
+    let _engine = ENGINE.lock().await;
+    let Some((host, certs)) = engine::tls() else {
+        assert!(std::env::var_os("CI").is_none(), "CI's private engine listens with TLS");
+        eprintln!("skipped: the engine under test is not the private one of scripts/engine-up.sh, which has TLS");
+        return;
+    };
+    // Docker's own conventions: DOCKER_TLS_VERIFY, and the files in DOCKER_CERT_PATH.
+    let env = ["env", "DOCKER_TLS_VERIFY=1", &format!("DOCKER_CERT_PATH={certs}")];
+    let binary = Binary::start(&["--source", &host], &env).await;
+    binary.wait_for_log("source up").await;
+    let name = engine::unique("over-tls");
+    let context = Context::new(&format!("FROM tinybase:latest\nRUN echo {} && sleep 1\n", engine::unique("n")));
+    let label = format!("{}={name}", engine::NAME_LABEL);
+    assert!(engine::build(&context, &name, &["--label", &label]).await.success);
+    eventually(Duration::from_secs(30), "the build counted over TLS", || async {
+        let m = binary.metrics().await;
+        (sample(&m, "buildkit_builds_completed_total", &[("name", &name), ("result", "succeeded")]) == Some(1.0))
+            .then_some(())
+    })
+    .await;
+    assert!(!binary.log().contains("key.pem"), "the log names the address, not the files");
+    assert!(binary.terminate().await.success());
+
+    // The same files given on the source itself, overriding the environment.
+    let url = format!("{host}?ca={certs}/ca.pem&cert={certs}/cert.pem&key={certs}/key.pem");
+    let binary = Binary::start(&["--source", &url], &["env", "DOCKER_TLS_VERIFY="]).await;
+    binary.wait_for_log("source up").await;
+    assert!(binary.terminate().await.success());
+
+    // Plaintext to the TLS port: one line that says TLS and what to set.
+    let plain = Binary::start(&["--source", &host], &["env", "DOCKER_TLS_VERIFY="]).await;
+    let line = plain.wait_for_log("source down").await;
+    assert!(line.contains("answers with TLS") && line.contains("DOCKER_TLS_VERIFY"), "{line}");
+    assert!(plain.terminate().await.success());
+
+    // No client certificate: the engine refuses the handshake, and the line says so.
+    let anonymous = Binary::start(&["--source", &format!("{host}?ca={certs}/ca.pem")], &[]).await;
+    let line = anonymous.wait_for_log("source down").await;
+    assert!(line.contains(&format!("TLS to {host} (TLS) failed")), "{line}");
+    assert!(anonymous.terminate().await.success());
+
+    // A CA that did not sign the engine's certificate: refused on our side.
+    let foreign = format!("{host}?ca={certs}/cert.pem&cert={certs}/cert.pem&key={certs}/key.pem");
+    let stranger = Binary::start(&["--source", &foreign], &[]).await;
+    let line = stranger.wait_for_log("source down").await;
+    assert!(line.contains("TLS handshake failed"), "{line}");
+    assert!(stranger.terminate().await.success());
+}

@@ -1,10 +1,9 @@
 //! Opening a gRPC channel to BuildKit: directly on a buildkitd socket, or through a Docker
 //! Engine's `POST /grpc` endpoint upgraded to h2c (what buildx's "docker" driver does).
 
-use std::io;
 use std::pin::Pin;
 
-use http_body_util::Empty;
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper::{header, Request, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -53,20 +52,26 @@ pub async fn connect(endpoint: &Endpoint, link: Link) -> Result<Channel, SourceE
 
 async fn dial(endpoint: &Endpoint) -> Result<BoxedIo, SourceError> {
     match endpoint {
-        Endpoint::Buildkitd(transport) => open(endpoint, transport).await,
+        // buildkitd speaks gRPC over TLS directly, negotiated as h2.
+        Endpoint::Buildkitd(transport) => open(endpoint, transport, &[b"h2"]).await,
+        // An engine speaks HTTP/1.1 until the upgrade.
         Endpoint::Docker(transport) => {
-            let stream = open(endpoint, transport).await?;
+            let stream = open(endpoint, transport, &[b"http/1.1"]).await?;
             upgrade(endpoint, stream).await
         }
     }
 }
 
-async fn open(endpoint: &Endpoint, transport: &Transport) -> Result<BoxedIo, SourceError> {
-    let result: io::Result<BoxedIo> = match transport {
-        Transport::Unix(path) => UnixStream::connect(path).await.map(|s| Box::pin(s) as BoxedIo),
-        Transport::Tcp(addr) => TcpStream::connect(addr).await.map(|s| Box::pin(s) as BoxedIo),
-    };
-    result.map_err(|error| SourceError::from_io(endpoint, error))
+async fn open(endpoint: &Endpoint, transport: &Transport, alpn: &[&[u8]]) -> Result<BoxedIo, SourceError> {
+    let io = |error| SourceError::from_io(endpoint, error);
+    match transport {
+        Transport::Unix(path) => Ok(Box::pin(UnixStream::connect(path).await.map_err(io)?)),
+        Transport::Tcp(address, None) => Ok(Box::pin(TcpStream::connect(address).await.map_err(io)?)),
+        Transport::Tcp(address, Some(files)) => {
+            let tcp = TcpStream::connect(address).await.map_err(io)?;
+            Ok(Box::pin(super::tls::connect(endpoint, address, files, alpn, tcp).await?))
+        }
+    }
 }
 
 /// Performs the HTTP/1.1 `POST /grpc` upgrade to h2c on an engine connection.
@@ -83,8 +88,25 @@ async fn upgrade(endpoint: &Endpoint, stream: BoxedIo) -> Result<BoxedIo, Source
         .header(header::UPGRADE, "h2c")
         .body(Empty::<Bytes>::new())
         .expect("static request is valid");
-    let response =
-        sender.send_request(request).await.map_err(|e| protocol(format!("no answer to the /grpc upgrade: {e}")))?;
+    let response = sender.send_request(request).await.map_err(|e| {
+        let detail = error_chain(&e);
+        // TLS 1.3 finishes the handshake before the server checks our certificate: a refusal
+        // arrives as an alert on the first read.
+        if detail.contains("alert") {
+            SourceError::Tls { endpoint: endpoint.to_string(), detail: format!("refused after the handshake: {detail}") }
+        } else {
+            protocol(format!("no answer to the /grpc upgrade: {detail}"))
+        }
+    })?;
+    if response.status() == StatusCode::BAD_REQUEST {
+        // What Go's TLS server answers to plain HTTP: "Client sent an HTTP request to an HTTPS
+        // server."
+        let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        if String::from_utf8_lossy(&body).contains("HTTPS server") {
+            return Err(SourceError::NeedsTls { endpoint: endpoint.to_string() });
+        }
+        return Err(SourceError::Upgrade { endpoint: endpoint.to_string(), status: 400 });
+    }
     if response.status() != StatusCode::SWITCHING_PROTOCOLS {
         return Err(SourceError::Upgrade { endpoint: endpoint.to_string(), status: response.status().as_u16() });
     }

@@ -23,6 +23,7 @@
 
 pub mod convert;
 pub mod dial;
+mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -80,6 +81,12 @@ pub enum SourceError {
     /// The engine ended the history stream.
     #[error("{endpoint} closed the build-history stream")]
     Closed { endpoint: String },
+    /// TLS to the source cannot be set up: its files, or the handshake.
+    #[error("TLS to {endpoint} failed: {detail}")]
+    Tls { endpoint: String, detail: String },
+    /// A plaintext request reached a TLS port.
+    #[error("{endpoint} answers with TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem), or add ?ca=FILE&cert=FILE&key=FILE to the source")]
+    NeedsTls { endpoint: String },
     /// Dialing or the `/grpc` upgrade got no answer in time.
     #[error("no answer from {endpoint} within {after:?} (engine frozen, or a hung proxy in between?)")]
     Timeout { endpoint: String, after: Duration },
@@ -108,7 +115,14 @@ impl SourceError {
 
     /// Whether retrying soon is pointless (it needs someone to act): retry at the longest delay.
     pub fn needs_operator(&self) -> bool {
-        matches!(self, SourceError::PermissionDenied { .. } | SourceError::TooOld { .. } | SourceError::Upgrade { .. })
+        matches!(
+            self,
+            SourceError::PermissionDenied { .. }
+                | SourceError::TooOld { .. }
+                | SourceError::Upgrade { .. }
+                | SourceError::Tls { .. }
+                | SourceError::NeedsTls { .. }
+        )
     }
 }
 

@@ -28,6 +28,15 @@ pub fn source() -> String {
     host
 }
 
+/// The TLS listener of the private engine of scripts/engine-up.sh (`tcp://127.0.0.1:PORT`, client
+/// certificate required) and the directory of its client files (`ca.pem`, `cert.pem`,
+/// `key.pem`), when the engine under test is that one.
+pub fn tls() -> Option<(String, String)> {
+    let host = std::env::var("BUILDKIT_EXPORTER_ENGINE_TLS_HOST").ok()?;
+    let certs = std::env::var("BUILDKIT_EXPORTER_ENGINE_TLS_CERTS").ok()?;
+    Some((host, certs))
+}
+
 /// A unique suffix for names and cache-busting, per test process and call.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -31,7 +31,10 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon watching `sources` (`--source` syntax) with `tune` applied to defaults.
     pub async fn start(sources: &[&str], tune: impl FnOnce(&mut Config)) -> Daemon {
-        let specs = sources.iter().map(|s| SourceSpec::parse(s, sources.len() == 1).expect("valid source")).collect();
+        let specs = sources
+            .iter()
+            .map(|s| SourceSpec::parse(s, sources.len() == 1, &Default::default()).expect("valid source"))
+            .collect();
         let mut config = Config::new(specs);
         tune(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");

@@ -1,0 +1,62 @@
+//! TLS to sources: a rustls client for a `tcp://` engine or buildkitd, made from PEM files each
+//! time the source is dialed (so renewed certificates are picked up on the next reconnect).
+
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+
+use super::SourceError;
+use crate::config::{Endpoint, TlsFiles};
+
+/// Opens TLS over `tcp` to `address` (`host:port`), offering `alpn`.
+pub async fn connect(
+    endpoint: &Endpoint,
+    address: &str,
+    files: &TlsFiles,
+    alpn: &[&[u8]],
+    tcp: TcpStream,
+) -> Result<TlsStream<TcpStream>, SourceError> {
+    let failed = |detail: String| SourceError::Tls { endpoint: endpoint.to_string(), detail };
+    let mut config = client_config(files).map_err(failed)?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let host = address.rsplit_once(':').map_or(address, |(host, _)| host).trim_start_matches('[').trim_end_matches(']');
+    let name = files.server_name.as_deref().unwrap_or(host);
+    let name = ServerName::try_from(name.to_string()).map_err(|e| failed(format!("server name {name:?}: {e}")))?;
+    TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| failed(format!("TLS handshake failed: {e}")))
+}
+
+/// A client config trusting `files.ca`, presenting `files.cert` when given.
+fn client_config(files: &TlsFiles) -> Result<ClientConfig, String> {
+    let mut roots = RootCertStore::empty();
+    let pem = |path: &std::path::Path, e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    for cert in CertificateDer::pem_file_iter(&files.ca).map_err(|e| pem(&files.ca, &e))? {
+        roots.add(cert.map_err(|e| pem(&files.ca, &e))?).map_err(|e| pem(&files.ca, &e))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no CA certificate in it", files.ca.display()));
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    match (&files.cert, &files.key) {
+        (Some(cert), Some(key)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+                .map_err(|e| pem(cert, &e))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| pem(cert, &e))?;
+            let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| pem(key, &e))?;
+            builder.with_client_auth_cert(chain, key_der).map_err(|e| format!("{}: {e}", cert.display()))
+        }
+        _ => Ok(builder.with_no_client_auth()),
+    }
+}
