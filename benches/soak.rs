@@ -1,10 +1,16 @@
-//! Soak: does the daemon stay flat over 10 000 builds? The four recorded real builds
-//! (tests/fixtures/builds.jsonl) are cloned 2 500 times with fresh refs, 300 image names and
-//! timestamps moving forward, and played at high speed through one live history connection of
-//! the fake BuildKit to the daemon running in this process. Every 1 000 builds the stream pauses
-//! and /metrics is scraped over HTTP; resident memory, open fds, series, /metrics size and
-//! builds counted are recorded. Fails unless exactly 10 000 builds were started and counted and
-//! memory, fds and series stayed flat after warm-up. Writes `benches/soak.md`.
+//! Soak: does the daemon stay flat over 10 000 builds? The four builds recorded from a real
+//! engine (tests/fixtures/builds.jsonl) are cloned 2 500 times with fresh refs, 300 image names
+//! (more than the default --build.max-names) and timestamps moving forward, and played at high
+//! speed through one live history connection of the fake BuildKit to the daemon, which runs in
+//! this process. Every 1 000 builds the stream pauses and /metrics is scraped over HTTP: resident
+//! memory, open fds, series, /metrics size and builds counted are recorded. Fails unless exactly
+//! 10 000 builds were started and counted, each under the name it should have, and memory, fds
+//! and series stayed flat after warm-up. Writes `benches/soak.md`.
+//!
+//! The fake holds every scripted stream in memory (about 0.6 GiB for 10 000 builds) and frees
+//! it as it plays, so it runs in a child process (this binary, `--serve-fake DIR`): the memory
+//! and fds measured are the daemon's alone. `--fake-in-process` runs it in this process instead,
+//! for comparison (no report written).
 //!
 //! `cargo bench --bench soak`
 
@@ -16,57 +22,695 @@ mod fixture;
 #[allow(dead_code)]
 mod fake;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write as _};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use bollard_buildkit_proto::google::protobuf::Timestamp;
-use bollard_buildkit_proto::moby::buildkit::v1::BuildHistoryEventType;
-use fake::{Connection, Script};
+use bollard_buildkit_proto::moby::buildkit::v1::{BuildHistoryEventType, StatusResponse};
+use buildkit_exporter::config::{Config, SourceSpec};
+use buildkit_exporter::model::name::{naming_to, repository};
+use buildkit_exporter::model::Settings;
+use fake::{Connection, FakeBuildkit, Script};
 use fixture::{Line, Recorded};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
-/// Builds to play.
+/// Builds played by default (`--builds N` plays N, a multiple of 1 000).
 const BUILDS: usize = 10_000;
+/// Builds between checkpoints.
+const EVERY: usize = 1_000;
+/// Names each recorded image name is varied into: 2 × 150 = 300 distinct names.
+const VARIANTS: usize = 150;
+/// Replay speed: the recorded gaps become nanoseconds (the fake's timer makes them ~1 ms).
+const SPEED: f64 = 1e6;
+/// Seconds the stream pauses at each checkpoint: the longest gap the fake plays.
+const PAUSE: f64 = 5.0;
+/// Engine time between two rounds of the recorded builds.
+const ROUND_SECONDS: i64 = 10;
+/// Checkpoints judged for flatness: the last five.
+const JUDGED: usize = 5;
+/// Allowed spread of RSS over the judged checkpoints.
+const RSS_SPREAD: f64 = 0.10;
+/// Allowed spread of open fds over the judged checkpoints.
+const FD_SPREAD: usize = 2;
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
+// ---------------------------------------------------------------------------------------------
+// The recording and its clones.
+
+/// One recorded build, which clones are made of.
+struct Template {
+    reference: String,
+    /// The image name it declares (its name label, else the name it exports to); its clones
+    /// get variants of it. `None`: a build that never names its image.
+    name: Option<String>,
+    /// Its position among the templates declaring the same name, and their number.
+    slot: usize,
+    family: usize,
+    /// The `result` label its completion gets.
+    result: &'static str,
 }
 
-fn recording() -> Vec<Line> {
-    fixture::read(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/builds.jsonl"))
+struct Recording {
+    /// History messages, in recorded order.
+    history: Vec<Line>,
+    /// `Status` messages by ref.
+    status: HashMap<String, Vec<Line>>,
+    /// By ref, in the order the builds completed.
+    templates: Vec<Template>,
+    /// Builds to play.
+    builds: usize,
 }
 
-fn main() {
-    let before = rss_kib();
-    let lines = recording();
-    let mut live = Vec::new();
-    let mut status: HashMap<String, Vec<Line>> = HashMap::new();
-    let by_ref = fake::status_by_ref(&lines);
-    let history: Vec<&Line> = lines.iter().filter(|l| matches!(l.item, Recorded::History(_))).collect();
-    for round in 0..BUILDS / 4 {
-        for line in &history {
-            let Recorded::History(event) = &line.item else { continue };
-            let mut event = event.clone();
-            let record = event.record.as_mut().unwrap();
-            let new = format!("{}{round:06}", &record.r#ref[..19]);
-            if event.r#type == BuildHistoryEventType::Started as i32 {
-                let s = by_ref[&record.r#ref].clone();
-                status.insert(new.clone(), s);
+fn record_of(line: &Line) -> Option<(i32, &bollard_buildkit_proto::moby::buildkit::v1::BuildHistoryRecord)> {
+    let Recorded::History(event) = &line.item else { return None };
+    Some((event.r#type, event.record.as_ref()?))
+}
+
+fn recording(builds: usize) -> Recording {
+    let lines = fixture::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/builds.jsonl"));
+    let label = format!("label:{}", Config::new(Vec::new()).name_label);
+    let history: Vec<Line> = lines.iter().filter(|l| matches!(l.item, Recorded::History(_))).cloned().collect();
+    let status = fake::status_by_ref(&lines);
+    let mut templates: Vec<Template> = Vec::new();
+    for line in &history {
+        let Some((kind, record)) = record_of(line) else { continue };
+        if kind != BuildHistoryEventType::Complete as i32 || record.generation != 0 {
+            continue;
+        }
+        let exported = || {
+            status[&record.r#ref].iter().find_map(|l| match &l.item {
+                Recorded::Status { message, .. } => {
+                    message.statuses.iter().find_map(|s| naming_to(&s.id)).and_then(repository)
+                }
+                _ => None,
+            })
+        };
+        let name = record.frontend_attrs.get(&label).cloned().or_else(exported);
+        let failed = record.error.as_ref().is_some_and(|e| e.code != 0);
+        let result = if failed { "failed" } else { "succeeded" };
+        templates.push(Template { reference: record.r#ref.clone(), name, slot: 0, family: 0, result });
+    }
+    for i in 0..templates.len() {
+        let same: Vec<usize> = (0..templates.len()).filter(|&j| templates[j].name == templates[i].name).collect();
+        templates[i].slot = same.iter().position(|&j| j == i).unwrap();
+        templates[i].family = same.len();
+    }
+    assert!(builds % EVERY == 0 && EVERY % templates.len() == 0, "{builds} builds do not make whole batches");
+    Recording { history, status, templates, builds }
+}
+
+impl Recording {
+    fn rounds(&self) -> usize {
+        self.builds / self.templates.len()
+    }
+
+    fn template(&self, reference: &str) -> &Template {
+        self.templates.iter().find(|t| t.reference == reference).expect("a recorded build")
+    }
+
+    /// The ref of the clone of `t` in `round`: same length as BuildKit's, unique.
+    fn reference(t: &Template, round: usize) -> String {
+        format!("{}{round:06}", &t.reference[..t.reference.len() - 6])
+    }
+
+    /// The name the clone of `t` in `round` declares, and the recorded one it replaces.
+    fn rename(t: &Template, round: usize) -> Option<(String, String)> {
+        let name = t.name.as_ref()?;
+        Some((name.clone(), format!("{name}-{:03}", (round * t.family + t.slot) % VARIANTS)))
+    }
+
+    /// Clones played, by the name they declare and the result they end with.
+    fn played(&self) -> BTreeMap<(Option<String>, &'static str), f64> {
+        let mut played = BTreeMap::new();
+        for round in 0..self.rounds() {
+            for t in &self.templates {
+                *played.entry((Self::rename(t, round).map(|(_, name)| name), t.result)).or_default() += 1.0;
             }
-            record.r#ref = new;
-            live.push(Line { at: line.at, item: Recorded::History(event) });
+        }
+        played
+    }
+
+    /// The fake's script: every clone's history on one live connection, 1 000 builds at a
+    /// time with a pause before each batch, and every clone's `Status` stream.
+    fn script(&self) -> Script {
+        // A line the fake skips: only the pause before it counts.
+        let mut live = vec![Line { at: 0.0, item: Recorded::StatusEnd { reference: String::new() } }];
+        let mut status = HashMap::new();
+        let first = self.history.first().unwrap().at;
+        let span = self.history.last().unwrap().at - first + 0.1;
+        let mut base = 0.0;
+        for round in 0..self.rounds() {
+            if round * self.templates.len() % EVERY == 0 {
+                base += PAUSE * SPEED;
+            }
+            let shift = round as i64 * ROUND_SECONDS;
+            for line in &self.history {
+                let Recorded::History(event) = &line.item else { continue };
+                let mut event = event.clone();
+                let record = event.record.as_mut().expect("recorded history has records");
+                let t = self.template(&record.r#ref);
+                let rename = Self::rename(t, round);
+                let reference = Self::reference(t, round);
+                if event.r#type == BuildHistoryEventType::Started as i32 {
+                    let lines = self.status[&t.reference]
+                        .iter()
+                        .map(|l| match &l.item {
+                            Recorded::Status { message, .. } => Line {
+                                at: l.at,
+                                item: Recorded::Status {
+                                    reference: reference.clone(),
+                                    message: clone_status(message, rename.as_ref(), shift),
+                                },
+                            },
+                            _ => unreachable!("status_by_ref keeps Status lines"),
+                        })
+                        .collect();
+                    status.insert(reference.clone(), lines);
+                }
+                record.r#ref = reference;
+                move_time(&mut record.created_at, shift);
+                move_time(&mut record.completed_at, shift);
+                if let Some((from, to)) = &rename {
+                    for value in record.frontend_attrs.values_mut().chain(record.exporter_response.values_mut()) {
+                        *value = value.replace(from.as_str(), to);
+                    }
+                }
+                live.push(Line { at: base + line.at - first, item: Recorded::History(event) });
+            }
+            base += span;
+        }
+        Script {
+            connections: vec![Connection { live, ..Default::default() }],
+            status,
+            speed: SPEED,
+            refuse_history: None,
+            status_failures: 0,
         }
     }
-    let script = Script {
-        connections: vec![Connection { live, ..Default::default() }],
-        status,
-        speed: 1e6,
-        refuse_history: None,
-        status_failures: 0,
+}
+
+fn move_time(ts: &mut Option<Timestamp>, seconds: i64) {
+    if let Some(ts) = ts {
+        ts.seconds += seconds;
+    }
+}
+
+fn clone_status(message: &StatusResponse, rename: Option<&(String, String)>, shift: i64) -> StatusResponse {
+    let mut message = message.clone();
+    for v in &mut message.vertexes {
+        move_time(&mut v.started, shift);
+        move_time(&mut v.completed, shift);
+    }
+    for s in &mut message.statuses {
+        move_time(&mut s.timestamp, shift);
+        move_time(&mut s.started, shift);
+        move_time(&mut s.completed, shift);
+        if let Some((from, to)) = rename {
+            s.id = s.id.replace(from.as_str(), to);
+            s.name = s.name.replace(from.as_str(), to);
+        }
+    }
+    for l in &mut message.logs {
+        move_time(&mut l.timestamp, shift);
+    }
+    message
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fake, in a child process.
+
+/// The child: serves the script on `dir`/buildkitd.sock until its stdin closes, then prints
+/// its call counters.
+fn serve_fake(dir: &Path, builds: usize) {
+    let script = recording(builds).script();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let fake = FakeBuildkit::start(dir, script).await;
+        println!("ready");
+        std::io::stdout().flush().unwrap();
+        tokio::task::spawn_blocking(|| std::io::stdin().read_to_end(&mut Vec::new())).await.unwrap().unwrap();
+        println!("{}", calls(&fake));
+        fake.stop();
+    });
+}
+
+fn calls(fake: &FakeBuildkit) -> String {
+    let c = &fake.calls;
+    format!(
+        "live history calls {}, replay calls {}, Status calls {}, write calls {}",
+        c.history.load(Ordering::SeqCst),
+        c.replays.load(Ordering::SeqCst),
+        c.status.load(Ordering::SeqCst),
+        c.forbidden.load(Ordering::SeqCst)
+    )
+}
+
+enum Fake {
+    Child { process: std::process::Child, out: BufReader<std::process::ChildStdout> },
+    InProcess(FakeBuildkit),
+}
+
+impl Fake {
+    fn spawn(dir: &Path, builds: usize) -> Fake {
+        let mut process = Command::new(std::env::current_exe().unwrap())
+            .arg("--serve-fake")
+            .arg(dir)
+            .arg("--builds")
+            .arg(builds.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the fake");
+        let mut out = BufReader::new(process.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "the fake did not start");
+        Fake::Child { process, out }
+    }
+
+    fn rss_kib(&self) -> Option<u64> {
+        match self {
+            Fake::Child { process, .. } => rss_kib(&format!("/proc/{}/status", process.id())),
+            Fake::InProcess(_) => None,
+        }
+    }
+
+    /// Stops it; returns its call counters.
+    fn stop(self) -> String {
+        match self {
+            Fake::Child { mut process, mut out } => {
+                drop(process.stdin.take());
+                let mut rest = String::new();
+                out.read_to_string(&mut rest).unwrap();
+                process.wait().unwrap();
+                rest.trim().to_string()
+            }
+            Fake::InProcess(fake) => {
+                let calls = calls(&fake);
+                fake.stop();
+                calls
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measuring.
+
+fn rss_kib(path: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(path).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+fn open_fds() -> usize {
+    // Minus the one reading the directory.
+    std::fs::read_dir("/proc/self/fd").unwrap().count() - 1
+}
+
+/// A plain HTTP/1.1 GET of /metrics.
+async fn scrape(addr: SocketAddr) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect to daemon");
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).expect("utf-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_string()
+}
+
+/// `(metric, labels, value)` of every sample.
+fn samples(metrics: &str) -> impl Iterator<Item = (&str, &str, f64)> {
+    metrics.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).filter_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (metric, labels) = series.split_once('{').unwrap_or((series, ""));
+        Some((metric, labels, value.parse().ok()?))
+    })
+}
+
+fn sum(metrics: &str, metric: &str) -> f64 {
+    samples(metrics).filter(|(m, ..)| *m == metric).fold(0.0, |total, (.., v)| total + v)
+}
+
+fn label<'a>(labels: &'a str, name: &str) -> &'a str {
+    let start = labels.find(&format!("{name}=\"")).map(|i| i + name.len() + 2).unwrap_or(labels.len());
+    let end = labels[start..].find('"').map_or(labels.len(), |i| start + i);
+    &labels[start..end]
+}
+
+/// Builds counted by name and result (series at zero left out).
+fn counted(metrics: &str) -> BTreeMap<(String, String), f64> {
+    let mut counts = BTreeMap::new();
+    for (_, labels, value) in samples(metrics).filter(|(m, _, v)| *m == "buildkit_builds_completed_total" && *v != 0.0)
+    {
+        *counts.entry((label(labels, "name").to_string(), label(labels, "result").to_string())).or_default() += value;
+    }
+    counts
+}
+
+struct Checkpoint {
+    builds: usize,
+    counted: f64,
+    started: f64,
+    running: f64,
+    rss_kib: u64,
+    fake_rss_kib: Option<u64>,
+    fds: usize,
+    series: usize,
+    bytes: usize,
+    /// Seconds since the previous checkpoint.
+    seconds: f64,
+}
+
+impl Checkpoint {
+    fn take(builds: usize, metrics: &str, fake: &Fake, seconds: f64) -> Checkpoint {
+        Checkpoint {
+            builds,
+            counted: sum(metrics, "buildkit_builds_completed_total"),
+            started: sum(metrics, "buildkit_builds_started_total"),
+            running: sum(metrics, "buildkit_builds_running"),
+            rss_kib: rss_kib("/proc/self/status").unwrap(),
+            fake_rss_kib: fake.rss_kib(),
+            fds: open_fds(),
+            series: samples(metrics).count(),
+            bytes: metrics.len(),
+            seconds,
+        }
+    }
+
+    fn row(&self) -> String {
+        let fake = self.fake_rss_kib.map_or("–".to_string(), |k| format!("{:.0} MiB", k as f64 / 1024.0));
+        format!(
+            "| {} | {} | {} | {} | {:.1} MiB | {} | {} | {} | {:.0} KiB | {:.1} s | {fake} |",
+            self.builds,
+            self.counted,
+            self.started,
+            self.running,
+            self.rss_kib as f64 / 1024.0,
+            self.fds,
+            self.series,
+            self.bytes,
+            self.bytes as f64 / 1024.0,
+            self.seconds,
+        )
+    }
+}
+
+const HEADER: &str = "| builds played | counted | started | running | RSS | open fds | series | /metrics bytes | \
+                      /metrics size | time | fake's RSS (other process) |\n|---|---|---|---|---|---|---|---|---|---|---|";
+
+/// Polls /metrics until `builds` builds are counted.
+async fn wait_for(addr: SocketAddr, builds: usize, failures: &mut Vec<String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let metrics = scrape(addr).await;
+        let counted = sum(&metrics, "buildkit_builds_completed_total");
+        if counted >= builds as f64 {
+            if counted > builds as f64 {
+                failures.push(format!("checkpoint {builds}: {counted} counted when first seen (pause too short?)"));
+            }
+            return metrics;
+        }
+        if Instant::now() > deadline {
+            failures.push(format!("checkpoint {builds}: only {counted} builds counted after 120 s"));
+            return metrics;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+struct Run {
+    checkpoints: Vec<Checkpoint>,
+    /// /metrics a few seconds after the last checkpoint.
+    last: String,
+    seconds: f64,
+}
+
+async fn soak(fake: &Fake, socket: &Path, builds: usize, failures: &mut Vec<String>) -> Run {
+    let source = format!("buildkitd+unix://{}", socket.display());
+    let config = Config::new(vec![SourceSpec::parse(&source, true, &Default::default()).expect("valid source")]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().unwrap();
+    let (stop, shutdown) = watch::channel(false);
+    let daemon = tokio::spawn(buildkit_exporter::serve(config, vec![listener], shutdown));
+    let start = Instant::now();
+    let mut metrics = scrape(addr).await;
+    while sum(&metrics, "buildkit_exporter_source_up") != 1.0 {
+        assert!(start.elapsed() < Duration::from_secs(PAUSE as u64 - 1), "source not up before the first build");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        metrics = scrape(addr).await;
+    }
+    let mut checkpoints = vec![Checkpoint::take(0, &metrics, fake, 0.0)];
+    let mut last = Instant::now();
+    for played in (EVERY..=builds).step_by(EVERY) {
+        let metrics = wait_for(addr, played, failures).await;
+        let checkpoint = Checkpoint::take(played, &metrics, fake, last.elapsed().as_secs_f64());
+        last = Instant::now();
+        println!("{}", checkpoint.row());
+        checkpoints.push(checkpoint);
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    // BuildKit's second COMPLETE of the last builds is sent by now; nothing more may count.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let last = scrape(addr).await;
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(10), daemon).await.expect("daemon stops").unwrap();
+    Run { checkpoints, last, seconds }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Judging.
+
+/// Series by metric family, most first.
+fn families(metrics: &str) -> Vec<(String, usize)> {
+    let mut by: HashMap<String, usize> = HashMap::new();
+    for (metric, ..) in samples(metrics) {
+        let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| metric.strip_suffix(s)).unwrap_or(metric);
+        *by.entry(family.to_string()).or_default() += 1;
+    }
+    let mut by: Vec<(String, usize)> = by.into_iter().collect();
+    by.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    by
+}
+
+/// Min, max and relative spread of `values`.
+fn spread(values: &[f64]) -> (f64, f64, f64) {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    (min, max, (max - min) / min)
+}
+
+fn judge(run: &Run, recording: &Recording, calls: &str, failures: &mut Vec<String>) -> Vec<String> {
+    let builds = recording.builds;
+    let mut findings = Vec::new();
+    let counted_now = sum(&run.last, "buildkit_builds_completed_total");
+    let started_now = sum(&run.last, "buildkit_builds_started_total");
+    // A name is kept from the first build of it counted while fewer than --build.max-names are
+    // kept, else all its builds are `other`: so each declared name has all its builds or none.
+    let played = recording.played();
+    let by_name = counted(&run.last);
+    let max_names = Settings::default().max_names;
+    let mut wrong = Vec::new();
+    let mut kept = HashSet::new();
+    let mut pooled: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for ((name, result), &n) in &played {
+        let pool = match name {
+            None => "unknown",
+            Some(name) => match by_name.get(&(name.clone(), result.to_string())) {
+                Some(&c) if c == n => {
+                    kept.insert(name.clone());
+                    continue;
+                }
+                Some(c) => {
+                    wrong.push(format!("{name}/{result}: {c} counted, {n} played"));
+                    continue;
+                }
+                None => "other",
+            },
+        };
+        *pooled.entry((pool.to_string(), result.to_string())).or_default() += n;
+    }
+    for ((label, result), c) in &by_name {
+        let expected = match label.as_str() {
+            "other" | "unknown" => pooled.get(&(label.clone(), result.clone())).copied(),
+            name => played.get(&(Some(name.to_string()), result.as_str())).copied(),
+        };
+        if expected != Some(*c) && !wrong.iter().any(|w| w.starts_with(&format!("{label}/{result}:"))) {
+            wrong.push(format!("{label}/{result}: {c} counted, {expected:?} expected"));
+        }
+    }
+    for ((label, result), n) in &pooled {
+        if !by_name.contains_key(&(label.clone(), result.clone())) {
+            wrong.push(format!("{label}/{result}: none counted, {n} expected"));
+        }
+    }
+    let names = played.keys().filter_map(|(n, _)| n.as_ref()).collect::<HashSet<_>>().len();
+    if kept.len() != names.min(max_names) {
+        wrong.push(format!("{} names kept of {names} declared, expected {}", kept.len(), names.min(max_names)));
+    }
+    findings.push(format!(
+        "Counted {counted_now} builds and started {started_now} of {builds} played, 3 s after the last; by name \
+         and result, {}.",
+        if wrong.is_empty() { "each as expected".to_string() } else { format!("{} off", wrong.len()) }
+    ));
+    if counted_now != builds as f64 || started_now != builds as f64 {
+        failures.push(format!("{counted_now} builds counted and {started_now} started, expected {builds} of each"));
+    }
+    for w in wrong.iter().take(10) {
+        failures.push(format!("wrong count: {w}"));
+    }
+    let other: f64 = by_name.iter().filter(|((n, _), _)| n == "other").map(|(_, v)| v).sum();
+    let unknown: f64 = by_name.iter().filter(|((n, _), _)| n == "unknown").map(|(_, v)| v).sum();
+    findings.push(format!(
+        "Names: {names} declared, {} kept, {other} builds counted as `other`, {unknown} as `unknown` (the recorded \
+         build that fails before naming its image).",
+        kept.len()
+    ));
+    for c in &run.checkpoints {
+        if c.counted != c.builds as f64 || c.started != c.builds as f64 || c.running != 0.0 {
+            failures.push(format!(
+                "checkpoint {}: {} counted, {} started, {} running",
+                c.builds, c.counted, c.started, c.running
+            ));
+        }
+    }
+    let judged = &run.checkpoints[run.checkpoints.len() - JUDGED..];
+    let from = judged[0].builds;
+    let (min, max, rss) = spread(&judged.iter().map(|c| c.rss_kib as f64).collect::<Vec<_>>());
+    findings.push(format!(
+        "RSS from {from} builds on: {:.1}–{:.1} MiB, spread {:.1} % (flat: within {:.0} %).",
+        min / 1024.0,
+        max / 1024.0,
+        rss * 100.0,
+        RSS_SPREAD * 100.0
+    ));
+    if rss > RSS_SPREAD {
+        failures.push(format!("RSS not flat from {from} builds on: spread {:.1} %", rss * 100.0));
+    }
+    let first = &run.checkpoints[1];
+    let lastc = run.checkpoints.last().unwrap();
+    findings.push(format!(
+        "RSS from {} to {} builds: {:+.1} MiB ({:+.0} KiB per 1 000 builds).",
+        first.builds,
+        lastc.builds,
+        (lastc.rss_kib as f64 - first.rss_kib as f64) / 1024.0,
+        (lastc.rss_kib as f64 - first.rss_kib as f64) / ((lastc.builds - first.builds) / 1000) as f64
+    ));
+    let fds: Vec<usize> = judged.iter().map(|c| c.fds).collect();
+    let (fmin, fmax) = (*fds.iter().min().unwrap(), *fds.iter().max().unwrap());
+    findings.push(format!("Open fds from {from} builds on: {fmin}–{fmax} (flat: within ±{FD_SPREAD})."));
+    if fmax - fmin > FD_SPREAD {
+        failures.push(format!("open fds not flat from {from} builds on: {fmin}–{fmax}"));
+    }
+    let series: Vec<usize> = judged.iter().map(|c| c.series).collect();
+    findings.push(format!(
+        "Series from {from} builds on: {} (flat: all equal).",
+        if series.iter().all(|s| *s == series[0]) { series[0].to_string() } else { format!("{series:?}") }
+    ));
+    if series.iter().any(|s| *s != series[0]) {
+        failures.push(format!("series not flat from {from} builds on: {series:?}"));
+    }
+    let top: Vec<String> = families(&run.last).iter().take(3).map(|(family, n)| format!("`{family}` {n}")).collect();
+    findings.push(format!("Largest families at the end (series): {}.", top.join(", ")));
+    findings.push(format!("The fake answered {calls}."));
+    let reconnects = sum(&run.last, "buildkit_exporter_source_reconnects_total");
+    if !calls.starts_with("live history calls 1,") || reconnects != 0.0 {
+        failures.push(format!("the source reconnected ({reconnects} reconnects; fake: {calls})"));
+    }
+    if !calls.contains(&format!("Status calls {builds},")) {
+        failures.push(format!("not one Status call per build: {calls}"));
+    }
+    findings
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let builds = args.iter().position(|a| a == "--builds").map_or(BUILDS, |i| args[i + 1].parse().expect("--builds N"));
+    if let Some(i) = args.iter().position(|a| a == "--serve-fake") {
+        serve_fake(Path::new(&args[i + 1]), builds);
+        return;
+    }
+    let in_process = args.iter().any(|a| a == "--fake-in-process");
+    let recording = recording(builds);
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let fake = if in_process {
+        let script = recording.script();
+        Fake::InProcess(runtime.block_on(FakeBuildkit::start(dir.path(), script)))
+    } else {
+        Fake::spawn(dir.path(), builds)
     };
-    let _ = Timestamp::default();
-    println!("rss before {before} KiB after {} KiB ({} refs)", rss_kib(), script.status.len());
+    let socket = dir.path().join("buildkitd.sock");
+    println!("{HEADER}");
+    let mut failures = Vec::new();
+    let run = runtime.block_on(soak(&fake, &socket, builds, &mut failures));
+    let calls = runtime.block_on(async { fake.stop() });
+    let findings = judge(&run, &recording, &calls, &mut failures);
+
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let date = time::OffsetDateTime::now_utc().date();
+    let mut report = format!(
+        "# Soak: {builds} builds through one connection\n\n\
+         The four builds recorded from a real engine (`tests/fixtures/builds.jsonl`: `ml-base` uncached and cached, a \
+         build that fails at a step before naming its image, and a multi-stage build exported as `team/multi`) are \
+         cloned {rounds} times in their recorded order, each clone with a fresh ref, its engine timestamps moved \
+         {ROUND_SECONDS} s later per round, and its image name varied over {VARIANTS} values per recorded name \
+         (`ml-base-000`… in the name label, image config and `naming to` status; `team/multi-000`… in the \
+         `naming to` status): 300 names, against the default `--build.max-names` of 200. The fake BuildKit plays \
+         the clones' history events on one live `ListenBuildHistory` connection, and each clone's recorded `Status` \
+         stream when the daemon asks, at {SPEED:e} × the recorded pace (in practice about 1 ms per message, the \
+         timer's resolution), pausing {PAUSE} s every {EVERY} builds. The daemon runs in the benchmark's process with \
+         default settings and is scraped over HTTP; the fake runs in a child process, because the streams it holds \
+         (its RSS is in the last column) would otherwise swamp the daemon's memory in the figures.\n\n\
+         At each checkpoint, as soon as `/metrics` (polled every 200 ms) counts that many finished builds: resident \
+         memory of the daemon's process (VmRSS), its open file descriptors, series (sample lines of `/metrics`), \
+         `/metrics` size, builds counted (sum of `buildkit_builds_completed_total`), started \
+         (`buildkit_builds_started_total`) and running (`buildkit_builds_running`); time is since the previous \
+         checkpoint, including the {PAUSE} s pause. Flat means: over the last {JUDGED} checkpoints, RSS within \
+         {:.0} % (max against min), open fds within ±{FD_SPREAD}, series equal.\n\n\
+         Machine: {cores} cores ({cpu}), release build, {date}.\n\n\
+         Reproduce: `cargo bench --bench soak`\n\n{HEADER}\n",
+        RSS_SPREAD * 100.0,
+        rounds = recording.rounds(),
+    );
+    for c in &run.checkpoints {
+        writeln!(report, "{}", c.row()).unwrap();
+    }
+    writeln!(report, "\n{builds} builds in {:.0} s, pauses included.\n", run.seconds).unwrap();
+    for f in &findings {
+        writeln!(report, "- {f}").unwrap();
+    }
+    if failures.is_empty() {
+        writeln!(report, "\nResult: PASS.").unwrap();
+    } else {
+        writeln!(report, "\nResult: FAIL.").unwrap();
+        for f in &failures {
+            writeln!(report, "- {f}").unwrap();
+        }
+    }
+    print!("{report}");
+    if !in_process {
+        std::fs::write(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/soak.md"), &report).unwrap();
+    }
+    if !failures.is_empty() {
+        eprintln!("\nSOAK FAILED:\n- {}", failures.join("\n- "));
+        std::process::exit(1);
+    }
 }

@@ -211,7 +211,8 @@ fn hand_made(corpus: &mut Corpus) {
         .into(),
         ..Default::default()
     };
-    let event = |r#type: BuildHistoryEventType, record| BuildHistoryEvent { r#type: r#type as i32, record: Some(record) };
+    let event =
+        |r#type: BuildHistoryEventType, record| BuildHistoryEvent { r#type: r#type as i32, record: Some(record) };
 
     let mut exporter = record("exporter");
     exporter.exporters.push(Exporter {
@@ -261,7 +262,14 @@ fn hand_made(corpus: &mut Corpus) {
             vertex("sha256:b", "[base 1/3] FROM docker.io/library/tinybase:latest", at(11), at(11), true, ""),
             vertex("sha256:c", "[base  2/3] RUN echo s3cret-value && make", at(12), at(20), false, ""),
             vertex("sha256:d", "[linux/amd64 stage-2 3/3] COPY --from=base /out /app", at(21), None, false, ""),
-            vertex("sha256:d", "[linux/amd64 stage-2 3/3] COPY --from=base /out /app", at(21), at(22), false, "exit code: 1"),
+            vertex(
+                "sha256:d",
+                "[linux/amd64 stage-2 3/3] COPY --from=base /out /app",
+                at(21),
+                at(22),
+                false,
+                "exit code: 1",
+            ),
             vertex("sha256:e", "exporting to image", at(23), None, false, ""),
         ],
         statuses: vec![VertexStatus {
