@@ -14,7 +14,8 @@
 //!   attributes, `image.name`, the image config label, cancellation, `DELETED`, vertex errors).
 //!
 //! Vertex names of all status seeds also become `step_name` seeds. Files are named by a hash of
-//! their content, so running it twice adds nothing.
+//! their content, so running it again only adds the hand-made history messages whose attribute
+//! maps encode in a different order.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
