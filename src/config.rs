@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 
 use crate::model::Settings;
+use crate::web::{WebConfigError, WebConfigFile};
 
 /// The default `--web.listen-address`.
 pub const DEFAULT_LISTEN_ADDRESS: &str = ":9817";
@@ -41,6 +42,29 @@ pub struct Cli {
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", env = "BUILDKIT_EXPORTER_WEB_TELEMETRY_PATH", default_value = "/metrics")]
     pub telemetry_path: String,
+
+    /// Web configuration file (YAML, Prometheus exporter-toolkit format) that turns on TLS,
+    /// client certificates, basic auth and extra response headers: tls_server_config
+    /// (cert_file, key_file, client_auth_type, client_ca_file, min_version), basic_auth_users
+    /// (name: bcrypt hash) and http_server_config.headers. Paths in it are relative to its
+    /// directory. Re-read when it, or a file it names, changes; a broken version is logged and
+    /// the last good one kept.
+    #[arg(long = "web.config.file", env = "BUILDKIT_EXPORTER_WEB_CONFIG_FILE", value_name = "PATH")]
+    pub web_config_file: Option<PathBuf>,
+
+    /// Most connections held open at once. When all are taken, the one that has waited longest
+    /// for a request (stalled, or idle between scrapes) is closed to make room; only when every
+    /// one is being answered do new connections wait.
+    #[arg(long = "web.max-connections", env = "BUILDKIT_EXPORTER_WEB_MAX_CONNECTIONS", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Longest a client may take to finish the TLS handshake, and to send a request's headers
+    /// after connecting or after its previous response (so it also closes idle keep-alive
+    /// connections).
+    #[arg(long = "web.header-timeout", env = "BUILDKIT_EXPORTER_WEB_HEADER_TIMEOUT", default_value = "10s",
+          value_parser = positive_duration, value_name = "DURATION")]
+    pub header_timeout: Duration,
 
     /// Image label whose value names a build (set with `docker build --label` or LABEL).
     #[arg(
@@ -121,6 +145,9 @@ pub enum ConfigError {
     /// Two sources with the same builder name.
     #[error("two sources are named {0:?}: give each a different NAME= prefix")]
     DuplicateName(String),
+    /// A `--web.config.file` that cannot be used (the message names the file).
+    #[error("invalid --web.config.file {0}")]
+    WebConfig(#[from] WebConfigError),
 }
 
 /// How a source is reached.
@@ -302,6 +329,26 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// How the links to sources are kept and checked.
     pub link: Link,
+    /// How the HTTP side is served and guarded.
+    pub web: Web,
+}
+
+/// How the HTTP side is served and guarded.
+#[derive(Debug, Clone)]
+pub struct Web {
+    /// TLS, basic auth and extra headers, when `--web.config.file` is given.
+    pub config_file: Option<WebConfigFile>,
+    /// Most connections held open at once.
+    pub max_connections: usize,
+    /// Longest wait for a TLS handshake, and for a request's headers after connecting or after
+    /// the previous response.
+    pub header_timeout: Duration,
+}
+
+impl Default for Web {
+    fn default() -> Self {
+        Web { config_file: None, max_connections: 256, header_timeout: Duration::from_secs(10) }
+    }
 }
 
 /// How the link to a source is kept and checked.
@@ -337,6 +384,7 @@ impl Config {
             seed_builds: 20,
             max_message_bytes: 64 * 1024 * 1024,
             link: Link::default(),
+            web: Web::default(),
         }
     }
 }
@@ -365,6 +413,11 @@ impl Cli {
         if !self.telemetry_path.starts_with('/') || self.telemetry_path == "/" {
             return Err(ConfigError::TelemetryPath(self.telemetry_path));
         }
+        let web = Web {
+            config_file: self.web_config_file.as_deref().map(WebConfigFile::open).transpose()?,
+            max_connections: self.max_connections as usize,
+            header_timeout: self.header_timeout,
+        };
         Ok(Config {
             listen_addresses,
             telemetry_path: self.telemetry_path,
@@ -378,15 +431,25 @@ impl Cli {
             seed_builds: self.seed_builds,
             max_message_bytes: self.max_message_bytes,
             link: Link { keepalive: self.keepalive, timeout: self.source_timeout, retry_max: self.retry_max },
+            web,
         })
     }
 }
 
-/// `:9817` listens on every IPv4 address; `HOST:PORT` and `[V6]:PORT` as given.
+/// A duration above zero (`10s`, `500ms`).
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be more than 0s".to_string()),
+        parsed => parsed.map_err(|e| e.to_string()),
+    }
+}
+
+/// `:9817` listens on every address, IPv6 and IPv4 (`[::]:9817`, which the server binds
+/// dual-stack); `HOST:PORT` and `[V6]:PORT` as given.
 fn parse_listen_address(text: &str) -> Option<SocketAddr> {
     let text = text.trim();
     if let Some(port) = text.strip_prefix(':') {
-        return Some(SocketAddr::from(([0, 0, 0, 0], port.parse().ok()?)));
+        return Some(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port.parse().ok()?)));
     }
     if let Ok(addr) = text.parse() {
         return Some(addr);
@@ -411,7 +474,9 @@ mod tests {
     #[test]
     fn defaults_follow_docker_host() {
         let config = cli(&[]).into_config(None, &DockerTls::default()).unwrap();
-        assert_eq!(config.listen_addresses, vec!["0.0.0.0:9817".parse().unwrap()]);
+        assert_eq!(config.listen_addresses, vec!["[::]:9817".parse().unwrap()]);
+        assert!(config.web.config_file.is_none());
+        assert_eq!((config.web.max_connections, config.web.header_timeout), (256, Duration::from_secs(10)));
         assert_eq!(config.telemetry_path, "/metrics");
         assert_eq!(
             config.sources,

@@ -13,7 +13,8 @@
 //!   happen.
 //! - [`views`] show it: the counters (the `Record` fed by effects), point-in-time series built
 //!   from snapshots at scrape, the JSON API and the live status page.
-//! - [`server`] serves the views over HTTP.
+//! - [`server`] serves the views over HTTP, guarded as [`web`] (the web configuration file:
+//!   TLS, client certificates, basic auth, extra headers) says.
 //!
 //! [`run`] wires them together; `main.rs` only parses flags and sets up logging.
 
@@ -24,6 +25,7 @@ pub mod model;
 pub mod server;
 pub mod source;
 pub mod views;
+pub mod web;
 
 use std::sync::Arc;
 
@@ -54,8 +56,7 @@ pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
     let mut listeners = Vec::new();
     for address in &config.listen_addresses {
-        let listener =
-            TcpListener::bind(address).await.map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
+        let listener = server::bind(*address).map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
         info!(address = %listener.local_addr()?, "listening");
         listeners.push(listener);
     }
@@ -73,7 +74,7 @@ pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch:
         .map(|spec| Builder::new(&spec.name, config.model.clone(), counters.clone() as Arc<dyn builder::Record>))
         .collect();
     registry.register(Box::new(Live::new(builders.clone(), counters.clone()))).expect("live metric names are unique");
-    let views = Arc::new(Views { registry, telemetry_path: config.telemetry_path.clone(), builders: builders.clone() });
+    let views = Arc::new(Views::new(registry, config.telemetry_path.clone(), builders.clone()));
     let options = SourceOptions {
         name_label: config.name_label.clone(),
         max_message_bytes: config.max_message_bytes,
@@ -81,10 +82,7 @@ pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch:
         link: config.link,
     };
 
-    let mut servers = JoinSet::new();
-    for listener in listeners {
-        servers.spawn(server::serve(listener, views.clone(), shutdown.clone()));
-    }
+    let server = tokio::spawn(server::serve(listeners, views, config.web.clone(), shutdown.clone()));
     let sources: Vec<_> = config
         .sources
         .iter()
@@ -95,7 +93,7 @@ pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch:
         })
         .collect();
     supervise(sources).await;
-    while servers.join_next().await.is_some() {}
+    let _ = server.await;
     info!("stopped");
 }
 

@@ -93,7 +93,10 @@ async fn upgrade(endpoint: &Endpoint, stream: BoxedIo) -> Result<BoxedIo, Source
         // TLS 1.3 finishes the handshake before the server checks our certificate: a refusal
         // arrives as an alert on the first read.
         if detail.contains("alert") {
-            SourceError::Tls { endpoint: endpoint.to_string(), detail: format!("refused after the handshake: {detail}") }
+            SourceError::Tls {
+                endpoint: endpoint.to_string(),
+                detail: format!("refused after the handshake: {detail}"),
+            }
         } else {
             protocol(format!("no answer to the /grpc upgrade: {detail}"))
         }

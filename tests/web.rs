@@ -1,0 +1,742 @@
+//! The web side, secure by default: TLS, client certificates and basic auth from
+//! `--web.config.file` (checked with a real Prometheus and a TLS client of the test's own),
+//! reloading that file, the response headers, gzip, dual-stack listening, and the limits that
+//! keep stalled connections from delaying a scrape. No engine is needed: the daemons here watch
+//! a socket that does not exist.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use buildkit_exporter::web::WebConfigFile;
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::Mutex;
+use tokio_rustls::TlsConnector;
+
+use support::binary::{Binary, PATH};
+use support::prometheus::Prometheus;
+use support::{eventually, Daemon};
+
+/// A source that is never there: the web side works without one.
+const NO_SOURCE: &str = "unix:///nonexistent.sock";
+/// How long a scrape may take while hundreds of stalled connections are held.
+const SCRAPE_BUDGET: Duration = Duration::from_secs(1);
+/// Stalled connections opened at once.
+const STALLED: usize = 300;
+/// A header timeout longer than any test, where stalled connections must stay held.
+const HOLD: Duration = Duration::from_secs(120);
+
+/// The tests that hold hundreds of sockets run one at a time.
+static SOCKETS: Mutex<()> = Mutex::const_new(());
+
+// --- certificates, made fresh for every test ---------------------------------------------------
+
+/// A CA and PEM files issued by it, in a temporary directory that also holds the web config.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// A certificate and its key, in PEM.
+struct Issued {
+    cert: String,
+    key: String,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        Pki { dir: tempfile::tempdir().unwrap(), ca: ca("buildkit-exporter test CA") }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes `content` to `name` in the directory, atomically (as a config manager would).
+    fn write(&self, name: &str, content: &str) {
+        write_atomically(&self.path(name), content);
+    }
+
+    /// Writes the CA, a server certificate for localhost, 127.0.0.1 and ::1, and a client
+    /// certificate: ca.pem, server.pem, server-key.pem, client.pem, client-key.pem.
+    fn write_all(&self) {
+        self.write("ca.pem", &self.ca.pem());
+        let server = issue(&self.ca, ExtendedKeyUsagePurpose::ServerAuth);
+        self.write("server.pem", &server.cert);
+        self.write("server-key.pem", &server.key);
+        let client = issue(&self.ca, ExtendedKeyUsagePurpose::ClientAuth);
+        self.write("client.pem", &client.cert);
+        self.write("client-key.pem", &client.key);
+    }
+
+    fn ca_der(&self) -> CertificateDer<'static> {
+        self.ca.der().clone()
+    }
+
+    /// Starts an in-process daemon with `web.yml` (written first) as its web config file.
+    async fn daemon(&self, web_yml: &str, tune: impl FnOnce(&mut buildkit_exporter::config::Config)) -> Daemon {
+        self.write("web.yml", web_yml);
+        let file = WebConfigFile::open(&self.path("web.yml")).expect("valid web config");
+        Daemon::start(&[NO_SOURCE], |config| {
+            config.web.config_file = Some(file);
+            tune(config);
+        })
+        .await
+    }
+}
+
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+fn issue(ca: &CertifiedIssuer<'static, KeyPair>, usage: ExtendedKeyUsagePurpose) -> Issued {
+    let names = match usage {
+        ExtendedKeyUsagePurpose::ServerAuth => vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()],
+        _ => Vec::new(),
+    };
+    let mut params = CertificateParams::new(names).unwrap();
+    params.distinguished_name.push(DnType::CommonName, format!("{usage:?}"));
+    params.extended_key_usages = vec![usage];
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, ca).unwrap();
+    Issued { cert: cert.pem(), key: key.serialize_pem() }
+}
+
+fn write_atomically(path: &Path, content: &str) {
+    let temporary = path.with_extension("tmp");
+    std::fs::write(&temporary, content).unwrap();
+    std::fs::rename(&temporary, path).unwrap();
+}
+
+/// A cheap bcrypt hash (cost 4): tests check behaviour, not the cost.
+fn hash(password: &str) -> String {
+    bcrypt::hash(password, 4).unwrap()
+}
+
+const TLS_CONFIG: &str = "tls_server_config:\n  cert_file: server.pem\n  key_file: server-key.pem\n";
+
+// --- a client of the test's own ---------------------------------------------------------------
+
+/// An HTTP response, read to the end of the connection.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn parse(raw: &[u8]) -> Option<Reply> {
+        let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
+        let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+        let mut lines = head.lines();
+        let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        Some(Reply { status, headers, body: raw[end + 4..].to_vec() })
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// `GET path` with `extra` header lines, `Connection: close`.
+fn request(path: &str, extra: &[(&str, &str)]) -> String {
+    let mut text = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (name, value) in extra {
+        text.push_str(&format!("{name}: {value}\r\n"));
+    }
+    text + "\r\n"
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+}
+
+/// Sends `request` on `stream` and reads until the server closes; whatever came, parsed.
+async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut stream: S,
+    request: &str,
+) -> std::io::Result<Reply> {
+    stream.write_all(request.as_bytes()).await?;
+    let mut raw = Vec::new();
+    let read = stream.read_to_end(&mut raw).await;
+    match Reply::parse(&raw) {
+        Some(reply) => Ok(reply),
+        None => Err(read.err().unwrap_or_else(|| std::io::Error::other(format!("no HTTP response: {raw:?}")))),
+    }
+}
+
+/// Plain HTTP.
+async fn plain(addr: SocketAddr, request: &str) -> std::io::Result<Reply> {
+    exchange(TcpStream::connect(addr).await?, request).await
+}
+
+/// A TLS client trusting `ca`, presenting `identity` (cert, key PEM) if given.
+fn tls_client(ca: CertificateDer<'static>, identity: Option<(&str, &str)>) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    Arc::new(match identity {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
+            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap()).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    })
+}
+
+/// HTTPS: handshake, request, and the whole response, bounded in time.
+async fn tls(addr: SocketAddr, client: &Arc<ClientConfig>, request: &str) -> std::io::Result<Reply> {
+    let attempt = async {
+        let tcp = TcpStream::connect(addr).await?;
+        let stream =
+            TlsConnector::from(client.clone()).connect(ServerName::try_from("localhost").unwrap(), tcp).await?;
+        exchange(stream, request).await
+    };
+    tokio::time::timeout(Duration::from_secs(10), attempt)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("timeout")))
+}
+
+fn read_pem(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap()
+}
+
+// --- TLS, basic auth, client certificates -----------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_over_tls_with_basic_auth() {
+    let pki = Pki::new();
+    pki.write_all();
+    let users = format!("basic_auth_users:\n  prometheus: {}\n", hash("scrape-secret"));
+    let daemon = pki.daemon(&format!("{TLS_CONFIG}{users}"), |_| {}).await;
+    let job = |name: &str, password: &str| {
+        format!(
+            "  - job_name: {name}\n    scheme: https\n    scrape_interval: 1s\n    scrape_timeout: 1s\n    \
+             tls_config:\n      ca_file: ca.pem\n      server_name: localhost\n    \
+             basic_auth:\n      username: prometheus\n      password: {password}\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            daemon.addr.port()
+        )
+    };
+    let config = format!(
+        "global:\n  evaluation_interval: 1s\nscrape_configs:\n{}{}",
+        job("exporter", "scrape-secret"),
+        job("wrong-password", "guessed")
+    );
+    let prometheus = Prometheus::start(&config, &[("ca.pem", &read_pem(&pki.path("ca.pem")))]).await;
+    eventually(Duration::from_secs(30), "Prometheus scraping over TLS with basic auth", || async {
+        let up = prometheus.query("up{job=\"exporter\"} == 1").await;
+        let info = prometheus.query("buildkit_exporter_build_info").await;
+        let refused = prometheus.query("up{job=\"wrong-password\"} == 0").await;
+        (!up.is_empty() && !info.is_empty() && !refused.is_empty()).then_some(())
+    })
+    .await;
+    let refused = prometheus.query("count(buildkit_exporter_build_info{job=\"wrong-password\"})").await;
+    assert!(refused.is_empty(), "a wrong password scraped nothing: {refused:?}");
+    prometheus.stop().await;
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_password_gets_401() {
+    let pki = Pki::new();
+    pki.write_all();
+    let users = format!("basic_auth_users:\n  alice: {}\n  bob: {}\n", hash("alice-pw"), hash("bob-pw"));
+    let headers = "http_server_config:\n  headers:\n    Strict-Transport-Security: max-age=31536000\n";
+    let daemon = pki.daemon(&format!("{TLS_CONFIG}{users}{headers}"), |_| {}).await;
+    let client = tls_client(pki.ca_der(), None);
+    for (what, credentials) in [
+        ("no password", None),
+        ("a wrong password", Some(basic("alice", "bob-pw"))),
+        ("an unknown user", Some(basic("mallory", "alice-pw"))),
+        ("an empty password", Some(basic("alice", ""))),
+        ("another scheme", Some("Bearer alice-pw".to_string())),
+    ] {
+        let extra: Vec<(&str, &str)> = credentials.iter().map(|c| ("Authorization", c.as_str())).collect();
+        for path in ["/metrics", "/", "/api/v1/builds", "/healthz"] {
+            let reply = tls(daemon.addr, &client, &request(path, &extra)).await.unwrap();
+            assert_eq!(reply.status, 401, "{what} on {path}: {reply:?}");
+            let challenge = reply.header("www-authenticate").unwrap_or_default();
+            assert!(challenge.starts_with("Basic"), "{what}: WWW-Authenticate {challenge:?}");
+            assert!(!reply.text().contains("buildkit_"), "{what}: {}", reply.text());
+            assert_eq!(reply.header("strict-transport-security"), Some("max-age=31536000"), "{what}");
+            assert_eq!(reply.header("x-content-type-options"), Some("nosniff"), "{what}");
+        }
+    }
+    for (user, password) in [("alice", "alice-pw"), ("bob", "bob-pw"), ("alice", "alice-pw")] {
+        let reply = tls(daemon.addr, &client, &request("/metrics", &[("Authorization", &basic(user, password))]))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{user}");
+        assert!(reply.text().contains("buildkit_exporter_build_info"), "{}", reply.text());
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn client_certificates_as_exporter_toolkit_defines_them() {
+    let pki = Pki::new();
+    pki.write_all();
+    let stranger = issue(&ca("another CA"), ExtendedKeyUsagePurpose::ClientAuth);
+    let ours = (read_pem(&pki.path("client.pem")), read_pem(&pki.path("client-key.pem")));
+    let with_ours = tls_client(pki.ca_der(), Some((&ours.0, &ours.1)));
+    let with_stranger = tls_client(pki.ca_der(), Some((&stranger.cert, &stranger.key)));
+    let without = tls_client(pki.ca_der(), None);
+    // (client_auth_type, [our CA's certificate, another CA's, none] → served?)
+    for (policy, expected) in [
+        ("RequireAndVerifyClientCert", [true, false, false]),
+        ("VerifyClientCertIfGiven", [true, false, true]),
+        ("RequireAnyClientCert", [true, true, false]),
+        ("RequestClientCert", [true, true, true]),
+        ("NoClientCert", [true, true, true]),
+    ] {
+        let ca = if policy == "NoClientCert" { "" } else { "  client_ca_file: ca.pem\n" };
+        let daemon = pki.daemon(&format!("{TLS_CONFIG}  client_auth_type: {policy}\n{ca}"), |_| {}).await;
+        for ((who, client), served) in
+            [("our CA's certificate", &with_ours), ("another CA's", &with_stranger), ("none", &without)]
+                .into_iter()
+                .zip(expected)
+        {
+            let reply = tls(daemon.addr, client, &request("/metrics", &[])).await;
+            match (served, reply) {
+                (true, Ok(reply)) => assert_eq!(reply.status, 200, "{policy}, {who}: {reply:?}"),
+                (false, Err(_)) => {}
+                (served, reply) => panic!("{policy}, {who}: expected served={served}, got {reply:?}"),
+            }
+        }
+        daemon.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn plain_http_on_the_tls_port_gets_no_metrics() {
+    let pki = Pki::new();
+    pki.write_all();
+    let daemon = pki.daemon(TLS_CONFIG, |_| {}).await;
+    let reply = plain(daemon.addr, &request("/metrics", &[])).await.unwrap();
+    assert_eq!(reply.status, 400);
+    assert_eq!(reply.text(), "Client sent an HTTP request to an HTTPS server.\n");
+    let reply = tls(daemon.addr, &tls_client(pki.ca_der(), None), &request("/metrics", &[])).await.unwrap();
+    assert_eq!(reply.status, 200, "while TLS is served");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn min_version_tls13_refuses_tls12() {
+    let pki = Pki::new();
+    pki.write_all();
+    let daemon = pki.daemon(&format!("{TLS_CONFIG}  min_version: TLS13\n"), |_| {}).await;
+    let mut roots = RootCertStore::empty();
+    roots.add(pki.ca_der()).unwrap();
+    let tls12 = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    assert!(tls(daemon.addr, &Arc::new(tls12), &request("/metrics", &[])).await.is_err());
+    let reply = tls(daemon.addr, &tls_client(pki.ca_der(), None), &request("/metrics", &[])).await.unwrap();
+    assert_eq!(reply.status, 200);
+    daemon.stop().await;
+}
+
+// --- the file: broken at startup, changed while running ---------------------------------------
+
+#[test]
+fn a_broken_file_stops_the_daemon_with_one_line() {
+    let pki = Pki::new();
+    pki.write_all();
+    let cases = [
+        (
+            "tls_server_config:\n  cert_file: server.pem\n  key_file: server-key.pem\n  ciphers: [x]\n",
+            "unknown field `ciphers`",
+        ),
+        ("basic_auth_users: {alice: x\n", "did not find expected ',' or '}' at line 2 column 1"),
+        ("tls_server_config:\n  cert_file: missing.pem\n  key_file: server-key.pem\n", "missing.pem: No such file"),
+        ("tls_server_config:\n  cert_file: server.pem\n", "needs both cert_file and key_file"),
+        ("tls_server_config:\n  cert_file: server.pem\n  key_file: client-key.pem\n", "cert_file"),
+        ("tls_server_config:\n  cert_file: ca.pem\n  key_file: ca.pem\n", "no PEM private key"),
+        (&format!("{TLS_CONFIG}  client_ca_file: ca.pem\n"), "client_auth_type is not"),
+        (&format!("{TLS_CONFIG}  client_auth_type: RequireAndVerifyClientCert\n"), "needs client_ca_file"),
+        (&format!("{TLS_CONFIG}  min_version: TLS10\n"), "unknown variant `TLS10`"),
+        ("basic_auth_users:\n  alice: hunter2\n", "basic_auth_users.alice: not a bcrypt hash"),
+        ("http_server_config:\n  headers:\n    Content-Type: text/html\n", "sets this header itself"),
+    ];
+    for (content, problem) in cases {
+        pki.write("web.yml", content);
+        let output = std::process::Command::new(PATH)
+            .args(["--source", NO_SOURCE, "--web.listen-address", "127.0.0.1:0", "--web.config.file"])
+            .arg(pki.path("web.yml"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_ne!(output.status.code(), Some(0), "{content:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{content:?}: {stderr}");
+        let file = pki.path("web.yml").display().to_string();
+        assert!(stderr.starts_with(&format!("buildkit-exporter: invalid --web.config.file {file}: ")), "{stderr}");
+        assert!(stderr.contains(problem), "{content:?}: expected {problem:?} in {stderr}");
+        assert!(!stderr.contains("hunter2"), "a password is never shown: {stderr}");
+    }
+    let missing = pki.path("nowhere.yml");
+    let output = std::process::Command::new(PATH).arg("--web.config.file").arg(&missing).output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_ne!(output.status.code(), Some(0));
+    assert!(stderr.contains(&format!("{}: No such file", missing.display())), "{stderr}");
+}
+
+#[tokio::test]
+async fn changes_are_picked_up_without_a_restart() {
+    let pki = Pki::new();
+    let file = pki.path("web.yml");
+    pki.write("web.yml", &format!("basic_auth_users:\n  alice: {}\n", hash("alice-pw")));
+    let binary = Binary::start(&["--source", NO_SOURCE, "--web.config.file", file.to_str().unwrap()], &[]).await;
+    let status = |user: &'static str, password: &'static str| {
+        let addr = binary.addr;
+        async move { plain(addr, &request("/metrics", &[("Authorization", &basic(user, password))])).await.unwrap().status }
+    };
+    assert_eq!(status("alice", "alice-pw").await, 200);
+    assert_eq!(status("bob", "bob-pw").await, 401);
+
+    pki.write("web.yml", &format!("basic_auth_users:\n  bob: {}\n", hash("bob-pw")));
+    eventually(Duration::from_secs(10), "bob let in", || async {
+        (status("bob", "bob-pw").await == 200).then_some(())
+    })
+    .await;
+    assert_eq!(status("alice", "alice-pw").await, 401, "alice is gone");
+    binary.wait_for_log("web config reloaded").await;
+
+    // A broken version: one warning naming the file and the problem, and bob still served.
+    pki.write("web.yml", "basic_auth_users:\n  bob: not-a-hash\n");
+    // The file is looked at as connections arrive.
+    let warning = eventually(Duration::from_secs(10), "a warning about the broken file", || async {
+        assert_eq!(status("bob", "bob-pw").await, 200, "the last good version stays in force");
+        binary.log().lines().find(|l| l.contains("web config not reloaded")).map(str::to_string)
+    })
+    .await;
+    assert!(warning.contains("level=warn"), "{warning}");
+    assert!(warning.contains(&file.display().to_string()), "{warning}");
+    assert!(warning.contains("basic_auth_users.bob: not a bcrypt hash"), "{warning}");
+    let deadline = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < deadline {
+        assert_eq!(status("bob", "bob-pw").await, 200, "the last good version stays in force");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(binary.log().matches("web config not reloaded").count(), 1, "{}", binary.log());
+
+    // Fixed again: taken, and alice is back.
+    pki.write("web.yml", &format!("basic_auth_users:\n  alice: {}\n", hash("alice-pw")));
+    eventually(Duration::from_secs(10), "alice let in again", || async {
+        (status("alice", "alice-pw").await == 200).then_some(())
+    })
+    .await;
+    assert!(binary.terminate().await.success());
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let pki = Pki::new();
+    pki.write_all();
+    let daemon = pki.daemon(TLS_CONFIG, |_| {}).await;
+    let old = tls_client(pki.ca_der(), None);
+    assert_eq!(tls(daemon.addr, &old, &request("/healthz", &[])).await.unwrap().status, 200);
+    // A new CA issues the new certificate: only a client trusting it can tell the change.
+    let renewed = ca("renewed CA");
+    let server = issue(&renewed, ExtendedKeyUsagePurpose::ServerAuth);
+    pki.write("server-key.pem", &server.key);
+    pki.write("server.pem", &server.cert);
+    let new = tls_client(renewed.der().clone(), None);
+    eventually(Duration::from_secs(10), "the renewed certificate served", || async {
+        tls(daemon.addr, &new, &request("/healthz", &[])).await.ok().filter(|r| r.status == 200)
+    })
+    .await;
+    assert!(tls(daemon.addr, &old, &request("/healthz", &[])).await.is_err(), "the old one is gone");
+    daemon.stop().await;
+}
+
+// --- headers and gzip ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn strict_headers_on_every_response() {
+    let daemon = Daemon::start(&[NO_SOURCE], |_| {}).await;
+    let page = plain(daemon.addr, &request("/", &[])).await.unwrap();
+    assert_eq!(page.status, 200);
+    let policy = page.header("content-security-policy").expect("a CSP on the page");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'sha256-",
+        "style-src 'sha256-",
+        "connect-src 'self'",
+        "base-uri 'none'",
+        "form-action 'none'",
+        "frame-ancestors 'none'",
+    ] {
+        assert!(policy.contains(directive), "{directive} missing from {policy}");
+    }
+    assert!(!policy.contains("unsafe-inline") && !policy.contains("unsafe-eval"), "{policy}");
+    for path in ["/", "/api/v1/builds", "/api/v1/builds/nope", "/metrics", "/healthz", "/nowhere"] {
+        let reply = plain(daemon.addr, &request(path, &[])).await.unwrap();
+        assert_eq!(reply.header("x-content-type-options"), Some("nosniff"), "{path}");
+        assert_eq!(reply.header("x-frame-options"), Some("DENY"), "{path}");
+        assert_eq!(reply.header("referrer-policy"), Some("no-referrer"), "{path}");
+        let policy = reply.header("content-security-policy").unwrap_or_default();
+        assert!(policy.contains("frame-ancestors 'none'"), "{path}: {policy}");
+        if path != "/" {
+            assert!(policy.starts_with("default-src 'none'") && !policy.contains("script-src"), "{path}: {policy}");
+        }
+    }
+    daemon.stop().await;
+
+    // Configured headers are added to every response, and may replace the daemon's own.
+    let pki = Pki::new();
+    let headers = "http_server_config:\n  headers:\n    Strict-Transport-Security: max-age=63072000\n    \
+                   X-Frame-Options: SAMEORIGIN\n";
+    let daemon = pki.daemon(headers, |_| {}).await;
+    for path in ["/", "/api/v1/builds", "/metrics", "/nowhere"] {
+        let reply = plain(daemon.addr, &request(path, &[])).await.unwrap();
+        assert_eq!(reply.header("strict-transport-security"), Some("max-age=63072000"), "{path}");
+        assert_eq!(reply.header("x-frame-options"), Some("SAMEORIGIN"), "{path}");
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn gzip_when_the_scraper_asks() {
+    let daemon = Daemon::start(&[NO_SOURCE], |_| {}).await;
+    for path in ["/metrics", "/api/v1/builds", "/"] {
+        let identity = plain(daemon.addr, &request(path, &[])).await.unwrap();
+        assert_eq!(identity.header("content-encoding"), None, "{path}");
+        assert_eq!(identity.header("vary"), Some("Accept-Encoding"), "{path}");
+        let packed = plain(daemon.addr, &request(path, &[("Accept-Encoding", "gzip, deflate")])).await.unwrap();
+        assert_eq!(packed.header("content-encoding"), Some("gzip"), "{path}");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&packed.body[..]), &mut text).unwrap();
+        let head = |s: &str| s.lines().find(|l| l.starts_with("# HELP") || l.starts_with('<')).map(str::to_string);
+        match path {
+            "/api/v1/builds" => {
+                let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+                assert!(json["builds"].is_array(), "{text}");
+            }
+            _ => assert_eq!(head(&text), head(&identity.text()), "{path}"),
+        }
+        let refused = plain(daemon.addr, &request(path, &[("Accept-Encoding", "gzip;q=0")])).await.unwrap();
+        assert_eq!(refused.header("content-encoding"), None, "{path}");
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_runs_under_its_policy_in_a_real_browser() {
+    let daemon = Daemon::start(&[NO_SOURCE], |_| {}).await;
+    let browser = support::browser::Browser::start(900, 700).await;
+    browser.open(&format!("http://{}/", daemon.addr)).await;
+    // The inline script ran and fetched the JSON API (connect-src 'self'); the inline style
+    // applied (the browser's default body margin is 8px).
+    let seen = eventually(Duration::from_secs(20), "the page drawn under its CSP", || async {
+        let seen = browser
+            .eval(
+                "return { updated: document.getElementById('updated').textContent,
+                          running: document.getElementById('running').textContent,
+                          margin: getComputedStyle(document.body).marginTop };",
+            )
+            .await;
+        seen["updated"].as_str().is_some_and(|t| t.starts_with("updated ")).then_some(seen)
+    })
+    .await;
+    assert_eq!(seen["margin"], "0px", "{seen}");
+    assert!(seen["running"].as_str().unwrap().contains("No build is running."), "{seen}");
+    browser.stop().await;
+    daemon.stop().await;
+}
+
+// --- listening ------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_bare_port_listens_on_ipv4_and_ipv6() {
+    let binary = Binary::start(&["--source", NO_SOURCE, "--web.listen-address", ":0"], &[]).await;
+    let line = eventually(Duration::from_secs(10), "the :0 listener", || async {
+        binary.log().lines().find(|l| l.contains("address=[::]:") || l.contains("address=0.0.0.0:")).map(str::to_string)
+    })
+    .await;
+    let port: u16 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
+    let (status, _) = support::get(SocketAddr::from(([127, 0, 0, 1], port)), "/healthz").await;
+    assert_eq!(status, 200, "IPv4");
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        println!("note: this host cannot bind ::1, so the IPv6 half is not checked");
+    } else {
+        assert!(line.contains("address=[::]:"), "with IPv6 here, :0 binds [::]: {line}");
+        let (status, _) = support::get(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)), "/healthz").await;
+        assert_eq!(status, 200, "IPv6");
+    }
+    assert!(binary.terminate().await.success());
+}
+
+// --- stalled clients ----------------------------------------------------------------------------
+
+/// The first bytes of a request whose headers never end.
+const HALF_REQUEST: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nUser-Agent: stall";
+
+/// A TLS record header announcing a 512-byte ClientHello, and the start of it.
+const HALF_CLIENT_HELLO: &[u8] = &[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0x42, 0x42];
+
+/// Opens `count` connections to `addr`, each sending `bytes` and nothing more.
+async fn stall(addr: SocketAddr, count: usize, bytes: &[u8]) -> Vec<TcpStream> {
+    let mut streams = Vec::with_capacity(count);
+    for _ in 0..count {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(bytes).await.unwrap();
+        streams.push(stream);
+    }
+    streams
+}
+
+/// How many of `streams` the server has not closed (bytes it sent, such as TLS session tickets,
+/// are read past).
+async fn still_open(streams: &[TcpStream]) -> usize {
+    // Let closes in flight arrive.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut buf = [0u8; 4096];
+    let mut open = |stream: &TcpStream| loop {
+        match stream.try_read(&mut buf) {
+            Ok(0) => return false,
+            Ok(_) => continue,
+            Err(e) => return e.kind() == std::io::ErrorKind::WouldBlock,
+        }
+    };
+    streams.iter().filter(|s| open(s)).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_requests_never_delay_a_scrape() {
+    let _sockets = SOCKETS.lock().await;
+    let daemon = Daemon::start(&[NO_SOURCE], |c| c.web.header_timeout = HOLD).await;
+    let stalled = stall(daemon.addr, STALLED, HALF_REQUEST).await;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let reply = plain(daemon.addr, &request("/metrics", &[])).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(reply.status, 200);
+        assert!(took < SCRAPE_BUDGET, "a scrape took {took:?} with {STALLED} stalled connections");
+    }
+    let open = still_open(&stalled).await;
+    assert!((200..=256).contains(&open), "{open} stalled connections held (at most --web.max-connections)");
+    drop(stalled);
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_never_delay_a_scrape() {
+    let _sockets = SOCKETS.lock().await;
+    let pki = Pki::new();
+    pki.write_all();
+    let users = format!("basic_auth_users:\n  prometheus: {}\n", hash("scrape-secret"));
+    let daemon = pki.daemon(&format!("{TLS_CONFIG}{users}"), |c| c.web.header_timeout = HOLD).await;
+    let client = tls_client(pki.ca_der(), None);
+    let scrape = request("/metrics", &[("Authorization", &basic("prometheus", "scrape-secret"))]);
+    // Half of them stop inside the ClientHello, half after the handshake, inside the headers.
+    let mut stalled = stall(daemon.addr, STALLED / 2, HALF_CLIENT_HELLO).await;
+    for _ in 0..STALLED / 2 {
+        let tcp = TcpStream::connect(daemon.addr).await.unwrap();
+        let mut stream =
+            TlsConnector::from(client.clone()).connect(ServerName::try_from("localhost").unwrap(), tcp).await.unwrap();
+        stream.write_all(HALF_REQUEST).await.unwrap();
+        stream.flush().await.unwrap();
+        stalled.push(stream.into_inner().0);
+    }
+    for _ in 0..3 {
+        let started = Instant::now();
+        let reply = tls(daemon.addr, &client, &scrape).await.unwrap();
+        let took = started.elapsed();
+        assert_eq!(reply.status, 200);
+        assert!(took < SCRAPE_BUDGET, "a TLS scrape took {took:?} with {STALLED} stalled connections");
+    }
+    let open = still_open(&stalled).await;
+    assert!((200..=256).contains(&open), "{open} stalled connections held (at most --web.max-connections)");
+    drop(stalled);
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn stalled_connections_are_closed_after_the_header_timeout() {
+    let timeout = Duration::from_secs(1);
+    let pki = Pki::new();
+    pki.write_all();
+    let plain_daemon = Daemon::start(&[NO_SOURCE], |c| c.web.header_timeout = timeout).await;
+    let tls_daemon = pki.daemon(TLS_CONFIG, |c| c.web.header_timeout = timeout).await;
+
+    let mut cases: Vec<(&str, Instant, TcpStream)> = Vec::new();
+    cases.push(("half a request", Instant::now(), stall(plain_daemon.addr, 1, HALF_REQUEST).await.remove(0)));
+    cases.push(("nothing at all", Instant::now(), TcpStream::connect(plain_daemon.addr).await.unwrap()));
+    cases.push(("half a ClientHello", Instant::now(), stall(tls_daemon.addr, 1, HALF_CLIENT_HELLO).await.remove(0)));
+    // Idle after a complete request on a keep-alive connection.
+    let mut idle = TcpStream::connect(plain_daemon.addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 512];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "kept alive after a 200");
+    cases.push(("idle after a response", Instant::now(), idle));
+    let mut waits = tokio::task::JoinSet::new();
+    for (what, since, mut stream) in cases {
+        waits.spawn(async move {
+            // Whatever the server says (nothing, or an error status), it ends with a close.
+            let mut buf = [0u8; 1024];
+            let closed = async {
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            };
+            let closed = tokio::time::timeout(Duration::from_secs(15), closed).await;
+            (what, closed.is_ok(), since.elapsed())
+        });
+    }
+    while let Some(waited) = waits.join_next().await {
+        let (what, closed, took) = waited.unwrap();
+        assert!(closed, "{what}: still open after 15 s");
+        assert!(took >= timeout / 2, "{what}: closed after {took:?}, before the timeout");
+    }
+    plain_daemon.stop().await;
+    tls_daemon.stop().await;
+}
+
+#[tokio::test]
+async fn past_the_connection_limit_the_longest_waiting_makes_room() {
+    let _sockets = SOCKETS.lock().await;
+    let daemon = Daemon::start(&[NO_SOURCE], |c| c.web.max_connections = 8).await;
+    let stalled = stall(daemon.addr, 20, HALF_REQUEST).await;
+    let reply = plain(daemon.addr, &request("/metrics", &[])).await.unwrap();
+    assert_eq!(reply.status, 200);
+    let open = still_open(&stalled).await;
+    assert!(open <= 8, "{open} held with --web.max-connections 8");
+    // The newest are the ones kept.
+    let mut buf = [0u8; 8];
+    assert!(matches!(stalled[19].try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock));
+    daemon.stop().await;
+}
