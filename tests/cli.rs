@@ -88,7 +88,7 @@ async fn engine_too_old() {
             status: Default::default(),
             speed: 1.0,
             refuse_history: Some(tonic::Status::unimplemented("unknown method ListenBuildHistory")),
-            status_failures: 0,
+            ..Default::default()
         },
     )
     .await;

@@ -112,8 +112,7 @@ async fn a_build_in_progress_gives_the_golden_metrics() {
         connections: vec![Connection { live: history, ..Default::default() }],
         status,
         speed: SPEED,
-        refuse_history: None,
-        status_failures: 0,
+        ..Default::default()
     };
     let dir = tempfile::tempdir().unwrap();
     let (fake, daemon) = start(&dir, script).await;
@@ -147,8 +146,7 @@ async fn history_replayed_at_startup_seeds_and_counts_nothing() {
         connections: vec![Connection { replay, ..Default::default() }],
         status: status_by_ref(&lines),
         speed: SPEED,
-        refuse_history: None,
-        status_failures: 0,
+        ..Default::default()
     };
     let dir = tempfile::tempdir().unwrap();
     let (fake, daemon) = start(&dir, script).await;
@@ -212,8 +210,7 @@ async fn a_build_finishing_during_a_disconnect_is_counted_once() {
         ],
         status: partial,
         speed: SPEED,
-        refuse_history: None,
-        status_failures: 0,
+        ..Default::default()
     };
     let dir = tempfile::tempdir().unwrap();
     let (fake, daemon) = start(&dir, script).await;
@@ -247,7 +244,7 @@ async fn an_engine_without_the_history_api_is_reported_down() {
         status: Default::default(),
         speed: SPEED,
         refuse_history: Some(tonic::Status::unimplemented("unknown method ListenBuildHistory")),
-        status_failures: 0,
+        ..Default::default()
     };
     let dir = tempfile::tempdir().unwrap();
     let (fake, daemon) = start(&dir, script).await;
@@ -304,6 +301,48 @@ async fn a_status_stream_that_breaks_is_reopened() {
     assert_eq!(steps, 30.0);
     assert_eq!(sample(&metrics, "buildkit_exporter_source_up", &[]), Some(1.0));
     assert!(fake.calls.status.load(std::sync::atomic::Ordering::SeqCst) >= 12);
+    daemon.stop().await;
+    fake.stop();
+}
+
+#[tokio::test]
+async fn an_engine_clock_minutes_ahead_gives_true_times() {
+    let lines = recording();
+    let first = started_refs(&lines)[0].clone();
+    let started = history(&lines)
+        .into_iter()
+        .find(|l| event_type(l).is_some_and(|(t, r, _)| t == BuildHistoryEventType::Started && r == first))
+        .unwrap();
+    let Recorded::History(event) = &started.item else { unreachable!() };
+    let created = event.record.as_ref().unwrap().created_at.unwrap();
+    // The engine's clock is five minutes ahead, and by it the build started 20 s ago.
+    let ahead = 300.0;
+    let by = support::metrics_now() + ahead - 20.0 - (created.seconds as f64 + f64::from(created.nanos) / 1e9);
+    let mut status = status_by_ref(&lines);
+    let progress: Vec<Line> = status.remove(&first).unwrap().iter().map(|l| l.shifted(by)).collect();
+    let half = progress.len() / 2;
+    let script = Script {
+        connections: vec![Connection { live: vec![started.shifted(by)], ..Default::default() }],
+        status: [(first.clone(), progress[..half].to_vec())].into(),
+        speed: SPEED,
+        clock_ahead: Some(ahead),
+        ..Default::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (fake, daemon) = start(&dir, script).await;
+    let metrics = eventually(Duration::from_secs(20), "the build's progress", || async {
+        let m = daemon.metrics().await;
+        (sample(&m, "buildkit_build_current_step", &[("ref", &first)])? > 1.0).then_some(m)
+    })
+    .await;
+    let now = support::metrics_now();
+    let labels = [("ref", first.as_str())];
+    let elapsed = sample(&metrics, "buildkit_build_elapsed_seconds", &labels).unwrap();
+    assert!((19.0..60.0).contains(&elapsed), "elapsed {elapsed} s, not off by the engine's 300 s");
+    let start_time = sample(&metrics, "buildkit_build_start_time_seconds", &labels).unwrap();
+    assert!((now - 60.0..now - 19.0).contains(&start_time), "start {start_time} vs now {now}");
+    let last = sample(&metrics, "buildkit_build_last_progress_time_seconds", &labels).unwrap();
+    assert!(last >= start_time && last <= now, "last progress {last} is in our past, after the start");
     daemon.stop().await;
     fake.stop();
 }

@@ -47,7 +47,7 @@ pub struct Connection {
 }
 
 /// What the fake serves.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Script {
     /// Connections in order; once used up, the last one repeats.
     pub connections: Vec<Connection>,
@@ -59,6 +59,9 @@ pub struct Script {
     pub refuse_history: Option<Status>,
     /// How many `Status` calls per ref break half-way (with an error) before one goes through.
     pub status_failures: usize,
+    /// How far the fake's clock, as it tells it in BuildKit's `buildkit-current-timestamp`
+    /// header, is ahead of the real one; `None` sends no header (BuildKit before 0.12).
+    pub clock_ahead: Option<f64>,
 }
 
 impl Script {
@@ -69,8 +72,7 @@ impl Script {
             connections: vec![Connection { live, ..Default::default() }],
             status: status_by_ref(lines),
             speed,
-            refuse_history: None,
-            status_failures: 0,
+            ..Default::default()
         }
     }
 }
@@ -156,6 +158,21 @@ impl FakeBuildkit {
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
+/// A response carrying the fake's clock the way BuildKit sends its own: RFC 3339 in the engine's
+/// zone (here UTC+1, to make the zone matter).
+fn with_clock<T>(body: T, ahead: Option<f64>) -> Response<T> {
+    let mut response = Response::new(body);
+    if let Some(ahead) = ahead {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+        let engine = time::OffsetDateTime::from_unix_timestamp_nanos(((now + ahead) * 1e9) as i128)
+            .unwrap()
+            .to_offset(time::UtcOffset::from_hms(1, 0, 0).unwrap());
+        let text = engine.format(&time::format_description::well_known::Rfc3339).unwrap();
+        response.metadata_mut().insert("buildkit-current-timestamp", text.parse().unwrap());
+    }
+    response
+}
+
 fn delay(from: f64, to: f64, speed: f64) -> Duration {
     Duration::from_secs_f64(((to - from) / speed).clamp(0.0, 5.0))
 }
@@ -181,7 +198,7 @@ impl Control for Fake {
                 Recorded::History(event) => Some(Ok(event)),
                 _ => None,
             });
-            return Ok(Response::new(Box::pin(tokio_stream::iter(events.collect::<Vec<_>>()))));
+            return Ok(with_clock(Box::pin(tokio_stream::iter(events.collect::<Vec<_>>())), self.script.clock_ahead));
         }
         let n = self.calls.history.fetch_add(1, Ordering::SeqCst);
         let connection = connections[n.min(connections.len() - 1)].clone();
@@ -222,7 +239,7 @@ impl Control for Fake {
                 }
             }
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(with_clock(Box::pin(ReceiverStream::new(rx)), self.script.clock_ahead))
     }
 
     type ListenBuildHistoryStream = Stream_<BuildHistoryEvent>;
@@ -264,7 +281,7 @@ impl Control for Fake {
             done.lock().unwrap().insert(reference);
             progress.notify_waiters();
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(with_clock(Box::pin(ReceiverStream::new(rx)), self.script.clock_ahead))
     }
 
     type StatusStream = Stream_<StatusResponse>;

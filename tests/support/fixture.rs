@@ -35,6 +35,46 @@ fn b64() -> base64::engine::GeneralPurpose {
     base64::engine::general_purpose::STANDARD
 }
 
+impl Line {
+    /// The same message with every engine timestamp in it `by` seconds later (earlier if
+    /// negative): what an engine whose clock is off, or a later build, would send.
+    pub fn shifted(&self, by: f64) -> Line {
+        use bollard_buildkit_proto::google::protobuf::Timestamp;
+        let shift = |ts: &mut Option<Timestamp>| {
+            if let Some(ts) = ts {
+                let nanos = i128::from(ts.seconds) * 1_000_000_000 + i128::from(ts.nanos) + (by * 1e9) as i128;
+                ts.seconds = nanos.div_euclid(1_000_000_000) as i64;
+                ts.nanos = nanos.rem_euclid(1_000_000_000) as i32;
+            }
+        };
+        let mut item = self.item.clone();
+        match &mut item {
+            Recorded::History(event) => {
+                if let Some(record) = event.record.as_mut() {
+                    shift(&mut record.created_at);
+                    shift(&mut record.completed_at);
+                }
+            }
+            Recorded::Status { message, .. } => {
+                for v in &mut message.vertexes {
+                    shift(&mut v.started);
+                    shift(&mut v.completed);
+                }
+                for s in &mut message.statuses {
+                    shift(&mut s.timestamp);
+                    shift(&mut s.started);
+                    shift(&mut s.completed);
+                }
+                for l in &mut message.logs {
+                    shift(&mut l.timestamp);
+                }
+            }
+            Recorded::StatusEnd { .. } => {}
+        }
+        Line { at: self.at, item }
+    }
+}
+
 /// Encodes one line.
 pub fn encode(line: &Line) -> String {
     let value = match &line.item {
