@@ -346,3 +346,47 @@ async fn an_engine_clock_minutes_ahead_gives_true_times() {
     daemon.stop().await;
     fake.stop();
 }
+
+#[tokio::test]
+async fn a_buildkitd_with_mutual_tls() {
+    use rcgen::ExtendedKeyUsagePurpose;
+    use support::pki::{issue, Pki};
+    let pki = Pki::new();
+    pki.write_all();
+    let server = issue(&pki.ca, ExtendedKeyUsagePurpose::ServerAuth);
+    let lines = recording();
+    let (fake, address) =
+        FakeBuildkit::start_tls(Script::from_recording(&lines, SPEED), &server.cert, &server.key, &pki.ca.pem()).await;
+    let files = |dir: &std::path::Path| {
+        format!(
+            "ca={}&cert={}&key={}&server-name=localhost",
+            dir.join("ca.pem").display(),
+            dir.join("client.pem").display(),
+            dir.join("client-key.pem").display()
+        )
+    };
+    let daemon = Daemon::start(&[&format!("buildkitd+tcp://{address}?{}", files(pki.dir.path()))], |_| {}).await;
+    let metrics = eventually(Duration::from_secs(40), "four builds counted over mTLS", || async {
+        let m = daemon.metrics().await;
+        (all_finished(&m) == 4.0).then_some(m)
+    })
+    .await;
+    assert_eq!(sample(&metrics, "buildkit_exporter_source_up", &[]), Some(1.0));
+    daemon.stop().await;
+
+    // A client certificate from another CA is refused: the source stays down, counting nothing.
+    let stranger = Pki::new();
+    stranger.write_all();
+    std::fs::copy(pki.path("ca.pem"), stranger.path("ca.pem")).unwrap();
+    let daemon = Daemon::start(&[&format!("buildkitd+tcp://{address}?{}", files(stranger.dir.path()))], |_| {}).await;
+    // Refused once the handshake is over: a retry after it shows the refusal was final.
+    let m = eventually(Duration::from_secs(10), "a retry after the refusal", || async {
+        let m = daemon.metrics().await;
+        (sample(&m, "buildkit_exporter_source_reconnects_total", &[]) >= Some(1.0)).then_some(m)
+    })
+    .await;
+    assert_eq!(sample(&m, "buildkit_exporter_source_up", &[]), Some(0.0));
+    assert_eq!(all_finished(&m), 0.0);
+    daemon.stop().await;
+    fake.stop();
+}

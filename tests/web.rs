@@ -7,16 +7,13 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use buildkit_exporter::web::WebConfigFile;
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::ExtendedKeyUsagePurpose;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
@@ -26,6 +23,7 @@ use tokio::sync::Mutex;
 use tokio_rustls::TlsConnector;
 
 use support::binary::{Binary, PATH};
+use support::pki::{ca, issue, Pki};
 use support::prometheus::Prometheus;
 use support::{eventually, Daemon};
 
@@ -41,87 +39,16 @@ const HOLD: Duration = Duration::from_secs(120);
 /// The tests that hold hundreds of sockets run one at a time.
 static SOCKETS: Mutex<()> = Mutex::const_new(());
 
-// --- certificates, made fresh for every test ---------------------------------------------------
-
-/// A CA and PEM files issued by it, in a temporary directory that also holds the web config.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: CertifiedIssuer<'static, KeyPair>,
-}
-
-/// A certificate and its key, in PEM.
-struct Issued {
-    cert: String,
-    key: String,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        Pki { dir: tempfile::tempdir().unwrap(), ca: ca("buildkit-exporter test CA") }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Writes `content` to `name` in the directory, atomically (as a config manager would).
-    fn write(&self, name: &str, content: &str) {
-        write_atomically(&self.path(name), content);
-    }
-
-    /// Writes the CA, a server certificate for localhost, 127.0.0.1 and ::1, and a client
-    /// certificate: ca.pem, server.pem, server-key.pem, client.pem, client-key.pem.
-    fn write_all(&self) {
-        self.write("ca.pem", &self.ca.pem());
-        let server = issue(&self.ca, ExtendedKeyUsagePurpose::ServerAuth);
-        self.write("server.pem", &server.cert);
-        self.write("server-key.pem", &server.key);
-        let client = issue(&self.ca, ExtendedKeyUsagePurpose::ClientAuth);
-        self.write("client.pem", &client.cert);
-        self.write("client-key.pem", &client.key);
-    }
-
-    fn ca_der(&self) -> CertificateDer<'static> {
-        self.ca.der().clone()
-    }
-
-    /// Starts an in-process daemon with `web.yml` (written first) as its web config file.
-    async fn daemon(&self, web_yml: &str, tune: impl FnOnce(&mut buildkit_exporter::config::Config)) -> Daemon {
-        self.write("web.yml", web_yml);
-        let file = WebConfigFile::open(&self.path("web.yml")).expect("valid web config");
-        Daemon::start(&[NO_SOURCE], |config| {
-            config.web.config_file = Some(file);
-            tune(config);
-        })
-        .await
-    }
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-}
-
-fn issue(ca: &CertifiedIssuer<'static, KeyPair>, usage: ExtendedKeyUsagePurpose) -> Issued {
-    let names = match usage {
-        ExtendedKeyUsagePurpose::ServerAuth => vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()],
-        _ => Vec::new(),
-    };
-    let mut params = CertificateParams::new(names).unwrap();
-    params.distinguished_name.push(DnType::CommonName, format!("{usage:?}"));
-    params.extended_key_usages = vec![usage];
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, ca).unwrap();
-    Issued { cert: cert.pem(), key: key.serialize_pem() }
-}
-
-fn write_atomically(path: &Path, content: &str) {
-    let temporary = path.with_extension("tmp");
-    std::fs::write(&temporary, content).unwrap();
-    std::fs::rename(&temporary, path).unwrap();
+/// Starts an in-process daemon with `web.yml` (written first into `pki`'s directory) as its web
+/// config file.
+async fn daemon_with(pki: &Pki, web_yml: &str, tune: impl FnOnce(&mut buildkit_exporter::config::Config)) -> Daemon {
+    pki.write("web.yml", web_yml);
+    let file = WebConfigFile::open(&pki.path("web.yml")).expect("valid web config");
+    Daemon::start(&[NO_SOURCE], |config| {
+        config.web.config_file = Some(file);
+        tune(config);
+    })
+    .await
 }
 
 /// A cheap bcrypt hash (cost 4): tests check behaviour, not the cost.
@@ -236,7 +163,7 @@ async fn prometheus_scrapes_over_tls_with_basic_auth() {
     let pki = Pki::new();
     pki.write_all();
     let users = format!("basic_auth_users:\n  prometheus: {}\n", hash("scrape-secret"));
-    let daemon = pki.daemon(&format!("{TLS_CONFIG}{users}"), |_| {}).await;
+    let daemon = daemon_with(&pki, &format!("{TLS_CONFIG}{users}"), |_| {}).await;
     let job = |name: &str, password: &str| {
         format!(
             "  - job_name: {name}\n    scheme: https\n    scrape_interval: 1s\n    scrape_timeout: 1s\n    \
@@ -271,7 +198,7 @@ async fn a_wrong_or_missing_password_gets_401() {
     pki.write_all();
     let users = format!("basic_auth_users:\n  alice: {}\n  bob: {}\n", hash("alice-pw"), hash("bob-pw"));
     let headers = "http_server_config:\n  headers:\n    Strict-Transport-Security: max-age=31536000\n";
-    let daemon = pki.daemon(&format!("{TLS_CONFIG}{users}{headers}"), |_| {}).await;
+    let daemon = daemon_with(&pki, &format!("{TLS_CONFIG}{users}{headers}"), |_| {}).await;
     let client = tls_client(pki.ca_der(), None);
     for (what, credentials) in [
         ("no password", None),
@@ -319,7 +246,7 @@ async fn client_certificates_as_exporter_toolkit_defines_them() {
         ("NoClientCert", [true, true, true]),
     ] {
         let ca = if policy == "NoClientCert" { "" } else { "  client_ca_file: ca.pem\n" };
-        let daemon = pki.daemon(&format!("{TLS_CONFIG}  client_auth_type: {policy}\n{ca}"), |_| {}).await;
+        let daemon = daemon_with(&pki, &format!("{TLS_CONFIG}  client_auth_type: {policy}\n{ca}"), |_| {}).await;
         for ((who, client), served) in
             [("our CA's certificate", &with_ours), ("another CA's", &with_stranger), ("none", &without)]
                 .into_iter()
@@ -340,7 +267,7 @@ async fn client_certificates_as_exporter_toolkit_defines_them() {
 async fn plain_http_on_the_tls_port_gets_no_metrics() {
     let pki = Pki::new();
     pki.write_all();
-    let daemon = pki.daemon(TLS_CONFIG, |_| {}).await;
+    let daemon = daemon_with(&pki, TLS_CONFIG, |_| {}).await;
     let reply = plain(daemon.addr, &request("/metrics", &[])).await.unwrap();
     assert_eq!(reply.status, 400);
     assert_eq!(reply.text(), "Client sent an HTTP request to an HTTPS server.\n");
@@ -353,7 +280,7 @@ async fn plain_http_on_the_tls_port_gets_no_metrics() {
 async fn min_version_tls13_refuses_tls12() {
     let pki = Pki::new();
     pki.write_all();
-    let daemon = pki.daemon(&format!("{TLS_CONFIG}  min_version: TLS13\n"), |_| {}).await;
+    let daemon = daemon_with(&pki, &format!("{TLS_CONFIG}  min_version: TLS13\n"), |_| {}).await;
     let mut roots = RootCertStore::empty();
     roots.add(pki.ca_der()).unwrap();
     let tls12 = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
@@ -463,7 +390,7 @@ async fn changes_are_picked_up_without_a_restart() {
 async fn a_renewed_certificate_is_served_without_a_restart() {
     let pki = Pki::new();
     pki.write_all();
-    let daemon = pki.daemon(TLS_CONFIG, |_| {}).await;
+    let daemon = daemon_with(&pki, TLS_CONFIG, |_| {}).await;
     let old = tls_client(pki.ca_der(), None);
     assert_eq!(tls(daemon.addr, &old, &request("/healthz", &[])).await.unwrap().status, 200);
     // A new CA issues the new certificate: only a client trusting it can tell the change.
@@ -517,7 +444,7 @@ async fn strict_headers_on_every_response() {
     let pki = Pki::new();
     let headers = "http_server_config:\n  headers:\n    Strict-Transport-Security: max-age=63072000\n    \
                    X-Frame-Options: SAMEORIGIN\n";
-    let daemon = pki.daemon(headers, |_| {}).await;
+    let daemon = daemon_with(&pki, headers, |_| {}).await;
     for path in ["/", "/api/v1/builds", "/metrics", "/nowhere"] {
         let reply = plain(daemon.addr, &request(path, &[])).await.unwrap();
         assert_eq!(reply.header("strict-transport-security"), Some("max-age=63072000"), "{path}");
@@ -656,7 +583,7 @@ async fn stalled_handshakes_never_delay_a_scrape() {
     let pki = Pki::new();
     pki.write_all();
     let users = format!("basic_auth_users:\n  prometheus: {}\n", hash("scrape-secret"));
-    let daemon = pki.daemon(&format!("{TLS_CONFIG}{users}"), |c| c.web.header_timeout = HOLD).await;
+    let daemon = daemon_with(&pki, &format!("{TLS_CONFIG}{users}"), |c| c.web.header_timeout = HOLD).await;
     let client = tls_client(pki.ca_der(), None);
     let scrape = request("/metrics", &[("Authorization", &basic("prometheus", "scrape-secret"))]);
     // Half of them stop inside the ClientHello, half after the handshake, inside the headers.
@@ -688,7 +615,7 @@ async fn stalled_connections_are_closed_after_the_header_timeout() {
     let pki = Pki::new();
     pki.write_all();
     let plain_daemon = Daemon::start(&[NO_SOURCE], |c| c.web.header_timeout = timeout).await;
-    let tls_daemon = pki.daemon(TLS_CONFIG, |c| c.web.header_timeout = timeout).await;
+    let tls_daemon = daemon_with(&pki, TLS_CONFIG, |c| c.web.header_timeout = timeout).await;
 
     let mut cases: Vec<(&str, Instant, TcpStream)> = Vec::new();
     cases.push(("half a request", Instant::now(), stall(plain_daemon.addr, 1, HALF_REQUEST).await.remove(0)));

@@ -112,6 +112,21 @@ struct Fake {
     progress: Arc<Notify>,
 }
 
+impl Fake {
+    fn new(script: Script) -> (Fake, Arc<Calls>) {
+        let calls = Arc::new(Calls::default());
+        let fake = Fake {
+            script,
+            calls: calls.clone(),
+            status_done: Default::default(),
+            status_asked: Default::default(),
+            status_calls: Default::default(),
+            progress: Arc::new(Notify::new()),
+        };
+        (fake, calls)
+    }
+}
+
 /// A running fake.
 pub struct FakeBuildkit {
     pub socket: PathBuf,
@@ -125,15 +140,7 @@ impl FakeBuildkit {
         let socket = dir.join("buildkitd.sock");
         let _ = std::fs::remove_file(&socket);
         let listener = UnixListener::bind(&socket).expect("bind fake socket");
-        let calls = Arc::new(Calls::default());
-        let fake = Fake {
-            script,
-            calls: calls.clone(),
-            status_done: Default::default(),
-            status_asked: Default::default(),
-            status_calls: Default::default(),
-            progress: Arc::new(Notify::new()),
-        };
+        let (fake, calls) = Fake::new(script);
         let task = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(ControlServer::new(fake).max_encoding_message_size(256 * 1024 * 1024))
@@ -142,6 +149,29 @@ impl FakeBuildkit {
                 .expect("fake server");
         });
         FakeBuildkit { socket, calls, task }
+    }
+
+    /// Serves `script` on a loopback TCP port with TLS, requiring a client certificate from
+    /// `client_ca` (all PEM), as a standalone buildkitd set up for mTLS does; returns the fake
+    /// and its `host:port`.
+    pub async fn start_tls(script: Script, cert: &str, key: &str, client_ca: &str) -> (FakeBuildkit, String) {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake port");
+        let address = listener.local_addr().unwrap().to_string();
+        let (fake, calls) = Fake::new(script);
+        let tls = ServerTlsConfig::new()
+            .identity(Identity::from_pem(cert, key))
+            .client_ca_root(Certificate::from_pem(client_ca));
+        let task = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .tls_config(tls)
+                .expect("fake TLS config")
+                .add_service(ControlServer::new(fake).max_encoding_message_size(256 * 1024 * 1024))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await
+                .expect("fake server");
+        });
+        (FakeBuildkit { socket: PathBuf::new(), calls, task }, address)
     }
 
     /// The `--source` value reaching this fake.

@@ -7,6 +7,7 @@ pub mod browser;
 pub mod engine;
 pub mod fake;
 pub mod fixture;
+pub mod pki;
 pub mod prometheus;
 pub mod proxy;
 pub mod record;
