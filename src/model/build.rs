@@ -159,6 +159,12 @@ impl Build {
         Some(hasher.finish())
     }
 
+    /// The name the build declares: its record's, else its export's.
+    pub fn declared_name(&self) -> Option<String> {
+        let from_record = self.info.image.as_deref().and_then(|image| name::repository(&self.mask.apply(image)));
+        from_record.or_else(|| self.export_image.as_deref().and_then(name::repository))
+    }
+
     /// `repository:tag` of the image it exports, from its `naming to` status.
     pub fn tag(&self) -> Option<String> {
         let image = self.export_image.as_deref()?;

@@ -159,12 +159,18 @@ impl Model {
                     if self.started.put(info.reference.clone(), ()).is_none() {
                         effects.push(Effect::BuildStarted);
                     }
-                    self.running.entry(info.reference.clone()).or_insert_with(|| Build::new(info));
+                    let build = self.running.entry(info.reference.clone()).or_insert_with(|| Build::new(info));
+                    if let Some(declared) = build.declared_name() {
+                        self.names.admit(&declared);
+                    }
                 }
             }
             Event::Progress(progress) => {
                 if let Some(build) = self.running.get_mut(&progress.reference) {
                     build.apply(&progress);
+                    if let Some(declared) = progress.image.as_ref().and(build.declared_name()) {
+                        self.names.admit(&declared);
+                    }
                 }
             }
             Event::Completed(completion) => {
@@ -239,10 +245,8 @@ impl Model {
     /// declares (its record, then its export) always beats one learned from earlier builds of
     /// the same Dockerfile, which is only a guess until the build says otherwise.
     fn resolve_name(&self, build: &Build, steps: &[&Vertex]) -> String {
-        let from_record = build.info.image.as_deref().and_then(|image| name::repository(&build.mask.apply(image)));
-        let exported = || build.export_image.as_deref().and_then(name::repository);
         let learned = || Build::steps_key(steps).and_then(|k| self.learned.get(k)).map(str::to_string);
-        from_record.or_else(exported).or_else(learned).unwrap_or_else(|| UNKNOWN.to_string())
+        build.declared_name().or_else(learned).unwrap_or_else(|| UNKNOWN.to_string())
     }
 
     /// Names a finished build with `steps` and remembers the name for its step list.

@@ -93,9 +93,11 @@ impl NameSet {
         self.known.is_empty()
     }
 
-    /// The label value `name` would get, without recording it.
+    /// The label value of `name` as admitted so far, without admitting it. A running build's
+    /// declared name is admitted as soon as it is declared, so what views show of it (and the
+    /// series they make exist at zero) is what the finished build will be counted under.
     pub fn peek(&self, name: &str) -> String {
-        if name == UNKNOWN || self.known.contains(name) || self.known.len() < self.max {
+        if name == UNKNOWN || self.known.contains(name) {
             name.to_string()
         } else {
             OVERFLOW.to_string()
@@ -182,6 +184,7 @@ mod tests {
         assert_eq!(set.admit("a"), "a");
         assert_eq!(set.admit("b"), "b");
         assert_eq!(set.peek("c"), OVERFLOW);
+        assert_eq!(set.peek("a"), "a");
         assert_eq!(set.admit("c"), OVERFLOW);
         assert_eq!(set.admit("a"), "a");
         assert_eq!(set.admit(UNKNOWN), UNKNOWN);

@@ -643,3 +643,26 @@ fn memory_stays_bounded_however_many_builds_pass() {
     assert!(model.estimates.len() <= 50);
     assert_eq!(model.names.len(), 50);
 }
+
+#[test]
+fn a_running_build_keeps_the_name_it_shows_when_the_name_set_fills() {
+    let mut model = Model::new(Settings { max_names: 2, ..Settings::default() });
+    let early = build("early", 1.0).image("early");
+    model.apply(early.started());
+    assert_eq!(model.snapshot(0.0)[0].view.name, "early");
+    // Two other names finish meanwhile: the set is full, but "early" was admitted when declared.
+    for (reference, image) in [("b", "second"), ("c", "third")] {
+        let b = build(reference, 2.0).image(image);
+        model.apply(b.started());
+        model.apply(b.completed(3.0, Outcome::Succeeded));
+    }
+    let effects = model.apply(early.completed(4.0, Outcome::Succeeded));
+    assert_eq!(finished(&effects)[0].view.name, "early");
+    // A build declared once the set is full is shown as, and counted under, `other`.
+    let late = build("late", 5.0);
+    model.apply(late.started());
+    model.apply(late.naming(6.0, "docker.io/library/late:1"));
+    assert_eq!(model.snapshot(0.0)[0].view.name, OVERFLOW);
+    let effects = model.apply(late.completed(7.0, Outcome::Succeeded));
+    assert_eq!(finished(&effects)[0].view.name, OVERFLOW);
+}
