@@ -740,9 +740,7 @@ fn main() {
          replays cannot count a build twice, and a 10 000-build run ends just as that memory fills. On 2026-11-28, \
          six 10 000-build runs, this one included, had an RSS spread over the last five checkpoints of 0.8–10.9 % \
          (one over the bound), and a 30 000-build run stayed within 35.6–35.9 MiB from 12 000 builds to 30 000. \
-         In one of those runs a build running at a scrape while the 200th name was being taken left \
-         zero-valued series under a 201st name, counted as `other` when it finished: the bound on `name` values can \
-         be exceeded by the builds running when the name set fills.\n",
+         The `name` label has 202 values: the 200 names kept, `unknown` and `other` (a name is admitted when a build declares it, so the zero-valued series made for a running build are those of the name it will be counted under).\n",
     );
     print!("{report}");
     if !in_process && builds == BUILDS {
