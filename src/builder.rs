@@ -23,7 +23,7 @@ pub struct Builder {
     /// Builds of this builder. A std `Mutex` is enough: it is held only for one `apply` or one
     /// snapshot, never across an `.await`.
     model: Mutex<Model>,
-    /// Whether the build-history stream is open.
+    /// Whether the build history is watched: connected, and the opening replay received.
     up: AtomicBool,
     /// Where effects are recorded.
     record: Arc<dyn Record>,
@@ -73,9 +73,9 @@ impl Builder {
         self.model().recent()
     }
 
-    /// The model, locked. A panic in an earlier update poisons the lock; the state it left is
-    /// still the best there is (every update keeps it consistent before it can panic), so the
-    /// daemon says so and goes on rather than failing every scrape from then on.
+    /// The model, locked. A panic in an earlier update poisons the lock; the state it left may
+    /// miss that one update, but it is still the best there is, so the daemon says so and goes
+    /// on rather than failing every scrape from then on.
     fn model(&self) -> MutexGuard<'_, Model> {
         self.model.lock().unwrap_or_else(|poisoned| {
             tracing::error!(builder = %self.name, "an update of the build state panicked: going on with the state it left");
@@ -84,12 +84,12 @@ impl Builder {
         })
     }
 
-    /// Marks the source connected or not.
+    /// Marks the source watched (connected, its replay received) or not.
     pub fn set_up(&self, up: bool) {
         self.up.store(up, Ordering::Relaxed);
     }
 
-    /// Whether the source is connected.
+    /// Whether the source is watched: connected, and its replay received.
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
     }

@@ -93,23 +93,23 @@ pub struct Cli {
           default_value_t = 64 * 1024 * 1024)]
     pub max_message_bytes: usize,
 
-    /// How often the link to a source is probed with an HTTP/2 ping, so that a link that
-    /// stopped carrying bytes without closing (a dead peer, a hung proxy) is noticed.
+    /// How often the link to a source is checked (an HTTP/2 ping and an Info call), so that a
+    /// link that stopped carrying bytes without closing (a dead peer, a hung proxy) is noticed.
     #[arg(long = "source.keepalive", env = "BUILDKIT_EXPORTER_SOURCE_KEEPALIVE", default_value = "10s",
-          value_parser = humantime::parse_duration, value_name = "DURATION")]
+          value_parser = link_duration, value_name = "DURATION")]
     pub keepalive: Duration,
 
-    /// How long connecting, the /grpc upgrade and the answer to a keepalive ping may take
+    /// How long connecting, the /grpc upgrade and the answer to a link check may take
     /// before the source is taken as down. A half-open link shows up as down within
     /// --source.keepalive plus this.
     #[arg(long = "source.timeout", env = "BUILDKIT_EXPORTER_SOURCE_TIMEOUT", default_value = "10s",
-          value_parser = humantime::parse_duration, value_name = "DURATION")]
+          value_parser = link_duration, value_name = "DURATION")]
     pub source_timeout: Duration,
 
     /// Longest wait between attempts to reach a source that is down: the wait doubles from
     /// 0.5 s up to this, with jitter.
     #[arg(long = "source.retry-max", env = "BUILDKIT_EXPORTER_SOURCE_RETRY_MAX", default_value = "30s",
-          value_parser = humantime::parse_duration, value_name = "DURATION")]
+          value_parser = link_duration, value_name = "DURATION")]
     pub retry_max: Duration,
 
     /// Log level: error, warn, info, debug or trace.
@@ -220,11 +220,11 @@ impl std::fmt::Display for Endpoint {
             Endpoint::Docker(t) => ("", t),
             Endpoint::Buildkitd(t) => ("buildkitd+", t),
         };
-        // TLS files are left out: a source's address is shown on the page and in logs.
+        // The address only: it names the source in labels and logs, which must not change
+        // with TLS settings nor show their files.
         match transport {
             Transport::Unix(path) => write!(f, "{prefix}unix://{}", path.display()),
-            Transport::Tcp(addr, None) => write!(f, "{prefix}tcp://{addr}"),
-            Transport::Tcp(addr, Some(_)) => write!(f, "{prefix}tcp://{addr} (TLS)"),
+            Transport::Tcp(addr, _) => write!(f, "{prefix}tcp://{addr}"),
         }
     }
 }
@@ -354,9 +354,9 @@ impl Default for Web {
 /// How the link to a source is kept and checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Link {
-    /// Interval between HTTP/2 keepalive pings.
+    /// Interval between link checks (an HTTP/2 ping and an `Info` call).
     pub keepalive: Duration,
-    /// Longest wait for a connection, the `/grpc` upgrade, or a ping's answer.
+    /// Longest wait for a connection, the `/grpc` upgrade, or the answer to a link check.
     pub timeout: Duration,
     /// Longest wait between attempts to reach a source that is down.
     pub retry_max: Duration,
@@ -437,6 +437,15 @@ impl Cli {
 }
 
 /// A duration above zero (`10s`, `500ms`).
+/// A link setting: more than 0s (a zero interval or timeout cannot work) and at most a day (a
+/// longer one is a typo, and overflows timers).
+fn link_duration(text: &str) -> Result<Duration, String> {
+    match positive_duration(text)? {
+        duration if duration > Duration::from_secs(86_400) => Err("must be at most 1d".to_string()),
+        duration => Ok(duration),
+    }
+}
+
 fn positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(duration) if duration.is_zero() => Err("must be more than 0s".to_string()),
@@ -544,7 +553,7 @@ mod tests {
         };
         assert_eq!(config.sources[0].endpoint, Endpoint::Docker(Transport::Tcp("engine:2376".into(), Some(docker))));
         assert_eq!(config.sources[1].endpoint, Endpoint::Docker(Transport::Tcp("other:2376".into(), None)));
-        assert_eq!(config.sources[0].name, "tcp://engine:2376 (TLS)", "the address, never the files");
+        assert_eq!(config.sources[0].name, "tcp://engine:2376", "the address, never the files");
         let url = "buildkitd+tcp://bk:1234?ca=/p/ca.pem&cert=/p/c.pem&key=/p/k.pem&server-name=buildkitd";
         let config = cli(&["--source", url]).into_config(None, &env).unwrap();
         let mtls = TlsFiles {

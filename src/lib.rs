@@ -97,6 +97,9 @@ pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch:
     info!("stopped");
 }
 
+/// Pause before a source task that panicked is started again.
+const RESTART_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs every task `starts` makes until each returns, starting again any that panics: a source
 /// that nothing watches any more must not look merely quiet.
 async fn supervise<F, Fut>(starts: Vec<F>)
@@ -110,12 +113,24 @@ where
         which.insert(tasks.spawn(start()).id(), index);
     }
     while let Some(ended) = tasks.join_next_with_id().await {
-        if let Err(error) = ended {
-            let Some(index) = which.remove(&error.id()) else { continue };
-            if error.is_panic() {
-                tracing::error!(%error, "a source task died: starting it again");
-                which.insert(tasks.spawn(starts[index]()).id(), index);
-            }
+        let (id, panicked) = match &ended {
+            Ok((id, ())) => (*id, None),
+            Err(error) => (error.id(), error.is_panic().then(|| error.to_string())),
+        };
+        let Some(index) = which.remove(&id) else { continue };
+        if let Some(error) = panicked {
+            // After a pause, so that a task that dies at once does not spin.
+            tracing::error!(%error, restart_in = ?RESTART_DELAY, "a source task died: starting it again");
+            let start = starts[index]();
+            which.insert(
+                tasks
+                    .spawn(async move {
+                        tokio::time::sleep(RESTART_DELAY).await;
+                        start.await
+                    })
+                    .id(),
+                index,
+            );
         }
     }
 }

@@ -405,7 +405,9 @@ where
 
 /// Answers one request: authentication, then the view, then the headers every response gets.
 async fn respond(shared: &Shared, slot: &Arc<Slot>, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let config = shared.web.config_file.as_ref().map(|file| file.current());
+    // Re-read here too, not only per connection: a scraper's keep-alive connection may never
+    // close, and a removed user must not keep working on it.
+    let config = shared.web.config_file.as_ref().map(|file| file.refreshed());
     let extra = config.as_deref().map(|c| c.headers.as_slice()).unwrap_or_default();
     if let Some(config) = &config {
         if !config.users.is_empty() && !shared.gate.admits(&config.users, request.headers().get(AUTHORIZATION)).await {

@@ -168,8 +168,10 @@ impl Model {
             Event::Progress(progress) => {
                 if let Some(build) = self.running.get_mut(&progress.reference) {
                     build.apply(&progress);
-                    if let Some(declared) = progress.image.as_ref().and(build.declared_name()) {
-                        self.names.admit(&declared);
+                    if progress.image.is_some() {
+                        if let Some(declared) = build.declared_name() {
+                            self.names.admit(&declared);
+                        }
                     }
                 }
             }
@@ -188,9 +190,9 @@ impl Model {
                     }
                     let build = Build::new(completion.info.clone());
                     effects.push(Effect::BuildFinished(self.finish(build, completion)));
-                } else {
-                    // History: remembered, so that a later replay cannot count it either.
-                    self.finished.put(reference, ());
+                } else if self.finished.put(reference, ()).is_none() {
+                    // History, new to us: remembered, so that a later replay cannot count it
+                    // either, and learned from once (a replay after a reconnect brings it again).
                     effects.extend(self.seed(Build::new(completion.info.clone()), &completion));
                 }
             }

@@ -104,7 +104,8 @@ async fn upgrade(endpoint: &Endpoint, stream: BoxedIo) -> Result<BoxedIo, Source
     if response.status() == StatusCode::BAD_REQUEST {
         // What Go's TLS server answers to plain HTTP: "Client sent an HTTP request to an HTTPS
         // server."
-        let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = http_body_util::Limited::new(response.into_body(), 4096);
+        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         if String::from_utf8_lossy(&body).contains("HTTPS server") {
             return Err(SourceError::NeedsTls { endpoint: endpoint.to_string() });
         }

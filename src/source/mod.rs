@@ -30,7 +30,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard_buildkit_proto::moby::buildkit::v1::control_client::ControlClient;
-use bollard_buildkit_proto::moby::buildkit::v1::{BuildHistoryEvent, BuildHistoryRequest, InfoRequest, StatusRequest};
+use bollard_buildkit_proto::moby::buildkit::v1::{
+    BuildHistoryEvent, BuildHistoryEventType, BuildHistoryRequest, InfoRequest, StatusRequest,
+};
 use rand::Rng;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
@@ -50,8 +52,10 @@ const BACKOFF_BASE: Duration = Duration::from_millis(500);
 const STATUS_RETRIES: u32 = 3;
 /// Wait before reopening a failed `Status` stream (the reopened stream replays what was missed).
 const STATUS_RETRY_DELAY: Duration = Duration::from_secs(2);
-/// A connection that stayed up this long resets the backoff.
+/// A connection that came up and stayed so this long resets the backoff.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// How long a replay may run before the daemon says so.
+const SLOW_REPLAY: Duration = Duration::from_secs(60);
 /// Longest wait of a build's completion for the rest of its `Status` stream.
 const ORDER_WAIT: Duration = Duration::from_secs(5);
 
@@ -87,7 +91,7 @@ pub enum SourceError {
     /// A plaintext request reached a TLS port.
     #[error("{endpoint} answers with TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem), or add ?ca=FILE&cert=FILE&key=FILE to the source")]
     NeedsTls { endpoint: String },
-    /// Dialing or the `/grpc` upgrade got no answer in time.
+    /// Dialing, the `/grpc` upgrade or a link check got no answer in time.
     #[error("no answer from {endpoint} within {after:?} (engine frozen, or a hung proxy in between?)")]
     Timeout { endpoint: String, after: Duration },
 }
@@ -185,7 +189,8 @@ pub async fn run(spec: SourceSpec, builder: Arc<Builder>, options: SourceOptions
             error = session.run(&mut seeded, &mut subscribed_at) => error,
             _ = crate::stopped(&mut shutdown) => return,
         };
-        if builder.is_up() {
+        let was_up = builder.is_up();
+        if was_up {
             last_error = None;
         }
         builder.set_up(false);
@@ -197,7 +202,7 @@ pub async fn run(spec: SourceSpec, builder: Arc<Builder>, options: SourceOptions
             let noticed_late = now() - (link.keepalive + link.timeout).as_secs_f64();
             builder.apply(Event::Disconnected(noticed_late.max(subscribed_at)));
         }
-        if started.elapsed() >= HEALTHY_AFTER {
+        if was_up && started.elapsed() >= HEALTHY_AFTER {
             backoff.attempt = 0;
         }
         let delay = backoff.next(error.needs_operator());
@@ -261,6 +266,10 @@ impl Session<'_> {
         // Builds the replay completed, for seeding.
         let mut replayed: HashMap<String, Completion> = HashMap::new();
         let mut seeding = JoinSet::new();
+        // The end of the replay is never guessed, but a replay that takes this long is said.
+        let slow_replay = tokio::time::sleep(SLOW_REPLAY);
+        tokio::pin!(slow_replay);
+        let mut slow_said = false;
         loop {
             tokio::select! {
                 message = next(&mut replay) => match message {
@@ -289,14 +298,16 @@ impl Session<'_> {
                     Err(status) => return failed(status),
                 },
                 message = live.message() => match message {
-                    Ok(Some(message)) if replay.is_some() => held.push(message),
+                    // A start is news whatever the phase, and applying it at once keeps a build
+                    // that completes before the replay reaches it from passing as history.
+                    Ok(Some(message)) if replay.is_some() && !is_started(&message) => held.push(message),
                     Ok(Some(message)) => {
                         watch.history(&message);
                     }
                     Ok(None) => return SourceError::Closed { endpoint: endpoint.to_string() },
                     Err(status) => return failed(status),
                 },
-                Some(ended) = watch.followers.join_next() => watch.followed(ended),
+                Some(ended) = watch.followers.join_next_with_id() => watch.followed(ended),
                 Some(Ok(reference)) = watch.deadlines.join_next() => watch.complete(&reference),
                 _ = probe.tick() => {
                     // Any answer, even "unimplemented", shows the link carries bytes both ways.
@@ -304,6 +315,10 @@ impl Session<'_> {
                     probes.spawn(async move {
                         tokio::time::timeout(link.timeout, client.info(InfoRequest {})).await.is_ok()
                     });
+                }
+                _ = &mut slow_replay, if replay.is_some() && !slow_said => {
+                    slow_said = true;
+                    warn!(builds = replayed.len(), held = held.len(), "the history replay has not ended after a minute: the source stays down until it does");
                 }
                 Some(answered) = probes.join_next() => {
                     if !answered.unwrap_or(false) {
@@ -313,6 +328,10 @@ impl Session<'_> {
             }
         }
     }
+}
+
+fn is_started(message: &BuildHistoryEvent) -> bool {
+    message.r#type == BuildHistoryEventType::Started as i32
 }
 
 /// The next message of the replay, or never once it is over.
@@ -342,6 +361,8 @@ struct Watch {
     name_label: String,
     /// Each ends with its ref and how its stream ended.
     followers: JoinSet<(String, Followed)>,
+    /// The ref of each follower task, to clean up after one that panicked.
+    followed_by: HashMap<tokio::task::Id, String>,
     /// Refs with a follower.
     following: HashSet<String>,
     /// Times each ref's stream was reopened.
@@ -360,6 +381,7 @@ impl Watch {
             clock,
             name_label: name_label.to_string(),
             followers: JoinSet::new(),
+            followed_by: HashMap::new(),
             following: HashSet::new(),
             retries: HashMap::new(),
             pending: HashMap::new(),
@@ -372,17 +394,26 @@ impl Watch {
         match convert::history(message, &self.name_label, &self.clock)? {
             Event::Completed(completion) => {
                 let reference = completion.info.reference.clone();
-                if !self.following.contains(&reference) {
-                    self.builder.apply(Event::Completed(completion.clone()));
-                } else if !self.pending.contains_key(&reference) {
+                if let Some(pending) = self.pending.get_mut(&reference) {
+                    // A later generation while the first waits: it is the record to count.
+                    pending.generation = pending.generation.max(completion.generation);
+                } else if self.following.contains(&reference) && self.builder.is_running(&reference) {
                     // Its last progress may still be on the way: count it once that is applied.
                     self.pending.insert(reference.clone(), completion.clone());
                     self.deadlines.spawn(async move {
                         tokio::time::sleep(ORDER_WAIT).await;
                         reference
                     });
+                } else {
+                    self.builder.apply(Event::Completed(completion.clone()));
                 }
                 Some(completion)
+            }
+            Event::Deleted(reference) => {
+                // A record deleted right after completing: its completion, if waiting, comes first.
+                self.complete(&reference);
+                self.builder.apply(Event::Deleted(reference));
+                None
             }
             Event::Started(info) => {
                 let reference = info.reference.clone();
@@ -400,8 +431,9 @@ impl Watch {
     }
 
     fn follow(&mut self, reference: String, delay: Duration) {
-        let task = follow(self.client.clone(), reference, self.builder.clone(), self.clock, delay);
-        self.followers.spawn(task.in_current_span());
+        let task = follow(self.client.clone(), reference.clone(), self.builder.clone(), self.clock, delay);
+        let id = self.followers.spawn(task.in_current_span()).id();
+        self.followed_by.insert(id, reference);
     }
 
     /// Follows again every build held as running that nothing follows: after a reconnect, the
@@ -414,12 +446,19 @@ impl Watch {
         }
     }
 
-    fn followed(&mut self, ended: Result<(String, Followed), JoinError>) {
+    fn followed(&mut self, ended: Result<(tokio::task::Id, (String, Followed)), JoinError>) {
         let (reference, how) = match ended {
-            Ok(ended) => ended,
+            Ok((id, ended)) => {
+                self.followed_by.remove(&id);
+                ended
+            }
             Err(error) => {
+                // Treated as a broken stream: retried, or its completion let through.
                 error!(%error, "a status follower died");
-                return;
+                match self.followed_by.remove(&error.id()) {
+                    Some(reference) => (reference, Followed::Failed),
+                    None => return,
+                }
             }
         };
         let running = self.builder.is_running(&reference);

@@ -27,10 +27,12 @@ pub async fn connect(
     let host = address.rsplit_once(':').map_or(address, |(host, _)| host).trim_start_matches('[').trim_end_matches(']');
     let name = files.server_name.as_deref().unwrap_or(host);
     let name = ServerName::try_from(name.to_string()).map_err(|e| failed(format!("server name {name:?}: {e}")))?;
-    TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| failed(format!("TLS handshake failed: {e}")))
+    TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| match e.kind() {
+        // What TLS itself refused (certificates, protocol) needs someone to act...
+        std::io::ErrorKind::InvalidData => failed(format!("TLS handshake failed: {e}")),
+        // ...a connection reset mid-handshake (an engine restarting) is retried as usual.
+        _ => SourceError::from_io(endpoint, e),
+    })
 }
 
 /// A client config trusting `files.ca`, presenting `files.cert` when given.

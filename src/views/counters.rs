@@ -125,7 +125,11 @@ impl Counters {
     /// Makes the series of builds of `name` exist at zero for every result and for
     /// `instructions`, so that `rate()` and `increase()` see their first increment (a series
     /// that appears at 1 has no earlier sample to differ from).
-    pub fn touch(&self, builder: &str, name: &str, instructions: &[&str]) {
+    pub fn touch<'a>(&self, builder: &str, name: &str, instructions: impl IntoIterator<Item = &'a str>) {
+        // A build repeats instructions (a dozen RUNs): one lookup each.
+        let mut instructions: Vec<&str> = instructions.into_iter().collect();
+        instructions.sort_unstable();
+        instructions.dedup();
         for result in ["succeeded", "failed", "canceled"] {
             let labels = [builder, name, result];
             self.builds_completed.with_label_values(&labels);
@@ -160,8 +164,7 @@ impl Record for Counters {
             Effect::BuildStarted => self.builds_started.with_label_values(&[builder]).inc(),
             Effect::BuildFinished(build) => {
                 // Every step's instruction, run or not: the same set scrapes touched while it ran.
-                let instructions: Vec<&str> = build.view.steps.iter().map(|s| s.instruction).collect();
-                self.touch(builder, &build.view.name, &instructions);
+                self.touch(builder, &build.view.name, build.view.steps.iter().map(|s| s.instruction));
                 let labels = [builder, build.view.name.as_str(), build.outcome.label()];
                 self.builds_completed.with_label_values(&labels).inc();
                 self.build_duration.with_label_values(&labels).observe(build.duration());

@@ -118,8 +118,7 @@ impl Collector for Live {
             for build in &builds {
                 if build.view.name != UNKNOWN {
                     // A build still unnamed may yet be named: no series for a name it will not keep.
-                    let instructions: Vec<&str> = build.view.steps.iter().map(|s| s.instruction).collect();
-                    self.counters.touch(name, &build.view.name, &instructions);
+                    self.counters.touch(name, &build.view.name, build.view.steps.iter().map(|s| s.instruction));
                 }
                 let labels = [name, build.view.reference.as_str(), build.view.name.as_str()];
                 vecs.steps.with_label_values(&labels).set(build.view.counts.total.into());
