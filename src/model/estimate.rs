@@ -7,7 +7,6 @@
 //! is expected to take what it took (smoothed over builds); a step only ever seen cached is
 //! expected to be cached again; a step never seen has no estimate, and neither has its build.
 
-use std::collections::HashMap;
 use std::num::NonZeroUsize;
 
 use lru::LruCache;
@@ -28,13 +27,23 @@ struct Learned {
     cached_seen: bool,
 }
 
+/// Most step identities remembered per name: a step whose text changes with every build
+/// (`LABEL commit=...`) must not grow it forever.
+const MAX_STEPS_PER_NAME: usize = 512;
+
 /// What was learned about builds of one name.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 struct Profile {
-    /// By step identity.
-    steps: HashMap<String, Learned>,
+    /// By step identity; the one seen longest ago is forgotten first.
+    steps: LruCache<String, Learned>,
     /// Smoothed time from the last step's end to the build's completion (export).
     tail: Option<f64>,
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Profile { steps: LruCache::new(NonZeroUsize::new(MAX_STEPS_PER_NAME).expect("not zero")), tail: None }
+    }
 }
 
 /// One finished step, as learning needs it.
@@ -74,7 +83,7 @@ impl Estimates {
     pub fn learn(&mut self, name: &str, steps: &[Observed], tail: Option<f64>) {
         let profile = self.profiles.get_or_insert_mut(name.to_string(), Profile::default);
         for step in steps {
-            let learned = profile.steps.entry(step.key.clone()).or_default();
+            let learned = profile.steps.get_or_insert_mut(step.key.clone(), Learned::default);
             if step.cached {
                 learned.cached_seen = true;
                 self.cached_time = smooth(Some(self.cached_time), step.duration.max(0.0));
@@ -93,7 +102,7 @@ impl Estimates {
         if cached_now {
             return Some(self.cached_time);
         }
-        let learned = self.profiles.peek(name)?.steps.get(key)?;
+        let learned = self.profiles.peek(name)?.steps.peek(key)?;
         learned.executed.or(learned.cached_seen.then_some(self.cached_time))
     }
 
@@ -179,5 +188,16 @@ mod tests {
         e.learn("b", &[step("k", false, 2.0)], None);
         assert_eq!(e.expected("a", "k", false), None);
         assert_eq!(e.expected("b", "k", false), Some(2.0));
+    }
+
+    #[test]
+    fn steps_per_name_are_bounded() {
+        let mut e = Estimates::new(1);
+        for build in 0..(MAX_STEPS_PER_NAME + 10) {
+            e.learn("app", &[step(&format!("|LABEL commit={build}"), false, 1.0)], None);
+        }
+        assert_eq!(e.profiles.peek("app").unwrap().steps.len(), MAX_STEPS_PER_NAME);
+        assert_eq!(e.expected("app", "|LABEL commit=0", false), None, "the oldest is forgotten");
+        assert_eq!(e.expected("app", &format!("|LABEL commit={}", MAX_STEPS_PER_NAME + 9), false), Some(1.0));
     }
 }

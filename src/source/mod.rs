@@ -263,8 +263,9 @@ impl Session<'_> {
         let mut probes: JoinSet<bool> = JoinSet::new();
         // Live events that arrive while the replay runs, applied after it.
         let mut held: Vec<BuildHistoryEvent> = Vec::new();
-        // Builds the replay completed, for seeding.
+        // Builds the replay completed, kept only when they are to seed names; and how many.
         let mut replayed: HashMap<String, Completion> = HashMap::new();
+        let mut replayed_count = 0usize;
         let mut seeding = JoinSet::new();
         // The end of the replay is never guessed, but a replay that takes this long is said.
         let slow_replay = tokio::time::sleep(SLOW_REPLAY);
@@ -275,12 +276,15 @@ impl Session<'_> {
                 message = next(&mut replay) => match message {
                     Ok(Some(message)) => {
                         if let Some(completion) = watch.history(&message) {
-                            replayed.insert(completion.info.reference.clone(), completion);
+                            replayed_count += 1;
+                            if self.seed {
+                                replayed.insert(completion.info.reference.clone(), completion);
+                            }
                         }
                     }
                     Ok(None) => {
                         replay = None;
-                        debug!(builds = replayed.len(), held = held.len(), "history replay done");
+                        debug!(builds = replayed_count, held = held.len(), "history replay done");
                         self.builder.apply(Event::ReplayDone);
                         for message in held.drain(..) {
                             watch.history(&message);
@@ -318,7 +322,7 @@ impl Session<'_> {
                 }
                 _ = &mut slow_replay, if replay.is_some() && !slow_said => {
                     slow_said = true;
-                    warn!(builds = replayed.len(), held = held.len(), "the history replay has not ended after a minute: the source stays down until it does");
+                    warn!(builds = replayed_count, held = held.len(), "the history replay has not ended after a minute: the source stays down until it does");
                 }
                 Some(answered) = probes.join_next() => {
                     if !answered.unwrap_or(false) {
