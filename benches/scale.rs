@@ -63,7 +63,7 @@ fn time_per_call(mut f: impl FnMut() -> usize) -> (f64, usize) {
 
 fn main() {
     let registry = Registry::new();
-    let counters = Counters::new(&registry);
+    let counters = Counters::new(&registry, false);
     let builder = Builder::new("default", Settings::default(), counters.clone() as _);
     let builders = vec![builder.clone()];
     registry.register(Box::new(Live::new(builders.clone(), counters))).unwrap();

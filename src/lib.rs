@@ -67,7 +67,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
 /// Runs the daemon on already-bound listeners until `shutdown` turns true.
 pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch::Receiver<bool>) {
     let registry = Registry::new();
-    let counters = Counters::new(&registry);
+    let counters = Counters::new(&registry, config.step_detail);
+    // The daemon's own CPU, memory and descriptors, as every exporter serves them.
+    registry
+        .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+        .expect("process metric names are unique");
     let builders: Vec<Arc<Builder>> = config
         .sources
         .iter()

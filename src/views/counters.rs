@@ -4,10 +4,12 @@
 use std::sync::Arc;
 
 use prometheus::core::Collector;
-use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 use crate::builder::Record;
-use crate::model::{Effect, StepState};
+use crate::model::{Effect, Outcome, StepState};
 
 /// Build durations: one second to four hours.
 const BUILD_BUCKETS: &[f64] =
@@ -16,8 +18,14 @@ const BUILD_BUCKETS: &[f64] =
 const STEP_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0];
 
 /// Series that change when builds start or finish.
+///
+/// Every series here lives as long as the daemon, so each label is paid for by every image
+/// name: the default keeps the per-name cost to 25 series (see README, "What it costs"), and
+/// the step series by name and instruction are opt-in (`step_detail`).
 #[derive(Debug)]
 pub struct Counters {
+    /// Step counters carry `instruction`, and the step histogram `name`, as well.
+    step_detail: bool,
     builds_started: IntCounterVec,
     builds_completed: IntCounterVec,
     build_duration: HistogramVec,
@@ -45,9 +53,18 @@ fn histogram(registry: &Registry, name: &str, help: &str, labels: &[&str], bucke
 
 impl Counters {
     /// Creates the series and registers them in `registry`.
-    pub fn new(registry: &Registry) -> Arc<Counters> {
+    ///
+    /// Without `step_detail`, the step counters are `{builder, name}` and the step histogram
+    /// `{builder, instruction}`; with it, both are `{builder, name, instruction}`. The label
+    /// names are listed so that the lean set is a prefix of the detailed one, which lets
+    /// [`Counters::step_counter`] and [`Counters::step_histogram`] cut the values to fit.
+    pub fn new(registry: &Registry, step_detail: bool) -> Arc<Counters> {
         let build = &["builder", "name", "result"];
-        let step = &["builder", "name", "instruction"];
+        let (step_count, step_time): (&[&str], &[&str]) = if step_detail {
+            (&["builder", "name", "instruction"], &["builder", "instruction", "name"])
+        } else {
+            (&["builder", "name"], &["builder", "instruction"])
+        };
         let info = register(
             registry,
             IntGaugeVec::new(
@@ -58,6 +75,7 @@ impl Counters {
         );
         info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         Arc::new(Counters {
+            step_detail,
             builds_started: counter(
                 registry,
                 "buildkit_builds_started_total",
@@ -70,11 +88,13 @@ impl Counters {
                 "Builds finished, by result.",
                 build,
             ),
+            // Only builds that succeeded: a failure ends early and a cancel at any time, so
+            // their durations would only blur the quantiles of how long a build takes.
             build_duration: histogram(
                 registry,
                 "buildkit_build_duration_seconds",
-                "Wall-clock duration of finished builds, from BuildKit's timestamps.",
-                build,
+                "Wall-clock duration of builds that succeeded, from BuildKit's timestamps.",
+                &["builder", "name"],
                 BUILD_BUCKETS,
             ),
             last_completion: register(
@@ -92,25 +112,25 @@ impl Counters {
                 registry,
                 "buildkit_steps_total",
                 "Steps of finished builds that completed, came from cache or failed.",
-                step,
+                step_count,
             ),
             steps_cached: counter(
                 registry,
                 "buildkit_steps_cached_total",
                 "Steps of finished builds that came from cache.",
-                step,
+                step_count,
             ),
             steps_failed: counter(
                 registry,
                 "buildkit_steps_failed_total",
                 "Steps of finished builds that failed.",
-                step,
+                step_count,
             ),
             step_duration: histogram(
                 registry,
                 "buildkit_step_duration_seconds",
                 "Execution time of steps that ran (not cached) and succeeded.",
-                step,
+                step_time,
                 STEP_BUCKETS,
             ),
             reconnects: counter(
@@ -131,17 +151,31 @@ impl Counters {
         instructions.sort_unstable();
         instructions.dedup();
         for result in ["succeeded", "failed", "canceled"] {
-            let labels = [builder, name, result];
-            self.builds_completed.with_label_values(&labels);
-            self.build_duration.with_label_values(&labels);
+            self.builds_completed.with_label_values(&[builder, name, result]);
+        }
+        self.build_duration.with_label_values(&[builder, name]);
+        if !self.step_detail {
+            self.step_counters(builder, name, "");
         }
         for instruction in instructions {
-            let labels = [builder, name, instruction];
-            self.steps.with_label_values(&labels);
-            self.steps_cached.with_label_values(&labels);
-            self.steps_failed.with_label_values(&labels);
-            self.step_duration.with_label_values(&labels);
+            if self.step_detail {
+                self.step_counters(builder, name, instruction);
+            }
+            self.step_histogram(builder, name, instruction);
         }
+    }
+
+    /// The three step counters of one label set (`instruction` is ignored without detail).
+    fn step_counters(&self, builder: &str, name: &str, instruction: &str) -> [IntCounter; 3] {
+        let values = [builder, name, instruction];
+        let labels = if self.step_detail { &values[..] } else { &values[..2] };
+        [&self.steps, &self.steps_cached, &self.steps_failed].map(|c| c.with_label_values(labels))
+    }
+
+    /// The step histogram of one label set (`name` is ignored without detail).
+    fn step_histogram(&self, builder: &str, name: &str, instruction: &str) -> Histogram {
+        let values = [builder, instruction, name];
+        self.step_duration.with_label_values(if self.step_detail { &values[..] } else { &values[..2] })
     }
 
     fn raise_last_completion(&self, labels: &[&str], at: f64) {
@@ -165,21 +199,24 @@ impl Record for Counters {
             Effect::BuildFinished(build) => {
                 // Every step's instruction, run or not: the same set scrapes touched while it ran.
                 self.touch(builder, &build.view.name, build.view.steps.iter().map(|s| s.instruction));
-                let labels = [builder, build.view.name.as_str(), build.outcome.label()];
+                let name = build.view.name.as_str();
+                let labels = [builder, name, build.outcome.label()];
                 self.builds_completed.with_label_values(&labels).inc();
-                self.build_duration.with_label_values(&labels).observe(build.duration());
+                if matches!(build.outcome, Outcome::Succeeded) {
+                    self.build_duration.with_label_values(&[builder, name]).observe(build.duration());
+                }
                 self.raise_last_completion(&labels, build.completed_at);
                 for step in build.finished_steps() {
-                    let labels = [builder, build.view.name.as_str(), step.instruction];
-                    self.steps.with_label_values(&labels).inc();
+                    let [steps, cached, failed] = self.step_counters(builder, name, step.instruction);
+                    steps.inc();
                     if step.state == StepState::Cached {
-                        self.steps_cached.with_label_values(&labels).inc();
+                        cached.inc();
                     }
                     if step.state == StepState::Failed {
-                        self.steps_failed.with_label_values(&labels).inc();
+                        failed.inc();
                     }
                     if let Some(run_time) = step.run_time() {
-                        self.step_duration.with_label_values(&labels).observe(run_time);
+                        self.step_histogram(builder, name, step.instruction).observe(run_time);
                     }
                 }
             }

@@ -1,7 +1,8 @@
 //! The point-in-time series: built fresh from the builders' snapshots at each scrape, so a
 //! build's series vanish when it ends; and the text exposition of every series.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -9,6 +10,7 @@ use prometheus::{Encoder, GaugeVec, Opts, Registry, TextEncoder};
 
 use crate::builder::Builder;
 use crate::model::name::UNKNOWN;
+use crate::model::{RunningBuild, StepView};
 use crate::views::counters::Counters;
 
 /// The content type of the text exposition format.
@@ -19,6 +21,8 @@ pub struct Live {
     builders: Vec<Arc<Builder>>,
     /// Touched for running builds, so their counters exist at zero before they finish.
     counters: Arc<Counters>,
+    /// The series served, kept from one scrape to the next.
+    served: Mutex<Served>,
     /// Empty vectors whose descriptors describe what `collect` returns.
     prototypes: LiveVecs,
 }
@@ -77,6 +81,21 @@ impl LiveVecs {
         }
     }
 
+    /// The vectors labelled `{builder, ref, name}`.
+    fn per_build(&self) -> [&GaugeVec; 9] {
+        [
+            &self.steps,
+            &self.steps_completed,
+            &self.steps_cached,
+            &self.current_step,
+            &self.start_time,
+            &self.elapsed,
+            &self.last_progress,
+            &self.estimated_duration,
+            &self.estimated_remaining,
+        ]
+    }
+
     fn all(&self) -> [&GaugeVec; 12] {
         [
             &self.steps,
@@ -98,7 +117,48 @@ impl LiveVecs {
 impl Live {
     /// Point-in-time series for `builders`.
     pub fn new(builders: Vec<Arc<Builder>>, counters: Arc<Counters>) -> Live {
-        Live { builders, counters, prototypes: LiveVecs::new() }
+        Live { builders, counters, served: Mutex::new(Served::default()), prototypes: LiveVecs::new() }
+    }
+}
+
+/// What the last scrape served, so the next one only adds and removes what changed: a build's
+/// label sets are made once while it runs, not once per scrape, and go when it does.
+struct Served {
+    vecs: LiveVecs,
+    /// Running builds served, by builder and ref.
+    builds: HashMap<String, HashMap<String, ServedBuild>>,
+    /// Counts scrapes, to find the builds the last one did not see.
+    scrape: u64,
+}
+
+impl Default for Served {
+    fn default() -> Self {
+        Served { vecs: LiveVecs::new(), builds: HashMap::new(), scrape: 0 }
+    }
+}
+
+/// The label sets of one running build.
+struct ServedBuild {
+    name: String,
+    /// `step`, `instruction` and `command` of each running step served.
+    running: Vec<[String; 3]>,
+    estimate: bool,
+    /// Steps whose instructions the counters were touched with.
+    touched_steps: usize,
+    scrape: u64,
+}
+
+impl ServedBuild {
+    /// Removes every series of this build, served under `builder` and `reference`.
+    fn remove(&self, vecs: &LiveVecs, builder: &str, reference: &str) {
+        let labels = [builder, reference, self.name.as_str()];
+        for vec in vecs.per_build() {
+            let _ = vec.remove_label_values(&labels);
+        }
+        for [step, instruction, command] in &self.running {
+            let _ =
+                vecs.running_info.remove_label_values(&[builder, reference, &self.name, step, instruction, command]);
+        }
     }
 }
 
@@ -108,45 +168,120 @@ impl Collector for Live {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let vecs = LiveVecs::new();
+        // A panic while serving leaves nothing half-done that the next scrape would not redo.
+        let mut served = self.served.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Served { vecs, builds: served_builds, scrape } = &mut *served;
+        *scrape += 1;
         let now = crate::now();
         for builder in &self.builders {
             let name = builder.name.as_str();
             vecs.up.with_label_values(&[name]).set(if builder.is_up() { 1.0 } else { 0.0 });
             let builds = builder.snapshot(now);
             vecs.running.with_label_values(&[name]).set(builds.len() as f64);
-            for build in &builds {
-                if build.view.name != UNKNOWN {
-                    // A build still unnamed may yet be named: no series for a name it will not keep.
-                    self.counters.touch(name, &build.view.name, build.view.steps.iter().map(|s| s.instruction));
-                }
-                let labels = [name, build.view.reference.as_str(), build.view.name.as_str()];
-                vecs.steps.with_label_values(&labels).set(build.view.counts.total.into());
-                vecs.steps_completed.with_label_values(&labels).set(build.view.counts.completed.into());
-                vecs.steps_cached.with_label_values(&labels).set(build.view.counts.cached.into());
-                vecs.current_step.with_label_values(&labels).set(build.current_step().into());
-                vecs.start_time.with_label_values(&labels).set(build.view.started_at);
-                vecs.elapsed.with_label_values(&labels).set((now - build.view.started_at).max(0.0));
-                vecs.last_progress.with_label_values(&labels).set(build.last_progress);
-                if let Some(estimate) = build.estimate {
-                    vecs.estimated_duration.with_label_values(&labels).set(estimate.total);
-                    vecs.estimated_remaining.with_label_values(&labels).set(estimate.remaining);
-                }
-                for step in build.running_steps() {
-                    vecs.running_info
-                        .with_label_values(&[
-                            name,
-                            &build.view.reference,
-                            &build.view.name,
-                            &step.label,
-                            step.instruction,
-                            &step.command,
-                        ])
-                        .set(1.0);
-                }
+            if !served_builds.contains_key(name) {
+                served_builds.insert(name.to_string(), HashMap::new());
             }
+            let served = served_builds.get_mut(name).expect("inserted above");
+            for build in &builds {
+                self.serve(vecs, served, name, build, now, *scrape);
+            }
+            served.retain(|reference, build| {
+                let stays = build.scrape == *scrape;
+                if !stays {
+                    build.remove(vecs, name, reference);
+                }
+                stays
+            });
         }
         vecs.all().into_iter().flat_map(|v| v.collect()).collect()
+    }
+}
+
+impl Live {
+    /// Sets the series of one running build, making or removing only the label sets that
+    /// changed since the last scrape.
+    fn serve(
+        &self,
+        vecs: &LiveVecs,
+        served: &mut HashMap<String, ServedBuild>,
+        builder: &str,
+        build: &RunningBuild,
+        now: f64,
+        scrape: u64,
+    ) {
+        let view = &build.view;
+        if let Some(old) = served.get(&view.reference).filter(|old| old.name != view.name) {
+            // Renamed (a learned name gave way to the declared one): the old series go.
+            old.remove(vecs, builder, &view.reference);
+            served.remove(&view.reference);
+        }
+        let entry = served.entry(view.reference.clone()).or_insert_with(|| ServedBuild {
+            name: view.name.clone(),
+            running: Vec::new(),
+            estimate: false,
+            touched_steps: 0,
+            scrape,
+        });
+        entry.scrape = scrape;
+        // A build still unnamed may yet be named: no series for a name it will not keep.
+        if view.name != UNKNOWN && entry.touched_steps != view.steps.len() {
+            self.counters.touch(builder, &view.name, view.steps.iter().map(|s| s.instruction));
+            entry.touched_steps = view.steps.len();
+        }
+        let labels = [builder, view.reference.as_str(), view.name.as_str()];
+        vecs.steps.with_label_values(&labels).set(view.counts.total.into());
+        vecs.steps_completed.with_label_values(&labels).set(view.counts.completed.into());
+        vecs.steps_cached.with_label_values(&labels).set(view.counts.cached.into());
+        vecs.current_step.with_label_values(&labels).set(build.current_step().into());
+        vecs.start_time.with_label_values(&labels).set(view.started_at);
+        vecs.elapsed.with_label_values(&labels).set((now - view.started_at).max(0.0));
+        vecs.last_progress.with_label_values(&labels).set(build.last_progress);
+        match build.estimate {
+            Some(estimate) => {
+                vecs.estimated_duration.with_label_values(&labels).set(estimate.total);
+                vecs.estimated_remaining.with_label_values(&labels).set(estimate.remaining);
+            }
+            None if entry.estimate => {
+                let _ = vecs.estimated_duration.remove_label_values(&labels);
+                let _ = vecs.estimated_remaining.remove_label_values(&labels);
+            }
+            None => {}
+        }
+        entry.estimate = build.estimate.is_some();
+        let running: Vec<&StepView> = build.running_steps().collect();
+        let same = |served: &[String; 3], step: &StepView| {
+            served[0] == step.label && served[1] == step.instruction && served[2] == step.command
+        };
+        entry.running.retain(|old| {
+            let stays = running.iter().any(|step| same(old, step));
+            if !stays {
+                let [step, instruction, command] = old;
+                let _ = vecs.running_info.remove_label_values(&[
+                    builder,
+                    &view.reference,
+                    &view.name,
+                    step,
+                    instruction,
+                    command,
+                ]);
+            }
+            stays
+        });
+        for step in running {
+            if !entry.running.iter().any(|old| same(old, step)) {
+                vecs.running_info
+                    .with_label_values(&[
+                        builder,
+                        &view.reference,
+                        &view.name,
+                        &step.label,
+                        step.instruction,
+                        &step.command,
+                    ])
+                    .set(1.0);
+                entry.running.push([step.label.clone(), step.instruction.to_string(), step.command.clone()]);
+            }
+        }
     }
 }
 
@@ -155,4 +290,111 @@ pub fn encode(registry: &Registry) -> String {
     let mut out = Vec::new();
     TextEncoder::new().encode(&registry.gather(), &mut out).expect("text encoding cannot fail");
     String::from_utf8(out).expect("text exposition is UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BuildInfo, Completion, Event, Outcome, Progress, Settings, VertexUpdate};
+
+    /// A builder and the registry serving it, as the daemon wires them.
+    fn daemon() -> (Registry, Arc<Builder>) {
+        let registry = Registry::new();
+        let counters = Counters::new(&registry, false);
+        let builder = Builder::new("default", Settings::default(), counters.clone() as _);
+        registry.register(Box::new(Live::new(vec![builder.clone()], counters))).unwrap();
+        (registry, builder)
+    }
+
+    fn info(reference: &str) -> BuildInfo {
+        BuildInfo { reference: reference.to_string(), created_at: 100.0, image: None, secrets: Vec::new() }
+    }
+
+    /// Progress of a three-step build with `done` steps completed and the next one running.
+    fn progress(reference: &str, done: usize, image: Option<&str>) -> Event {
+        let vertexes = (0..3)
+            .map(|i| VertexUpdate {
+                digest: format!("sha256:{reference}-{i}"),
+                name: format!("[{}/3] RUN make part-{i}", i + 1),
+                started: (i <= done).then_some(101.0),
+                completed: (i < done).then_some(102.0),
+                cached: false,
+                error: None,
+            })
+            .collect();
+        Event::Progress(Progress {
+            reference: reference.to_string(),
+            at: Some(102.0),
+            vertexes,
+            image: image.map(str::to_string),
+        })
+    }
+
+    /// The lines of the exposition that mention `needle`.
+    fn lines(registry: &Registry, needle: &str) -> Vec<String> {
+        encode(registry).lines().filter(|l| !l.starts_with('#') && l.contains(needle)).map(str::to_string).collect()
+    }
+
+    #[test]
+    fn series_follow_the_build_across_scrapes() {
+        let (registry, builder) = daemon();
+        builder.apply(Event::Started(info("r1")));
+        builder.apply(progress("r1", 0, None));
+        let running = lines(&registry, "buildkit_build_step_running_info");
+        assert_eq!(running.len(), 1, "{running:?}");
+        assert!(running[0].contains(r#"step="[1/3]""#) && running[0].contains(r#"name="unknown""#));
+
+        // The next step runs: the first step's series goes, the second's comes.
+        builder.apply(progress("r1", 1, None));
+        let running = lines(&registry, "buildkit_build_step_running_info");
+        assert_eq!(running.len(), 1, "{running:?}");
+        assert!(running[0].contains(r#"step="[2/3]""#), "{running:?}");
+
+        // Named at export: nothing stays under the old name.
+        builder.apply(progress("r1", 2, Some("docker.io/library/app:latest")));
+        assert!(lines(&registry, r#"name="unknown""#).is_empty(), "{:?}", lines(&registry, r#"name="unknown""#));
+        assert_eq!(
+            lines(&registry, r#"buildkit_build_current_step{builder="default",name="app",ref="r1"} 3"#).len(),
+            1
+        );
+        // The name's counters exist at zero while it runs.
+        assert_eq!(lines(&registry, r#"buildkit_builds_completed_total{builder="default",name="app""#).len(), 3);
+
+        // Finished: every series of the running build is gone, the counters took it.
+        let completion =
+            Completion { info: info("r1"), completed_at: 110.0, outcome: Outcome::Succeeded, generation: 0 };
+        builder.apply(Event::Completed(completion));
+        assert!(lines(&registry, r#"ref="r1""#).is_empty(), "{:?}", lines(&registry, r#"ref="r1""#));
+        assert_eq!(
+            lines(&registry, r#"buildkit_builds_completed_total{builder="default",name="app",result="succeeded"}"#),
+            vec![r#"buildkit_builds_completed_total{builder="default",name="app",result="succeeded"} 1"#]
+        );
+        assert_eq!(
+            lines(&registry, "buildkit_builds_running").last().unwrap(),
+            r#"buildkit_builds_running{builder="default"} 0"#
+        );
+    }
+
+    #[test]
+    fn the_default_costs_a_bounded_handful_of_series_per_name() {
+        let (registry, builder) = daemon();
+        let before = encode(&registry).lines().filter(|l| !l.starts_with('#')).count();
+        for (n, result) in
+            [Outcome::Succeeded, Outcome::Failed("boom".into()), Outcome::Canceled].into_iter().enumerate()
+        {
+            let reference = format!("r{n}");
+            builder.apply(Event::Started(info(&reference)));
+            builder.apply(progress(&reference, 3, Some("app")));
+            let completion = Completion { info: info(&reference), completed_at: 110.0, outcome: result, generation: 0 };
+            builder.apply(Event::Completed(completion));
+        }
+        let text = encode(&registry);
+        let per_name = text.lines().filter(|l| !l.starts_with('#') && l.contains(r#"name="app""#)).count();
+        // 3 completion counters, a 13-bucket histogram (16 series), 3 last-completion times and
+        // 3 step counters.
+        assert_eq!(per_name, 25, "{text}");
+        // Plus, once per builder and instruction, the step histogram (here: RUN).
+        let after = text.lines().filter(|l| !l.starts_with('#')).count();
+        assert_eq!(after - before, 25 + 17, "{text}");
+    }
 }

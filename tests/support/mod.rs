@@ -48,7 +48,12 @@ impl Daemon {
     /// Starts a daemon on the engine under test and waits until its source is up and the
     /// opening history replay is over, so that builds started next are live.
     pub async fn on_engine() -> Daemon {
-        let daemon = Daemon::start(&[&engine::source()], |_| {}).await;
+        Daemon::on_engine_with(|_| {}).await
+    }
+
+    /// [`Daemon::on_engine`], with `tune` applied to the configuration.
+    pub async fn on_engine_with(tune: impl FnOnce(&mut Config)) -> Daemon {
+        let daemon = Daemon::start(&[&engine::source()], tune).await;
         daemon.wait_up().await;
         daemon
     }
