@@ -412,3 +412,75 @@ async fn nested_build_arg_values_never_leak() {
     }
     daemon.stop().await;
 }
+
+/// Warnings the client printed, each (vertex, title) once: what BuildKit's progress carried.
+fn client_warnings(raw: &str) -> BTreeSet<(String, String)> {
+    use base64::Engine as _;
+    let mut seen = BTreeSet::new();
+    for value in serde_json::Deserializer::from_str(raw).into_iter::<serde_json::Value>() {
+        let Ok(value) = value else { break };
+        for w in value["warnings"].as_array().into_iter().flatten() {
+            let short = w["short"].as_str().unwrap_or_default();
+            let title = base64::engine::general_purpose::STANDARD.decode(short).unwrap_or_default();
+            let vertex = w["vertex"].as_str().unwrap_or_default().to_string();
+            seen.insert((vertex, String::from_utf8_lossy(&title).trim().to_string()));
+        }
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_context_and_warnings_are_shown_never_as_labels() {
+    let _engine = ENGINE.lock().await;
+    let daemon = daemon().await;
+    let name = engine::unique("context");
+    let secret = engine::unique("ctx-s3cret");
+    // Lowercase `as` after an uppercase FROM is a lint warning on engines whose Dockerfile
+    // frontend checks (BuildKit 0.14+); older engines print none. Either way the count must be
+    // the one the client saw.
+    let context = Context::new(&format!(
+        "FROM tinybase:latest as base\nARG NOTE\nRUN echo {} $NOTE > /dev/null\n\
+         FROM base AS final\nRUN echo final\n",
+        engine::unique("nonce")
+    ));
+    let args = [
+        "--label",
+        &labelled(&name),
+        "--target",
+        "final",
+        "--platform",
+        "linux/amd64",
+        "--build-arg",
+        &format!("NOTE={secret}"),
+    ];
+    let report = build(&context, &name, &args).await;
+    assert!(report.success, "{}", report.raw);
+    let m = daemon.counted(&name, "succeeded", 1.0).await;
+    let (_, list) = daemon.get("/api/v1/builds").await;
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let shown = list["builds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == name.as_str())
+        .unwrap_or_else(|| panic!("{name} not in {list}"))
+        .clone();
+    let context = &shown["context"];
+    assert_eq!(context["dockerfile"], "Dockerfile", "{shown}");
+    assert_eq!(context["target"], "final", "{shown}");
+    assert_eq!(context["platforms"], serde_json::json!(["linux/amd64"]), "{shown}");
+    assert_eq!(context["build_args"], serde_json::json!(["NOTE"]), "{shown}");
+    let warnings = client_warnings(&report.raw);
+    assert_eq!(shown["warnings"]["count"], warnings.len(), "{shown}\nclient: {warnings:?}");
+    let titles: BTreeSet<String> = warnings.into_iter().map(|(_, title)| title).collect();
+    let shown_titles: BTreeSet<String> =
+        shown["warnings"]["titles"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect();
+    assert_eq!(shown_titles, titles);
+    assert_eq!(sample(&m, "buildkit_build_warnings_total", &[("name", &name)]), Some(shown_titles.len() as f64));
+    // None of it is a label; the build-arg value is nowhere.
+    for label in ["target=", "platform", "dockerfile=", "NOTE"] {
+        assert!(!m.contains(label), "{label} in /metrics");
+    }
+    assert!(!m.contains(&secret) && !list.to_string().contains(&secret));
+    daemon.stop().await;
+}

@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
-use super::event::{BuildInfo, Progress, Time};
+use super::event::{BuildContext, BuildInfo, Progress, Time};
 use super::mask::Mask;
 use super::name;
 use super::snapshot::StepState;
@@ -76,16 +77,27 @@ pub(super) struct Build {
     vertices: BTreeMap<String, Vertex>,
     /// Image reference from the `naming to` status, masked.
     pub export_image: Option<String>,
+    /// Titles of its warnings, masked, each once, at most [`MAX_WARNING_TITLES`].
+    pub warnings: Vec<String>,
+    /// Its context, masked once: every snapshot shares it.
+    pub context: Arc<BuildContext>,
 }
+
+/// Most warning titles kept per build: a build that warns on every line still shows what
+/// kind of warnings it has, and its count says how many.
+const MAX_WARNING_TITLES: usize = 20;
 
 impl Build {
     pub fn new(info: BuildInfo) -> Self {
+        let mask = Mask::new(&info.secrets);
         Build {
             last_progress: info.created_at,
-            mask: Mask::new(&info.secrets),
+            context: Arc::new(shown_context(&info.context, &mask)),
+            mask,
             info,
             vertices: BTreeMap::new(),
             export_image: None,
+            warnings: Vec::new(),
         }
     }
 
@@ -95,6 +107,12 @@ impl Build {
         }
         if let Some(image) = &progress.image {
             self.export_image = Some(self.mask.apply(image).into_owned());
+        }
+        for title in &progress.warnings {
+            let title = self.mask.apply(title);
+            if self.warnings.len() < MAX_WARNING_TITLES && !self.warnings.iter().any(|t| *t == title) {
+                self.warnings.push(title.into_owned());
+            }
         }
         for update in &progress.vertexes {
             let next_seq = self.vertices.len() as u32;
@@ -171,5 +189,62 @@ impl Build {
         let repository = name::repository(image)?;
         let tag = image.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map(|(_, t)| t);
         Some(tag.map_or(repository.clone(), |t| format!("{repository}:{t}")))
+    }
+}
+
+/// `context` as views may show it: build-arg values masked, credentials in URLs cut.
+fn shown_context(context: &BuildContext, mask: &Mask) -> BuildContext {
+    let text = |value: &Option<String>| value.as_deref().map(|v| without_credentials(&mask.apply(v)));
+    BuildContext {
+        context: text(&context.context),
+        dockerfile: text(&context.dockerfile),
+        target: text(&context.target),
+        platforms: context.platforms.iter().map(|p| mask.apply(p).into_owned()).collect(),
+        vcs_source: text(&context.vcs_source),
+        vcs_revision: text(&context.vcs_revision),
+        build_args: context.build_args.iter().map(|a| mask.apply(a).into_owned()).collect(),
+    }
+}
+
+/// `url` without the user and password a remote context may carry
+/// (`https://user:token@host/repo.git` → `https://host/repo.git`).
+fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_cut_from_urls() {
+        assert_eq!(without_credentials("https://bob:tok3n@github.com/o/r.git#main"), "https://github.com/o/r.git#main");
+        assert_eq!(without_credentials("https://github.com/o/r.git"), "https://github.com/o/r.git");
+        assert_eq!(without_credentials("git@github.com:o/r.git"), "git@github.com:o/r.git");
+        assert_eq!(without_credentials("https://host/path@v1"), "https://host/path@v1");
+    }
+
+    #[test]
+    fn the_context_shows_names_and_masks_values() {
+        let info = BuildInfo {
+            reference: "r".into(),
+            secrets: vec!["s3cret-token".into()],
+            context: BuildContext {
+                context: Some("https://ci:s3cret-token@git.example.com/app.git".into()),
+                target: Some("stage-s3cret-token".into()),
+                build_args: vec!["TOKEN".into()],
+                ..BuildContext::default()
+            },
+            ..BuildInfo::default()
+        };
+        let context = Build::new(info).context;
+        assert_eq!(context.context.as_deref(), Some("https://git.example.com/app.git"));
+        assert_eq!(context.target.as_deref(), Some("stage-***"));
+        assert_eq!(context.build_args, vec!["TOKEN"]);
     }
 }

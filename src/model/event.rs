@@ -17,6 +17,28 @@ pub struct BuildInfo {
     pub image: Option<String>,
     /// Build-arg values, masked wherever text from the build is kept.
     pub secrets: Vec<String>,
+    /// Where and how the build was asked for, as the record says.
+    pub context: BuildContext,
+}
+
+/// Where and how a build was asked for, from its record's frontend attributes: shown on the
+/// page and in the JSON, never made a label (every value is unbounded).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct BuildContext {
+    /// A remote context (Git or HTTP URL); a local directory is not sent to BuildKit by name.
+    pub context: Option<String>,
+    /// The Dockerfile's name.
+    pub dockerfile: Option<String>,
+    /// The stage built.
+    pub target: Option<String>,
+    /// Platforms built for.
+    pub platforms: Vec<String>,
+    /// The repository the context came from, as the client found it.
+    pub vcs_source: Option<String>,
+    /// Its revision.
+    pub vcs_revision: Option<String>,
+    /// Names of the build-args given; their values never leave the process.
+    pub build_args: Vec<String>,
 }
 
 /// How a build ended.
@@ -53,6 +75,8 @@ pub struct Completion {
     /// How often BuildKit updated the record since (it sends it again with the trace, ~3 s
     /// later, and whenever it is updated).
     pub generation: i32,
+    /// Warnings BuildKit recorded (lint checks and others; BuildKit 0.16+, else 0).
+    pub warnings: u32,
 }
 
 /// The state of one vertex as a progress message reports it: the model's input shape, before
@@ -86,6 +110,8 @@ pub struct Progress {
     pub vertexes: Vec<VertexUpdate>,
     /// Image reference from a `naming to ...` status.
     pub image: Option<String>,
+    /// Titles of the warnings the message carries.
+    pub warnings: Vec<String>,
 }
 
 /// Something a source observed.

@@ -41,9 +41,9 @@ use lru::LruCache;
 
 use build::{Build, Vertex};
 use estimate::{Estimates, Observed};
-pub use event::{BuildInfo, Completion, Effect, Event, Outcome, Progress, Time, VertexUpdate};
+pub use event::{BuildContext, BuildInfo, Completion, Effect, Event, Outcome, Progress, Time, VertexUpdate};
 use name::{LearnedNames, NameSet, OVERFLOW, UNKNOWN};
-pub use snapshot::{BuildView, Estimate, FinishedBuild, RunningBuild, StepCounts, StepState, StepView};
+pub use snapshot::{BuildView, Estimate, FinishedBuild, RunningBuild, StepCounts, StepState, StepView, Warnings};
 
 /// How much earlier than the moment a disconnect was noticed a build may have completed and
 /// still be counted from the replay after reconnecting (the completion may have been missed
@@ -229,6 +229,7 @@ impl Model {
             completed_at: build.last_progress,
             outcome: Outcome::Failed(LOST.to_string()),
             generation: 0,
+            warnings: 0,
         };
         [Effect::BuildLost { reference }, Effect::BuildFinished(self.finish(build, completion))]
     }
@@ -280,12 +281,16 @@ impl Model {
         };
         self.learn_durations(&name, &vertices, completion.completed_at);
         let steps = self.step_views(&vertices, &name);
+        let mut view = self.view(&build, name, steps);
+        // The record counts warnings the progress stream may not have carried (a build seen
+        // late, or only in history).
+        view.warnings.count = view.warnings.count.max(completion.warnings);
         let finished = FinishedBuild {
             generation: completion.generation,
             outcome,
             completed_at: completion.completed_at,
-            failed_step: steps.iter().find(|s| s.state == StepState::Failed).map(|s| s.label.clone()),
-            view: self.view(&build, name, steps),
+            failed_step: view.steps.iter().find(|s| s.state == StepState::Failed).map(|s| s.label.clone()),
+            view,
         };
         self.recent.push_back(finished.clone());
         while self.recent.len() > self.settings.max_recent {

@@ -326,6 +326,7 @@ impl Play<'_> {
             created_at: self.builds[b].created_at,
             image: self.scripts[b].image.then(|| format!("docker.io/library/image-{b}:latest")),
             secrets: Vec::new(),
+            context: Default::default(),
         }
     }
 
@@ -359,6 +360,7 @@ impl Play<'_> {
                     completed_at: self.now,
                     outcome: script.outcome.clone(),
                     generation: 0,
+                    warnings: 0,
                 };
                 self.builds[b].running = false;
                 self.builds[b].record = Some(completion.clone());
@@ -400,6 +402,7 @@ impl Play<'_> {
                 })
                 .collect(),
             image: spec.naming.then(|| format!("docker.io/library/named-{b}:v1")),
+            warnings: Vec::new(),
         }
     }
 
@@ -477,6 +480,7 @@ impl Play<'_> {
             completed_at: self.now,
             outcome: self.scripts[b].outcome.clone(),
             generation: 0,
+            warnings: 0,
         });
         self.out.push(Event::History { completion, progress: self.builds[b].progress.clone() });
     }

@@ -2,8 +2,10 @@
 //! ([`FinishedBuild`]), each with its steps in one shape ([`StepView`]) and its step counts
 //! computed once.
 
+use std::sync::Arc;
+
 use super::build::{Build, Vertex};
-use super::event::{Outcome, Time};
+use super::event::{BuildContext, Outcome, Time};
 use super::Model;
 
 /// Where a step is.
@@ -115,6 +117,19 @@ pub struct BuildView {
     pub steps: Vec<StepView>,
     /// Counts of `steps`.
     pub counts: StepCounts,
+    /// Where and how it was asked for.
+    pub context: Arc<BuildContext>,
+    /// What it warned about.
+    pub warnings: Warnings,
+}
+
+/// The warnings of a build.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Warnings {
+    /// How many: BuildKit's own count once the build finished (0.16+), else the titles seen.
+    pub count: u32,
+    /// Their titles, masked, each once, in the order they came (at most 20).
+    pub titles: Vec<String>,
 }
 
 /// A running build as of a moment.
@@ -191,6 +206,8 @@ impl Model {
             tag: build.tag(),
             counts: StepCounts::of(&steps),
             steps,
+            context: build.context.clone(),
+            warnings: Warnings { count: build.warnings.len() as u32, titles: build.warnings.clone() },
         }
     }
 

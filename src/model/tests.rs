@@ -31,6 +31,7 @@ impl Fixture {
             created_at: self.created_at,
             image: self.image.clone(),
             secrets: self.secrets.clone(),
+            context: Default::default(),
         }
     }
 
@@ -39,11 +40,17 @@ impl Fixture {
     }
 
     fn completed(&self, at: Time, outcome: Outcome) -> Event {
-        Event::Completed(Completion { info: self.info(), completed_at: at, outcome, generation: 0 })
+        Event::Completed(Completion { info: self.info(), completed_at: at, outcome, generation: 0, warnings: 0 })
     }
 
     fn progress(&self, at: Time, vertexes: Vec<VertexUpdate>) -> Event {
-        Event::Progress(Progress { reference: self.reference.clone(), at: Some(at), vertexes, image: None })
+        Event::Progress(Progress {
+            reference: self.reference.clone(),
+            at: Some(at),
+            vertexes,
+            image: None,
+            warnings: Vec::new(),
+        })
     }
 
     fn naming(&self, at: Time, image: &str) -> Event {
@@ -52,6 +59,7 @@ impl Fixture {
             at: Some(at),
             vertexes: Vec::new(),
             image: Some(image.to_string()),
+            warnings: Vec::new(),
         })
     }
 }
@@ -458,12 +466,19 @@ fn history_with_progress_teaches_names() {
     let mut model = model();
     let old = build("old", 1.0);
     let effects = model.apply(Event::History {
-        completion: Completion { info: old.info(), completed_at: 9.0, outcome: Outcome::Canceled, generation: 0 },
+        completion: Completion {
+            info: old.info(),
+            completed_at: 9.0,
+            outcome: Outcome::Canceled,
+            generation: 0,
+            warnings: 0,
+        },
         progress: vec![Progress {
             reference: "old".into(),
             at: Some(9.0),
             vertexes: vec![announced("a", "[1/1] RUN z")],
             image: Some("docker.io/library/hist:1".into()),
+            warnings: Vec::new(),
         }],
     });
     assert_eq!(effects, vec![Effect::HistorySeen { name: "hist".into(), result: "canceled", completed_at: 9.0 }]);
@@ -665,4 +680,42 @@ fn a_running_build_keeps_the_name_it_shows_when_the_name_set_fills() {
     assert_eq!(model.snapshot(0.0)[0].view.name, OVERFLOW);
     let effects = model.apply(late.completed(7.0, Outcome::Succeeded));
     assert_eq!(finished(&effects)[0].view.name, OVERFLOW);
+}
+
+#[test]
+fn warnings_are_masked_kept_once_and_counted_as_the_record_says() {
+    let b = build("w1", 1.0).secret("hunter2-token");
+    let mut model = model();
+    let warning = |titles: &[&str]| {
+        Event::Progress(Progress {
+            reference: "w1".into(),
+            at: Some(2.0),
+            warnings: titles.iter().map(|t| t.to_string()).collect(),
+            ..Progress::default()
+        })
+    };
+    apply_all(
+        &mut model,
+        vec![
+            b.started(),
+            warning(&["FromAsCasing: 'as' and 'FROM' keywords' casing do not match"]),
+            warning(&["SecretsUsedInArgOrEnv: ARG \"TOKEN=hunter2-token\""]),
+            // BuildKit sends a warning again in later messages: one title.
+            warning(&["FromAsCasing: 'as' and 'FROM' keywords' casing do not match"]),
+        ],
+    );
+    let running = model.snapshot(3.0);
+    assert_eq!(running[0].view.warnings.count, 2);
+    assert_eq!(running[0].view.warnings.titles[1], "SecretsUsedInArgOrEnv: ARG \"TOKEN=***\"");
+    // The record counts three (one the stream never carried): the record wins.
+    let effects = model.apply(Event::Completed(Completion {
+        info: b.info(),
+        completed_at: 4.0,
+        outcome: Outcome::Succeeded,
+        generation: 0,
+        warnings: 3,
+    }));
+    let done = finished(&effects);
+    assert_eq!(done[0].view.warnings.count, 3);
+    assert_eq!(done[0].view.warnings.titles.len(), 2);
 }

@@ -6,7 +6,7 @@ use bollard_buildkit_proto::moby::buildkit::v1::{
     BuildHistoryEvent, BuildHistoryEventType, BuildHistoryRecord, StatusResponse,
 };
 
-use crate::model::{name, BuildInfo, Completion, Event, Outcome, Progress, Time, VertexUpdate};
+use crate::model::{name, BuildContext, BuildInfo, Completion, Event, Outcome, Progress, Time, VertexUpdate};
 
 /// gRPC code BuildKit records for a build canceled by its client.
 const CODE_CANCELED: i32 = 1;
@@ -76,6 +76,25 @@ pub fn info(record: &BuildHistoryRecord, name_label: &str, clock: &Clock) -> Bui
             .filter(|(k, _)| k.starts_with("build-arg:"))
             .map(|(_, v)| v.clone())
             .collect(),
+        context: context(record),
+    }
+}
+
+/// The context a record's frontend attributes describe (what buildx and the docker CLI send).
+fn context(record: &BuildHistoryRecord) -> BuildContext {
+    let attrs = &record.frontend_attrs;
+    let get = |key: &str| attrs.get(key).filter(|v| !v.is_empty()).cloned();
+    let mut build_args: Vec<String> =
+        attrs.keys().filter_map(|k| k.strip_prefix("build-arg:")).map(str::to_string).collect();
+    build_args.sort_unstable();
+    BuildContext {
+        context: get("context").or_else(|| get("vcs:localdir:context")),
+        dockerfile: get("filename").or_else(|| get("vcs:localdir:dockerfile")),
+        target: get("target"),
+        platforms: get("platform").map(|p| p.split(',').map(|p| p.trim().to_string()).collect()).unwrap_or_default(),
+        vcs_source: get("vcs:source"),
+        vcs_revision: get("vcs:revision"),
+        build_args,
     }
 }
 
@@ -91,7 +110,8 @@ pub fn completion(record: &BuildHistoryRecord, name_label: &str, clock: &Clock) 
     };
     let info = info(record, name_label, clock);
     let completed_at = clock.local(&record.completed_at).unwrap_or(info.created_at);
-    Completion { completed_at, info, outcome, generation: record.generation }
+    let warnings = u32::try_from(record.num_warnings).unwrap_or(0);
+    Completion { completed_at, info, outcome, generation: record.generation, warnings }
 }
 
 /// The image name a record carries, earliest source first: the image exporter's `name`
@@ -146,7 +166,8 @@ pub fn progress(reference: &str, message: &StatusResponse, clock: &Clock) -> Pro
     for log in &message.logs {
         saw(clock.local(&log.timestamp));
     }
-    Progress { reference: reference.to_string(), at: latest, vertexes, image }
+    let warnings = message.warnings.iter().map(|w| String::from_utf8_lossy(&w.short).trim().to_string()).collect();
+    Progress { reference: reference.to_string(), at: latest, vertexes, image, warnings }
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::builder::Builder;
-use crate::model::{BuildView, Estimate, FinishedBuild, Outcome, RunningBuild, StepCounts, StepView, Time};
+use crate::model::{
+    BuildContext, BuildView, Estimate, FinishedBuild, Outcome, RunningBuild, StepCounts, StepView, Time, Warnings,
+};
 
 /// A build as the API shows it.
 #[derive(Debug, Serialize)]
@@ -29,6 +31,11 @@ pub struct BuildJson {
     current: Vec<CurrentStep>,
     estimate: Option<EstimateJson>,
     error: Option<ErrorJson>,
+    /// Where and how it was asked for: context, Dockerfile, target, platforms, VCS source and
+    /// revision, and the names (never the values) of its build-args.
+    context: Arc<BuildContext>,
+    /// How many warnings, and their titles.
+    warnings: Warnings,
     /// How often BuildKit updated a finished build's record (it attaches the trace ~3 s later).
     record_generation: Option<i32>,
     /// Every step: only in `/api/v1/builds/{ref}`.
@@ -104,6 +111,8 @@ fn common(builder: &str, view: BuildView, state: &'static str, duration_seconds:
         estimate: None,
         error: None,
         record_generation: None,
+        context: view.context,
+        warnings: view.warnings,
     }
 }
 

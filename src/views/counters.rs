@@ -20,7 +20,7 @@ const STEP_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 /// Series that change when builds start or finish.
 ///
 /// Every series here lives as long as the daemon, so each label is paid for by every image
-/// name: the default keeps the per-name cost to 25 series (see README, "What it costs"), and
+/// name: the default keeps the per-name cost to 26 series (see README, "What it costs"), and
 /// the step series by name and instruction are opt-in (`step_detail`).
 #[derive(Debug)]
 pub struct Counters {
@@ -34,6 +34,7 @@ pub struct Counters {
     steps_cached: IntCounterVec,
     steps_failed: IntCounterVec,
     step_duration: HistogramVec,
+    warnings: IntCounterVec,
     reconnects: IntCounterVec,
 }
 
@@ -133,6 +134,12 @@ impl Counters {
                 step_time,
                 STEP_BUCKETS,
             ),
+            warnings: counter(
+                registry,
+                "buildkit_build_warnings_total",
+                "Warnings of finished builds (lint checks and others) as BuildKit recorded them.",
+                &["builder", "name"],
+            ),
             reconnects: counter(
                 registry,
                 "buildkit_exporter_source_reconnects_total",
@@ -154,6 +161,7 @@ impl Counters {
             self.builds_completed.with_label_values(&[builder, name, result]);
         }
         self.build_duration.with_label_values(&[builder, name]);
+        self.warnings.with_label_values(&[builder, name]);
         if !self.step_detail {
             self.step_counters(builder, name, "");
         }
@@ -206,6 +214,7 @@ impl Record for Counters {
                     self.build_duration.with_label_values(&[builder, name]).observe(build.duration());
                 }
                 self.raise_last_completion(&labels, build.completed_at);
+                self.warnings.with_label_values(&[builder, name]).inc_by(build.view.warnings.count.into());
                 for step in build.finished_steps() {
                     let [steps, cached, failed] = self.step_counters(builder, name, step.instruction);
                     steps.inc();

@@ -307,7 +307,13 @@ mod tests {
     }
 
     fn info(reference: &str) -> BuildInfo {
-        BuildInfo { reference: reference.to_string(), created_at: 100.0, image: None, secrets: Vec::new() }
+        BuildInfo {
+            reference: reference.to_string(),
+            created_at: 100.0,
+            image: None,
+            secrets: Vec::new(),
+            context: Default::default(),
+        }
     }
 
     /// Progress of a three-step build with `done` steps completed and the next one running.
@@ -327,6 +333,7 @@ mod tests {
             at: Some(102.0),
             vertexes,
             image: image.map(str::to_string),
+            warnings: Vec::new(),
         })
     }
 
@@ -361,8 +368,13 @@ mod tests {
         assert_eq!(lines(&registry, r#"buildkit_builds_completed_total{builder="default",name="app""#).len(), 3);
 
         // Finished: every series of the running build is gone, the counters took it.
-        let completion =
-            Completion { info: info("r1"), completed_at: 110.0, outcome: Outcome::Succeeded, generation: 0 };
+        let completion = Completion {
+            info: info("r1"),
+            completed_at: 110.0,
+            outcome: Outcome::Succeeded,
+            generation: 0,
+            warnings: 0,
+        };
         builder.apply(Event::Completed(completion));
         assert!(lines(&registry, r#"ref="r1""#).is_empty(), "{:?}", lines(&registry, r#"ref="r1""#));
         assert_eq!(
@@ -385,16 +397,17 @@ mod tests {
             let reference = format!("r{n}");
             builder.apply(Event::Started(info(&reference)));
             builder.apply(progress(&reference, 3, Some("app")));
-            let completion = Completion { info: info(&reference), completed_at: 110.0, outcome: result, generation: 0 };
+            let completion =
+                Completion { info: info(&reference), completed_at: 110.0, outcome: result, generation: 0, warnings: 0 };
             builder.apply(Event::Completed(completion));
         }
         let text = encode(&registry);
         let per_name = text.lines().filter(|l| !l.starts_with('#') && l.contains(r#"name="app""#)).count();
-        // 3 completion counters, a 13-bucket histogram (16 series), 3 last-completion times and
-        // 3 step counters.
-        assert_eq!(per_name, 25, "{text}");
+        // 3 completion counters, a 13-bucket histogram (16 series), 3 last-completion times,
+        // 3 step counters and the warnings counter.
+        assert_eq!(per_name, 26, "{text}");
         // Plus, once per builder and instruction, the step histogram (here: RUN).
         let after = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(after - before, 25 + 17, "{text}");
+        assert_eq!(after - before, 26 + 17, "{text}");
     }
 }
