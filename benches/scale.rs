@@ -30,7 +30,7 @@ fn progress(reference: &str, at: f64, done_steps: usize) -> Progress {
             error: None,
         })
         .collect();
-    Progress { reference: reference.to_string(), at: Some(at), vertexes, image: None }
+    Progress { reference: reference.to_string(), at: Some(at), vertexes, image: None, warnings: Vec::new() }
 }
 
 fn info(reference: &str, n: usize, at: f64) -> BuildInfo {
@@ -39,6 +39,7 @@ fn info(reference: &str, n: usize, at: f64) -> BuildInfo {
         created_at: at,
         image: Some(format!("team/app-{}", n % 100)),
         secrets: vec!["s3cr3t-value".to_string()],
+        context: Default::default(),
     }
 }
 
@@ -95,6 +96,7 @@ fn main() {
                 completed_at: at + 6.0,
                 outcome: Outcome::Succeeded,
                 generation: 0,
+                warnings: 0,
             };
             builder.apply(Event::Completed(completion.clone()));
             builder.apply(Event::Completed(completion));
