@@ -1,9 +1,9 @@
 //! One builder's observed state: its model, written by its source (the only writer) and read
 //! by the views as snapshots; the effects of each write go on to a [`Record`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::facts::{Buildkit, Engine, Facts};
 use crate::model::{Effect, Event, FinishedBuild, Model, RunningBuild, Settings, Time};
 
 /// Where a builder's effects are recorded: the counters of the metrics view.
@@ -23,8 +23,8 @@ pub struct Builder {
     /// Builds of this builder. A std `Mutex` is enough: it is held only for one `apply` or one
     /// snapshot, never across an `.await`.
     model: Mutex<Model>,
-    /// Whether the build history is watched: connected, and the opening replay received.
-    up: AtomicBool,
+    /// Whether the source is watched, why not, and what it runs.
+    facts: Mutex<Facts>,
     /// Where effects are recorded.
     record: Arc<dyn Record>,
 }
@@ -36,7 +36,7 @@ impl Builder {
         Arc::new(Builder {
             name: name.to_string(),
             model: Mutex::new(Model::new(settings)),
-            up: AtomicBool::new(false),
+            facts: Mutex::new(Facts { since: crate::now(), ..Facts::default() }),
             record,
         })
     }
@@ -86,12 +86,50 @@ impl Builder {
 
     /// Marks the source watched (connected, its replay received) or not.
     pub fn set_up(&self, up: bool) {
-        self.up.store(up, Ordering::Relaxed);
+        let mut facts = self.facts_mut();
+        if facts.up != up {
+            facts.up = up;
+            facts.since = crate::now();
+        }
+        if up {
+            facts.reason = None;
+        }
+    }
+
+    /// Marks the source down for `reason` (one line).
+    pub fn set_down(&self, reason: String) {
+        self.set_up(false);
+        self.facts_mut().reason = Some(reason);
     }
 
     /// Whether the source is watched: connected, and its replay received.
     pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
+        self.facts_mut().up
+    }
+
+    /// Records the source's address, as shown (see [`Facts::address`]).
+    pub fn set_address(&self, address: String) {
+        self.facts_mut().address = address;
+    }
+
+    /// Records what the engine said of itself.
+    pub fn set_engine(&self, engine: Engine) {
+        self.facts_mut().engine = Some(engine);
+    }
+
+    /// Records what BuildKit said of itself and holds.
+    pub fn set_buildkit(&self, buildkit: Buildkit) {
+        self.facts_mut().buildkit = Some(buildkit);
+    }
+
+    /// A copy of what is known of the source.
+    pub fn facts(&self) -> Facts {
+        self.facts_mut().clone()
+    }
+
+    /// Nothing that can panic runs under this lock, but a poisoned one is recovered all the same.
+    fn facts_mut(&self) -> MutexGuard<'_, Facts> {
+        self.facts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Counts a reconnection attempt after a failure.

@@ -117,6 +117,12 @@ pub struct Cli {
           value_parser = link_duration, value_name = "DURATION")]
     pub retry_max: Duration,
 
+    /// How often each source's versions, workers and build-cache usage are read (in the
+    /// background; a scrape never waits for them).
+    #[arg(long = "source.usage-interval", env = "BUILDKIT_EXPORTER_SOURCE_USAGE_INTERVAL", default_value = "30s",
+          value_parser = link_duration, value_name = "DURATION")]
+    pub usage_interval: Duration,
+
     /// Log level: error, warn, info, debug or trace.
     #[arg(long = "log.level", env = "BUILDKIT_EXPORTER_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
@@ -336,6 +342,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// How the links to sources are kept and checked.
     pub link: Link,
+    /// How often versions, workers and cache usage are read.
+    pub usage_interval: Duration,
     /// How the HTTP side is served and guarded.
     pub web: Web,
 }
@@ -392,6 +400,7 @@ impl Config {
             step_detail: false,
             max_message_bytes: 64 * 1024 * 1024,
             link: Link::default(),
+            usage_interval: Duration::from_secs(30),
             web: Web::default(),
         }
     }
@@ -440,6 +449,7 @@ impl Cli {
             step_detail: self.step_detail,
             max_message_bytes: self.max_message_bytes,
             link: Link { keepalive: self.keepalive, timeout: self.source_timeout, retry_max: self.retry_max },
+            usage_interval: self.usage_interval,
             web,
         })
     }

@@ -10,7 +10,8 @@
 //!   No I/O, no async, no Prometheus types.
 //! - [`builder`] joins them: one builder's model behind a lock, written by its source, read by
 //!   the views as snapshots; the effects of each write go to a [`builder::Record`] as they
-//!   happen.
+//!   happen. Beside the model, the builder keeps its [`facts`]: whether its source is watched
+//!   and why not, the engine and BuildKit versions, workers and cache.
 //! - [`views`] show it: the counters (the `Record` fed by effects), point-in-time series built
 //!   from snapshots at scrape, the JSON API and the live status page.
 //! - [`server`] serves the views over HTTP, guarded as [`web`] (the web configuration file:
@@ -20,6 +21,7 @@
 
 pub mod builder;
 pub mod config;
+pub mod facts;
 pub mod logging;
 pub mod model;
 pub mod server;
@@ -75,7 +77,11 @@ pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch:
     let builders: Vec<Arc<Builder>> = config
         .sources
         .iter()
-        .map(|spec| Builder::new(&spec.name, config.model.clone(), counters.clone() as Arc<dyn builder::Record>))
+        .map(|spec| {
+            let builder = Builder::new(&spec.name, config.model.clone(), counters.clone() as Arc<dyn builder::Record>);
+            builder.set_address(spec.endpoint.to_string());
+            builder
+        })
         .collect();
     registry.register(Box::new(Live::new(builders.clone(), counters.clone()))).expect("live metric names are unique");
     let views = Arc::new(Views::new(registry, config.telemetry_path.clone(), builders.clone()));
@@ -84,6 +90,7 @@ pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch:
         max_message_bytes: config.max_message_bytes,
         seed_builds: config.seed_builds,
         link: config.link,
+        usage_interval: config.usage_interval,
     };
 
     let server = tokio::spawn(server::serve(listeners, views, config.web.clone(), shutdown.clone()));

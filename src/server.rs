@@ -455,6 +455,8 @@ fn handle(views: &Views, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         (StatusCode::OK, "text/plain; charset=utf-8", Bytes::from_static(b"ok\n"), false)
     } else if path == "/" {
         (StatusCode::OK, "text/html; charset=utf-8", views.page.clone(), true)
+    } else if path == "/api/v1/sources" {
+        (StatusCode::OK, JSON, Bytes::from(api::sources(&views.builders, crate::now())), true)
     } else if path == "/api/v1/builds" {
         (StatusCode::OK, JSON, Bytes::from(api::list(&views.builders, crate::now())), true)
     } else if let Some(reference) = path.strip_prefix("/api/v1/builds/") {

@@ -345,6 +345,13 @@ async fn engine_restart_during_a_build() {
     assert_eq!(sample(&m, "buildkit_builds_running", &[]), Some(0.0));
     let (_, list) = daemon.get("/api/v1/builds").await;
     assert!(list.contains("vanished from the engine's history"), "{list}");
+    // The engine's event stream ended and the engine answered again: one restart seen.
+    eventually(Duration::from_secs(30), "the restart seen", || async {
+        let (_, sources) = daemon.get("/api/v1/sources").await;
+        let sources: serde_json::Value = serde_json::from_str(&sources).unwrap();
+        (sources["sources"][0]["engine"]["restarts"] == 1).then_some(())
+    })
+    .await;
     // The engine works again, and its replays count nothing twice.
     let after = engine::unique("after-restart");
     let context = Context::new(&format!("FROM tinybase:latest\nRUN echo {}\n", engine::unique("nonce")));
@@ -482,5 +489,46 @@ async fn build_context_and_warnings_are_shown_never_as_labels() {
         assert!(!m.contains(label), "{label} in /metrics");
     }
     assert!(!m.contains(&secret) && !list.to_string().contains(&secret));
+    daemon.stop().await;
+}
+
+/// `docker version --format FORMAT` of the engine under test.
+fn docker_version(format: &str) -> String {
+    let out = std::process::Command::new("docker").args(["version", "--format", format]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_versions_workers_and_cache_are_shown() {
+    let _engine = ENGINE.lock().await;
+    let daemon = Daemon::on_engine_with(|config| config.usage_interval = Duration::from_secs(1)).await;
+    let name = engine::unique("usage");
+    let context = Context::new(&format!("FROM tinybase:latest\nRUN echo {} > /built\n", engine::unique("nonce")));
+    assert!(build(&context, &name, &[]).await.success);
+    daemon.counted(&name, "succeeded", 1.0).await;
+    let (engine_version, api_version) =
+        (docker_version("{{.Server.Version}}"), docker_version("{{.Server.APIVersion}}"));
+    // What the engine says of itself, through bollard; BuildKit's version from its Info call.
+    let m = eventually(Duration::from_secs(20), "versions and cache read", || async {
+        let m = daemon.metrics().await;
+        let info = samples(&m, "buildkit_exporter_source_info", &[("engine_version", &engine_version)]);
+        (info.len() == 1 && sample(&m, "buildkit_cache_records", &[]).is_some_and(|r| r > 0.0)).then_some(m)
+    })
+    .await;
+    let (series, _) = samples(&m, "buildkit_exporter_source_info", &[]).remove(0);
+    assert!(series.contains(&format!(r#"api_version="{api_version}""#)), "{series}");
+    assert!(!series.contains(r#"buildkit_version="""#), "{series}");
+    // The build just made left cache behind, all of it free once the build ended.
+    assert!(sample(&m, "buildkit_cache_bytes", &[("type", "regular")]).unwrap() > 0.0);
+    assert!(sample(&m, "buildkit_cache_reclaimable_bytes", &[]).unwrap() > 0.0);
+    let workers = samples(&m, "buildkit_worker_info", &[]);
+    assert!(!workers.is_empty() && workers.iter().all(|(s, _)| s.contains("linux/amd64")), "{workers:?}");
+    let (_, sources) = daemon.get("/api/v1/sources").await;
+    let sources: serde_json::Value = serde_json::from_str(&sources).unwrap();
+    let engine = &sources["sources"][0]["engine"];
+    assert_eq!(engine["version"], engine_version.as_str(), "{sources}");
+    assert_eq!(engine["restarts"], 0, "{sources}");
+    assert_eq!(sources["sources"][0]["up"], true);
     daemon.stop().await;
 }

@@ -23,7 +23,9 @@
 
 pub mod convert;
 pub mod dial;
+mod engine;
 mod tls;
+mod usage;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -141,6 +143,8 @@ pub struct SourceOptions {
     pub seed_builds: usize,
     /// How links are kept and checked.
     pub link: Link,
+    /// How often versions, workers and cache usage are read.
+    pub usage_interval: Duration,
 }
 
 /// Capped exponential backoff with jitter. (A dozen lines: the backoff crates bring the retry
@@ -176,6 +180,16 @@ impl Drop for Watching<'_> {
 #[tracing::instrument(name = "source", skip_all, fields(builder = %spec.name))]
 pub async fn run(spec: SourceSpec, builder: Arc<Builder>, options: SourceOptions, mut shutdown: watch::Receiver<bool>) {
     let _watching = Watching(&builder);
+    // The engine side lives as long as the source, whatever its BuildKit link does.
+    let mut engine_side = JoinSet::new();
+    if let Endpoint::Docker(transport) = &spec.endpoint {
+        match engine::client(transport, options.link.timeout) {
+            Ok(docker) => {
+                engine_side.spawn(engine::watch(docker, builder.clone(), options.usage_interval).in_current_span());
+            }
+            Err(why) => info!(%why, "the engine's version and restarts are not read"),
+        }
+    }
     let mut backoff = Backoff { attempt: 0, cap: options.link.retry_max };
     // The kind of the last failure: a cause is logged once while it lasts (the details of
     // protocol errors vary from one attempt to the next).
@@ -193,7 +207,7 @@ pub async fn run(spec: SourceSpec, builder: Arc<Builder>, options: SourceOptions
         if was_up {
             last_error = None;
         }
-        builder.set_up(false);
+        builder.set_down(error.to_string());
         // A link that died silently was noticed up to one keepalive round late: builds that
         // completed in that time still count as completed while disconnected; but nothing from
         // before the connection was watching (a session that never subscribed saw nothing).
@@ -267,6 +281,8 @@ impl Session<'_> {
         let mut replayed: HashMap<String, Completion> = HashMap::new();
         let mut replayed_count = 0usize;
         let mut seeding = JoinSet::new();
+        // Reads of versions, workers and cache usage; they end with the connection.
+        let mut background = JoinSet::new();
         // The end of the replay is never guessed, but a replay that takes this long is said.
         let slow_replay = tokio::time::sleep(SLOW_REPLAY);
         tokio::pin!(slow_replay);
@@ -292,6 +308,9 @@ impl Session<'_> {
                         watch.recheck_running();
                         self.builder.set_up(true);
                         info!(source = %endpoint, "source up");
+                        let every = self.options.usage_interval;
+                        let task = usage::refresh(watch.client.clone(), self.builder.clone(), every, link.timeout);
+                        background.spawn(task.in_current_span());
                         if self.seed {
                             *seeded = true;
                             let newest = newest(std::mem::take(&mut replayed), self.options.seed_builds);

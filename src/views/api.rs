@@ -1,11 +1,12 @@
-//! The JSON API: `/api/v1/builds` (running builds, then recent ones) and
-//! `/api/v1/builds/{ref}` (one build with its step list). The schema is in the README.
+//! The JSON API: `/api/v1/builds` (running builds, then recent ones, and the sources),
+//! `/api/v1/builds/{ref}` (one build with its step list) and `/api/v1/sources`. The schema is in the README.
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::builder::Builder;
+use crate::facts::Facts;
 use crate::model::{
     BuildContext, BuildView, Estimate, FinishedBuild, Outcome, RunningBuild, StepCounts, StepView, Time, Warnings,
 };
@@ -166,10 +167,28 @@ fn all(builders: &[Arc<Builder>], now: Time) -> Vec<BuildJson> {
     running_builds
 }
 
-/// The body of `/api/v1/builds`.
+/// A source as the API shows it.
+#[derive(Debug, Serialize)]
+struct SourceJson {
+    builder: String,
+    #[serde(flatten)]
+    facts: Facts,
+}
+
+fn sources_json(builders: &[Arc<Builder>]) -> Vec<SourceJson> {
+    builders.iter().map(|b| SourceJson { builder: b.name.clone(), facts: b.facts() }).collect()
+}
+
+/// The body of `/api/v1/builds`: the builds, and the sources, so that one request tells
+/// whether "no build is running" is true or only what a down source looks like.
 pub fn list(builders: &[Arc<Builder>], now: Time) -> String {
     let builds = all(builders, now);
-    serde_json::json!({ "generated_at": now, "builds": builds }).to_string()
+    serde_json::json!({ "generated_at": now, "sources": sources_json(builders), "builds": builds }).to_string()
+}
+
+/// The body of `/api/v1/sources`.
+pub fn sources(builders: &[Arc<Builder>], now: Time) -> String {
+    serde_json::json!({ "generated_at": now, "sources": sources_json(builders) }).to_string()
 }
 
 /// The body of `/api/v1/builds/{ref}`, if that build is known.

@@ -9,6 +9,7 @@ use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, GaugeVec, Opts, Registry, TextEncoder};
 
 use crate::builder::Builder;
+use crate::facts::Facts;
 use crate::model::name::UNKNOWN;
 use crate::model::{RunningBuild, StepView};
 use crate::views::counters::Counters;
@@ -41,6 +42,11 @@ struct LiveVecs {
     estimated_remaining: GaugeVec,
     running: GaugeVec,
     up: GaugeVec,
+    source_info: GaugeVec,
+    cache_bytes: GaugeVec,
+    cache_reclaimable: GaugeVec,
+    cache_records: GaugeVec,
+    worker_info: GaugeVec,
 }
 
 impl LiveVecs {
@@ -78,6 +84,19 @@ impl LiveVecs {
             ),
             running: gauge("buildkit_builds_running", "Builds running now.", &["builder"]),
             up: gauge("buildkit_exporter_source_up", "Whether the build history of a source is watched (1: connected, and the replay that opens the connection received) or not (0).", &["builder"]),
+            source_info: gauge(
+                "buildkit_exporter_source_info",
+                "Versions of a source's Docker Engine (empty for a standalone buildkitd), its API and its BuildKit; always 1.",
+                &["builder", "engine_version", "buildkit_version", "api_version"],
+            ),
+            cache_bytes: gauge("buildkit_cache_bytes", "Size of a builder's build cache by record type, read in the background.", &["builder", "type"]),
+            cache_reclaimable: gauge("buildkit_cache_reclaimable_bytes", "Build cache not in use, which a prune could free.", &["builder"]),
+            cache_records: gauge("buildkit_cache_records", "Records in a builder's build cache.", &["builder"]),
+            worker_info: gauge(
+                "buildkit_worker_info",
+                "A BuildKit worker and the platforms it builds for (comma-separated, native first); always 1.",
+                &["builder", "worker", "platforms"],
+            ),
         }
     }
 
@@ -96,7 +115,7 @@ impl LiveVecs {
         ]
     }
 
-    fn all(&self) -> [&GaugeVec; 12] {
+    fn all(&self) -> [&GaugeVec; 17] {
         [
             &self.steps,
             &self.steps_completed,
@@ -110,6 +129,11 @@ impl LiveVecs {
             &self.estimated_remaining,
             &self.running,
             &self.up,
+            &self.source_info,
+            &self.cache_bytes,
+            &self.cache_reclaimable,
+            &self.cache_records,
+            &self.worker_info,
         ]
     }
 }
@@ -127,13 +151,15 @@ struct Served {
     vecs: LiveVecs,
     /// Running builds served, by builder and ref.
     builds: HashMap<String, HashMap<String, ServedBuild>>,
+    /// The label sets of each builder's facts served: versions, then each worker's.
+    facts: HashMap<String, ServedFacts>,
     /// Counts scrapes, to find the builds the last one did not see.
     scrape: u64,
 }
 
 impl Default for Served {
     fn default() -> Self {
-        Served { vecs: LiveVecs::new(), builds: HashMap::new(), scrape: 0 }
+        Served { vecs: LiveVecs::new(), builds: HashMap::new(), facts: HashMap::new(), scrape: 0 }
     }
 }
 
@@ -170,12 +196,14 @@ impl Collector for Live {
     fn collect(&self) -> Vec<MetricFamily> {
         // A panic while serving leaves nothing half-done that the next scrape would not redo.
         let mut served = self.served.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Served { vecs, builds: served_builds, scrape } = &mut *served;
+        let Served { vecs, builds: served_builds, facts: served_facts, scrape } = &mut *served;
         *scrape += 1;
         let now = crate::now();
         for builder in &self.builders {
             let name = builder.name.as_str();
-            vecs.up.with_label_values(&[name]).set(if builder.is_up() { 1.0 } else { 0.0 });
+            let facts = builder.facts();
+            vecs.up.with_label_values(&[name]).set(if facts.up { 1.0 } else { 0.0 });
+            serve_facts(vecs, served_facts.entry(name.to_string()).or_default(), name, &facts);
             let builds = builder.snapshot(now);
             vecs.running.with_label_values(&[name]).set(builds.len() as f64);
             if !served_builds.contains_key(name) {
@@ -283,6 +311,52 @@ impl Live {
             }
         }
     }
+}
+
+/// The label sets of one builder's facts last served.
+#[derive(Default, PartialEq)]
+struct ServedFacts {
+    /// Engine, BuildKit and API versions.
+    versions: Option<[String; 3]>,
+    /// Each worker's ID and platforms.
+    workers: Vec<[String; 2]>,
+}
+
+/// Sets the series of what `builder` is and holds; `served` holds the label sets served last,
+/// so only a change of version or of workers makes or removes any.
+fn serve_facts(vecs: &LiveVecs, served: &mut ServedFacts, builder: &str, facts: &Facts) {
+    let mut now_served = ServedFacts::default();
+    if facts.engine.is_some() || facts.buildkit.is_some() {
+        let buildkit = facts.buildkit.as_ref().map_or("", |b| b.version.as_str());
+        let (version, api) = facts.engine.as_ref().map_or(("", ""), |e| (e.version.as_str(), e.api_version.as_str()));
+        now_served.versions = Some([version.to_string(), buildkit.to_string(), api.to_string()]);
+    }
+    if let Some(buildkit) = &facts.buildkit {
+        now_served.workers = buildkit.workers.iter().map(|w| [w.id.clone(), w.platforms.join(",")]).collect();
+        if let Some(cache) = &buildkit.cache {
+            for (kind, bytes) in &cache.by_type {
+                vecs.cache_bytes.with_label_values(&[builder, kind]).set(*bytes as f64);
+            }
+            vecs.cache_reclaimable.with_label_values(&[builder]).set(cache.reclaimable as f64);
+            vecs.cache_records.with_label_values(&[builder]).set(cache.records as f64);
+        }
+    }
+    if *served == now_served {
+        return;
+    }
+    if let Some([engine, buildkit, api]) = &served.versions {
+        let _ = vecs.source_info.remove_label_values(&[builder, engine, buildkit, api]);
+    }
+    for [id, platforms] in &served.workers {
+        let _ = vecs.worker_info.remove_label_values(&[builder, id, platforms]);
+    }
+    if let Some([engine, buildkit, api]) = &now_served.versions {
+        vecs.source_info.with_label_values(&[builder, engine, buildkit, api]).set(1.0);
+    }
+    for [id, platforms] in &now_served.workers {
+        vecs.worker_info.with_label_values(&[builder, id, platforms]).set(1.0);
+    }
+    *served = now_served;
 }
 
 /// Renders every metric of `registry` in the text exposition format.

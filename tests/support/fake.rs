@@ -316,8 +316,19 @@ impl Control for Fake {
 
     type StatusStream = Stream_<StatusResponse>;
 
+    /// A cache of three records: regular (1 000 bytes, free), a cache mount in use (500)
+    /// and a type BuildKit may add one day (7, free).
     async fn disk_usage(&self, _: Request<DiskUsageRequest>) -> Result<Response<DiskUsageResponse>, Status> {
-        Err(Status::unimplemented("fake"))
+        let record = |record_type: &str, size: i64, in_use: bool| UsageRecord {
+            id: format!("{record_type}-{size}"),
+            record_type: record_type.to_string(),
+            size,
+            in_use,
+            ..UsageRecord::default()
+        };
+        let record =
+            vec![record("regular", 1000, false), record("exec.cachemount", 500, true), record("future.kind", 7, false)];
+        Ok(Response::new(DiskUsageResponse { record }))
     }
 
     type PruneStream = Stream_<UsageRecord>;
@@ -342,12 +353,29 @@ impl Control for Fake {
         Err(Status::permission_denied("read-only test"))
     }
 
+    /// One worker, for linux/amd64 and linux/arm64/v8.
     async fn list_workers(&self, _: Request<ListWorkersRequest>) -> Result<Response<ListWorkersResponse>, Status> {
-        Err(Status::unimplemented("fake"))
+        let platform = |architecture: &str, variant: &str| bollard_buildkit_proto::pb::Platform {
+            architecture: architecture.to_string(),
+            os: "linux".to_string(),
+            variant: variant.to_string(),
+            ..Default::default()
+        };
+        let worker = bollard_buildkit_proto::moby::buildkit::v1::types::WorkerRecord {
+            id: "fake-worker".to_string(),
+            platforms: vec![platform("amd64", ""), platform("arm64", "v8")],
+            ..Default::default()
+        };
+        Ok(Response::new(ListWorkersResponse { record: vec![worker] }))
     }
 
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
-        Err(Status::unimplemented("fake"))
+        let version = bollard_buildkit_proto::moby::buildkit::v1::types::BuildkitVersion {
+            package: "github.com/moby/buildkit".to_string(),
+            version: "v0.13.2-fake".to_string(),
+            revision: "fake".to_string(),
+        };
+        Ok(Response::new(InfoResponse { buildkit_version: Some(version) }))
     }
 
     async fn update_build_history(
