@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Stops the dockerd that scripts/engine-up.sh started (found by its pidfile in the state dir),
-# waits for it to exit and removes the state dir. Does nothing when engine-up.sh used an engine
-# it did not start.
+# waits for it to exit and removes the state dir (and the bridge it made). Does nothing when
+# engine-up.sh used an engine it did not start.
 #
-#   BUILDKIT_EXPORTER_ENGINE_DIR  state dir (default /tmp/buildkit-exporter-engine)
+#   BUILDKIT_EXPORTER_ENGINE_VERSION  which of our engines: unset or 26.1, or 28.5 (engine-up.sh
+#                                 prints it for 28.5, so the same environment stops the same engine)
+#   BUILDKIT_EXPORTER_ENGINE_DIR  state dir (default /tmp/buildkit-exporter-engine; 28.5: + `-28.5`)
 set -euo pipefail
 
 TAG=engine-down
@@ -63,6 +65,13 @@ if [ -n "$mounts" ]; then
 fi
 if awk -v p="$STATE/" 'index($5, p) == 1 { found = 1 } END { exit !found }' /proc/self/mountinfo; then
   die "mounts remain below $STATE; not removing it"
+fi
+if [ -f "$STATE/created-bridge" ] && command -v ip >/dev/null 2>&1; then
+  bridge="$(head -n1 "$STATE/created-bridge")"
+  if [ -n "$bridge" ] && [ -e "/sys/class/net/$bridge" ]; then
+    ip link delete "$bridge" 2>/dev/null && log "deleted bridge $bridge (made by engine-up.sh)" \
+      || log "WARNING: could not delete bridge $bridge"
+  fi
 fi
 if [ -f "$STATE/created-docker0" ] && [ -e /sys/class/net/docker0 ] && command -v ip >/dev/null 2>&1; then
   ip link delete docker0 2>/dev/null && log "deleted bridge docker0 (created by our dockerd)" \

@@ -10,9 +10,24 @@
 # scripts/provision.sh unpacked. Only in the last two cases BUILDKIT_EXPORTER_ENGINE_STARTED=1 is
 # printed, and scripts/engine-down.sh stops it.
 #
+# A given BUILDKIT_EXPORTER_ENGINE_VERSION skips the first two: our own engine of that version.
+# Docker Engine 28.5 (BuildKit v0.25) runs beside 26.1, with the containerd image store, its own
+# state dir (the 26.1 one plus `-28.5`), its own bridge and TLS port, and its own tinybase image:
+#
+#   eval "$(BUILDKIT_EXPORTER_ENGINE_VERSION=28.5 scripts/engine-up.sh)"
+#
+# It also prints DOCKER_CONFIG: a config dir whose cli-plugins/ holds buildx 0.29 (the client of
+# the same release line as that engine; ~/.docker/cli-plugins holds 26.1's buildx 0.13), and
+# BUILDKIT_EXPORTER_ENGINE_VERSION, so that scripts/engine-down.sh in the same environment stops
+# that engine.
+#
 #   BUILDKIT_EXPORTER_TOOLS       prefix from provision.sh (default /opt/buildkit-exporter-tools)
 #   BUILDKIT_EXPORTER_ENGINE_DIR  state dir of our own dockerd (default /tmp/buildkit-exporter-engine)
-#   BUILDKIT_EXPORTER_ENGINE_TLS_PORT  loopback port of its TLS listener (default 23760)
+#   BUILDKIT_EXPORTER_ENGINE_TLS_PORT  loopback port of its TLS listener (default 23760; 28.5: +1;
+#                                 the next free one when that is taken)
+#   BUILDKIT_EXPORTER_ENGINE_BRIDGE, BUILDKIT_EXPORTER_ENGINE_BRIDGE_ADDR  28.5's bridge (default
+#                                 bkx28-<hash of the state dir>, the first unrouted 10.250.N.1/24
+#                                 from N=28; made here when missing, deleted by engine-down.sh)
 set -euo pipefail
 
 PREFIX="${BUILDKIT_EXPORTER_TOOLS:-/opt/buildkit-exporter-tools}"
@@ -24,6 +39,15 @@ MIN_API="1.41"
 IMAGE="tinybase:latest"
 TLS_DIR="$STATE/tls"
 TLS_PORT="${BUILDKIT_EXPORTER_ENGINE_TLS_PORT:-23760}"
+ENGINE_PREFIX="$PREFIX"
+if [ "$ENGINE_VERSION" = 28.5 ]; then
+  ENGINE_PREFIX="$PREFIX/engine-28.5"
+  TLS_PORT=$((TLS_PORT + 1))
+  # One bridge per state dir, so that two 28.5 engines (other state dirs) never share one.
+  BRIDGE="${BUILDKIT_EXPORTER_ENGINE_BRIDGE:-bkx28-$(printf '%s' "$STATE" | md5sum | cut -c1-8)}"
+  BRIDGE_ADDR="${BUILDKIT_EXPORTER_ENGINE_BRIDGE_ADDR:-}"
+  CLIENT_CONFIG="$STATE/docker-config"
+fi
 
 if command -v docker >/dev/null 2>&1; then
   DOCKER="$(command -v docker)"
@@ -97,15 +121,21 @@ ensure_image() { # $1: docker host
 }
 
 emit() { # $1: docker host, $2: started by us (0/1)
-  if ! "$DOCKER" buildx version >/dev/null 2>&1; then
+  if [ -n "${CLIENT_CONFIG:-}" ]; then
+    log "client: $(DOCKER_CONFIG="$CLIENT_CONFIG" "$DOCKER" buildx version 2>/dev/null | head -n1) (DOCKER_CONFIG=$CLIENT_CONFIG)"
+  elif ! "$DOCKER" buildx version >/dev/null 2>&1; then
     log "WARNING: the docker CLI has no buildx plugin; run scripts/provision.sh"
   fi
   printf 'export DOCKER_HOST=%q\n' "$1"
   printf 'export DOCKER_BUILDKIT=1\n'
   if [ "$2" = 1 ]; then printf 'export BUILDKIT_EXPORTER_ENGINE_STARTED=1\n'; fi
+  if [ -n "$ENGINE_VERSION" ]; then printf 'export BUILDKIT_EXPORTER_ENGINE_VERSION=%q\n' "$ENGINE_VERSION"; fi
+  if [ -n "${CLIENT_CONFIG:-}" ]; then printf 'export DOCKER_CONFIG=%q\n' "$CLIENT_CONFIG"; fi
   # Our own engine also listens with TLS (client certificate required), for the TLS tests.
   if [ "$2" = 1 ] && [ -f "$TLS_DIR/key.pem" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "--tlsverify"; then
-    printf 'export BUILDKIT_EXPORTER_ENGINE_TLS_HOST=%q\n' "tcp://127.0.0.1:$TLS_PORT"
+    local port
+    port="$(tr '\0' '\n' <"/proc/$pid/cmdline" | sed -n 's|^tcp://127\.0\.0\.1:\([0-9]*\)$|\1|p' | head -n1)"
+    printf 'export BUILDKIT_EXPORTER_ENGINE_TLS_HOST=%q\n' "tcp://127.0.0.1:${port:-$TLS_PORT}"
     printf 'export BUILDKIT_EXPORTER_ENGINE_TLS_CERTS=%q\n' "$TLS_DIR"
   fi
 }
@@ -136,8 +166,55 @@ make_certs() {
   rm -rf "$tmp"
 }
 
+# The 28.5 engine's client: a docker config dir whose cli-plugins/ holds buildx 0.29 (and the
+# compose plugin of the 26.1 set: a config dir replaces ~/.docker/cli-plugins as a whole).
+make_client_config() {
+  local plugin="$ENGINE_PREFIX/usr/libexec/docker/cli-plugins/docker-buildx"
+  local compose="$PREFIX/usr/libexec/docker/cli-plugins/docker-compose"
+  [ -x "$plugin" ] || die "$plugin missing (run scripts/provision.sh)"
+  [ -x "$compose" ] || die "$compose missing (run scripts/provision.sh)"
+  mkdir -p "$CLIENT_CONFIG/cli-plugins"
+  ln -sfn "$plugin" "$CLIENT_CONFIG/cli-plugins/docker-buildx"
+  ln -sfn "$compose" "$CLIENT_CONFIG/cli-plugins/docker-compose"
+  [ -f "$CLIENT_CONFIG/config.json" ] || printf '{}\n' >"$CLIENT_CONFIG/config.json"
+  DOCKER_CONFIG="$CLIENT_CONFIG" "$DOCKER" buildx version >/dev/null 2>&1 \
+    || die "docker buildx does not work with DOCKER_CONFIG=$CLIENT_CONFIG"
+}
+
+# The 28.5 engine's own bridge (the 26.1 one has docker0): BuildKit runs RUN steps on the bridge
+# network, and dockerd -b wants the bridge to exist. Made here when missing, and recorded so that
+# engine-down.sh deletes it.
+make_bridge() {
+  command -v ip >/dev/null 2>&1 || die "ip (iproute2) missing"
+  if [ -e "/sys/class/net/$BRIDGE" ]; then
+    log "bridge $BRIDGE present: $(ip -br -4 addr show dev "$BRIDGE" | awk '{print $3}')"
+    return 0
+  fi
+  local net n
+  if [ -z "$BRIDGE_ADDR" ]; then
+    for n in $(seq 28 254); do
+      if [ -z "$(routed "10.250.$n.1")" ]; then BRIDGE_ADDR="10.250.$n.1/24"; break; fi
+    done
+    [ -n "$BRIDGE_ADDR" ] || die "no unrouted 10.250.N.0/24 left: set BUILDKIT_EXPORTER_ENGINE_BRIDGE_ADDR"
+  fi
+  net="$(routed "${BRIDGE_ADDR%/*}")"
+  [ -z "$net" ] || die "${BRIDGE_ADDR%/*} is already routed ($net): set BUILDKIT_EXPORTER_ENGINE_BRIDGE_ADDR"
+  ip link add "$BRIDGE" type bridge || die "could not create bridge $BRIDGE"
+  printf '%s\n' "$BRIDGE" >"$STATE/created-bridge"
+  ip addr add "$BRIDGE_ADDR" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  log "created bridge $BRIDGE ($BRIDGE_ADDR)"
+}
+
+routed() { ip -4 route show to match "$1" | grep -v '^default' || true; } # $1: an address
+
+# Something listens on loopback port $1.
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 # --- 1. an engine the user already has ----------------------------------------------------------
-if [ -n "${DOCKER_HOST:-}" ] && [ "$DOCKER_HOST" != "$OWN_HOST" ]; then
+if [ -n "$ENGINE_VERSION" ]; then
+  log "BUILDKIT_EXPORTER_ENGINE_VERSION=$ENGINE_VERSION: our own engine of that version"
+elif [ -n "${DOCKER_HOST:-}" ] && [ "$DOCKER_HOST" != "$OWN_HOST" ]; then
   api="$(server_api "")"
   if api_ok "$api"; then
     log "using the engine at DOCKER_HOST=$DOCKER_HOST (API $api)"
@@ -147,7 +224,7 @@ if [ -n "${DOCKER_HOST:-}" ] && [ "$DOCKER_HOST" != "$OWN_HOST" ]; then
   fi
   log "DOCKER_HOST=$DOCKER_HOST $(describe "$api"); trying others"
 fi
-if [ -S /var/run/docker.sock ]; then
+if [ -z "$ENGINE_VERSION" ] && [ -S /var/run/docker.sock ]; then
   api="$(server_api unix:///var/run/docker.sock)"
   if api_ok "$api"; then
     log "using the engine at /var/run/docker.sock (API $api)"
@@ -163,28 +240,47 @@ mkdir -p "$STATE"
 exec 9>"$STATE.lock"
 flock -w 120 9 || die "could not lock $STATE.lock"
 
+if [ -n "${CLIENT_CONFIG:-}" ]; then make_client_config; fi
 if pid="$(own_pid)"; then
   log "reusing dockerd pid $pid from $PIDFILE"
   wait_ready "$pid"
 else
-  DOCKERD="$PREFIX/usr/sbin/dockerd"
+  DOCKERD="$ENGINE_PREFIX/usr/sbin/dockerd"
   [ -x "$DOCKERD" ] || die "$DOCKERD missing (run scripts/provision.sh)"
+  ENGINE_PATH="$ENGINE_PREFIX/usr/sbin:$PATH"
+  NETWORK_ARGS=()
+  if [ "$ENGINE_VERSION" = 28.5 ]; then
+    # sid's containerd 2.1 and its shim; this machine's runc (sid's needs a newer glibc) first.
+    ENGINE_PATH="$ENGINE_PREFIX/host-runc:$ENGINE_PREFIX/usr/sbin:$ENGINE_PREFIX/usr/bin:$PATH"
+    [ -x "$ENGINE_PREFIX/host-runc/runc" ] || die "$ENGINE_PREFIX/host-runc/runc missing (run scripts/provision.sh)"
+    NETWORK_ARGS=(--bridge "$BRIDGE")
+  fi
   for b in containerd containerd-shim-runc-v2 runc; do
-    command -v "$b" >/dev/null 2>&1 || die "$b missing (run scripts/provision.sh)"
+    PATH="$ENGINE_PATH" command -v "$b" >/dev/null 2>&1 || die "$b missing (run scripts/provision.sh)"
   done
   rm -f "$PIDFILE" "$SOCK"
   mkdir -p "$STATE/data" "$STATE/exec"
   touch "$MARKER"
+  if [ "$ENGINE_VERSION" = 28.5 ]; then
+    # The containerd image store (Docker 29's default): images and build history of its own.
+    printf '{"features":{"containerd-snapshotter":true}}\n' >"$STATE/daemon.json"
+    make_bridge
+  fi
   [ -f "$STATE/daemon.json" ] || printf '{}\n' >"$STATE/daemon.json"
   make_certs
+  for _ in $(seq 20); do
+    port_taken "$TLS_PORT" || break
+    log "loopback port $TLS_PORT is taken; trying $((TLS_PORT + 1)) for the TLS listener"
+    TLS_PORT=$((TLS_PORT + 1))
+  done
   log "starting dockerd $("$DOCKERD" --version | awk '{print $3}' | tr -d ,) on $OWN_HOST (log: $LOGFILE)"
   # Own data-root, exec-root, socket, pidfile and config. No iptables rules and no ip_forward
   # change, so the host's firewall and routing are left alone. The default bridge must exist
   # (`--bridge none` makes every RUN step fail with "network bridge not found", since BuildKit in
   # dockerd runs RUN steps on the bridge network), so dockerd creates docker0 if it is missing;
   # engine-down.sh deletes it again when it was created here.
-  if [ ! -e /sys/class/net/docker0 ]; then touch "$STATE/created-docker0"; fi
-  PATH="$PREFIX/usr/sbin:$PATH" setsid "$DOCKERD" \
+  if [ -z "${BRIDGE:-}" ] && [ ! -e /sys/class/net/docker0 ]; then touch "$STATE/created-docker0"; fi
+  PATH="$ENGINE_PATH" setsid "$DOCKERD" \
       --config-file "$STATE/daemon.json" \
       --data-root "$STATE/data" \
       --exec-root "$STATE/exec" \
@@ -192,8 +288,8 @@ else
       -H "tcp://127.0.0.1:$TLS_PORT" --tlsverify --tlscacert "$TLS_DIR/ca.pem" \
       --tlscert "$TLS_DIR/server-cert.pem" --tlskey "$TLS_DIR/server-key.pem" \
       --pidfile "$PIDFILE" \
-      --userland-proxy-path "$PREFIX/usr/sbin/docker-proxy" \
-      --iptables=false --ip6tables=false --ip-forward=false \
+      --userland-proxy-path "$ENGINE_PREFIX/usr/sbin/docker-proxy" \
+      --iptables=false --ip6tables=false --ip-forward=false "${NETWORK_ARGS[@]}" \
       >>"$LOGFILE" 2>&1 </dev/null 9>&- &
   pid=$!
   wait_ready "$pid"

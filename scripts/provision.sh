@@ -9,12 +9,23 @@
 #     installed) into a private prefix: ${BUILDKIT_EXPORTER_TOOLS:-/opt/buildkit-exporter-tools}
 #   * the buildx and compose plugins for the docker CLI (${DOCKER_CONFIG:-$HOME/.docker}/cli-plugins),
 #     so that `docker build` runs through BuildKit and `docker compose` works
+#   * Debian sid's docker.io 28.5 (Docker Engine 28.5, BuildKit v0.25), docker-buildx 0.29 and
+#     containerd 2.1, unpacked into $PREFIX/engine-28.5 (the second engine of the tests, started
+#     by `BUILDKIT_EXPORTER_ENGINE_VERSION=28.5 scripts/engine-up.sh` with the containerd image
+#     store; its buildx 0.29 is the client for it, through DOCKER_CONFIG). sid's runc needs a newer
+#     glibc than Debian 12's: $PREFIX/engine-28.5/host-runc/runc links to this machine's runc.
+#   * Debian sid's prometheus and promtool 3.5, unpacked into $PREFIX/prometheus-3.5
+#     ($PREFIX/prometheus-3.5/usr/bin/{prometheus,promtool}); the Debian 12 ones (2.42) stay the
+#     ones on PATH.
 #
 # Runs as root, non-interactively. The Debian mirror is read from the machine's own apt sources.
+# sid moves: a fresh machine gets whatever sid has then, and the unpacked versions are checked
+# (docker.io 28.5.x, prometheus 3.5.x); an unpacked prefix is kept as it is.
 set -euo pipefail
 
 PREFIX="${BUILDKIT_EXPORTER_TOOLS:-/opt/buildkit-exporter-tools}"
 NEXT_SUITE="${BUILDKIT_EXPORTER_ENGINE_SUITE:-trixie}"
+SID_SUITE=sid
 export DEBIAN_FRONTEND=noninteractive
 export CI="${CI:-true}"
 
@@ -43,19 +54,30 @@ else
   log "apt packages already installed"
 fi
 
-# --- 2. Debian 13 packages, unpacked (not installed) into $PREFIX --------------------------------
+# --- 2. Debian 13 and sid packages, unpacked (not installed) below $PREFIX ---------------------------
 # Each set has its own marker, so adding a set later does not unpack the others again (over an
 # engine that may be running from this prefix).
 ENGINE_PACKAGES=(docker.io docker-buildx docker-cli)
 ENGINE_FILES=(usr/sbin/dockerd usr/sbin/docker-proxy usr/bin/docker usr/libexec/docker/cli-plugins/docker-buildx)
 COMPOSE_PACKAGES=(docker-compose)
 COMPOSE_FILES=(usr/libexec/docker/cli-plugins/docker-compose)
+# The 28.5 set has its own prefix: its dockerd, containerd and plugins must not replace 26.1's.
+ENGINE28_DIR=engine-28.5
+ENGINE28_PACKAGES=(docker.io docker-buildx containerd)
+ENGINE28_FILES=(usr/sbin/dockerd usr/sbin/docker-proxy usr/bin/containerd usr/bin/containerd-shim-runc-v2
+                usr/libexec/docker/cli-plugins/docker-buildx)
+ENGINE28_VERSIONS=(docker.io=28.5.)
+PROM3_DIR=prometheus-3.5
+PROM3_PACKAGES=(prometheus promtool)
+PROM3_FILES=(usr/bin/prometheus usr/bin/promtool)
+PROM3_VERSIONS=(prometheus=3.5. promtool=3.5.)
+NO_VERSIONS=()
 
-unpacked() { # $1: marker, then the required files
-  local marker="$1" f
-  shift
+unpacked() { # $1: target dir, $2: marker, then the required files
+  local dir="$1" marker="$2" f
+  shift 2
   [ -f "$marker" ] || return 1
-  for f in "$@"; do [ -x "$PREFIX/$f" ] || return 1; done
+  for f in "$@"; do [ -x "$dir/$f" ] || return 1; done
 }
 
 mirror_uri() {
@@ -76,46 +98,80 @@ mirror_uri() {
   printf '%s\n' "${uri%/}"
 }
 
-# Fetches Debian $NEXT_SUITE packages and unpacks them into $PREFIX, unless already done.
-# $1: marker file name, $2: name of an array of packages, $3: name of an array of required files.
-unpack_next() {
-  local marker="$PREFIX/$1" uri tmp deb f
-  local -n packages="$2" files="$3"
-  if unpacked "$marker" "${files[@]}"; then
-    log "already unpacked in $PREFIX: $(tr '\n' ' ' <"$marker")"
+# One temporary apt state per suite and run (package lists fetched once), removed at exit.
+APT_TMP=""
+cleanup() { if [ -n "$APT_TMP" ]; then rm -rf "$APT_TMP"; fi; }
+trap cleanup EXIT
+apt_opts_for() { # $1: suite; sets the array apt_opts, fetching the suite's lists on first use
+  local suite="$1" dir uri
+  [ -n "$APT_TMP" ] || APT_TMP="$(mktemp -d)"
+  dir="$APT_TMP/$suite"
+  apt_opts=(-q -o "Dir::Etc::sourcelist=$dir/sources.list" -o Dir::Etc::sourceparts=-
+            -o "Dir::State::Lists=$dir/lists" -o "Dir::Cache::Archives=$dir/archives"
+            -o APT::Get::List-Cleanup=0 -o APT::Sandbox::User=root)
+  [ -f "$dir/.updated" ] && return 0
+  uri="$(mirror_uri)"
+  mkdir -p "$dir/lists/partial" "$dir/archives/partial"
+  printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' "$uri" "$suite" \
+    >"$dir/sources.list"
+  log "fetching the package lists of Debian $suite"
+  apt-get "${apt_opts[@]}" update >&2
+  touch "$dir/.updated"
+}
+
+# Fetches Debian packages and unpacks them, unless already done. $1: suite, $2: target dir,
+# $3: marker file name (in the target dir), $4: name of an array of packages, $5: name of an array
+# of required files, $6: name of an array of PACKAGE=VERSION-PREFIX the fetched packages must match.
+unpack_set() {
+  local suite="$1" dir="$2" marker="$2/$3" deb f want pkg ver debs
+  local -n packages="$4" files="$5" versions="$6"
+  if unpacked "$dir" "$marker" "${files[@]}"; then
+    log "already unpacked in $dir: $(tr '\n' ' ' <"$marker")"
     return 0
   fi
-  uri="$(mirror_uri)"
-  tmp="$(mktemp -d)"
-  trap 'rm -rf "$tmp"' EXIT
-  mkdir -p "$tmp/lists/partial" "$tmp/archives/partial" "$tmp/debs"
-  printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s main\n' "$uri" "$NEXT_SUITE" \
-    >"$tmp/sources.list"
-  local apt_opts=(-q -o "Dir::Etc::sourcelist=$tmp/sources.list" -o Dir::Etc::sourceparts=-
-                  -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache::Archives=$tmp/archives"
-                  -o APT::Get::List-Cleanup=0 -o APT::Sandbox::User=root)
-  log "fetching ${packages[*]} from Debian $NEXT_SUITE"
-  apt-get "${apt_opts[@]}" update >&2
-  (cd "$tmp/debs" && apt-get "${apt_opts[@]}" download "${packages[@]}" >&2)
-  mkdir -p "$PREFIX"
+  local apt_opts
+  apt_opts_for "$suite"
+  debs="$(mktemp -d "$APT_TMP/debs.XXXXXX")"
+  log "fetching ${packages[*]} from Debian $suite"
+  (cd "$debs" && apt-get "${apt_opts[@]}" download "${packages[@]}" >&2)
+  for want in "${versions[@]}"; do
+    pkg="${want%%=*}"
+    ver="$(dpkg-deb -W --showformat='${Version}' "$debs/${pkg}"_*.deb)"
+    ver="${ver#*:}"
+    case "$ver" in
+      "${want#*=}"*) ;;
+      *) die "Debian $suite now has $pkg $ver, not ${want#*=}x: update scripts/provision.sh (and the engine version the tests name)" ;;
+    esac
+  done
+  mkdir -p "$dir"
   rm -f "$marker"
-  for deb in "$tmp"/debs/*.deb; do
-    log "unpacking $(basename "$deb") into $PREFIX"
-    dpkg -x "$deb" "$PREFIX"
+  for deb in "$debs"/*.deb; do
+    log "unpacking $(basename "$deb") into $dir"
+    dpkg -x "$deb" "$dir"
   done
   for f in "${files[@]}"; do
-    [ -x "$PREFIX/$f" ] || die "unpacked packages lack $f"
+    [ -x "$dir/$f" ] || die "unpacked packages lack $f"
   done
-  for deb in "$tmp"/debs/*.deb; do
+  for deb in "$debs"/*.deb; do
     dpkg-deb -W --showformat='${Package}=${Version}\n' "$deb"
   done >"$marker"
-  rm -rf "$tmp"
-  trap - EXIT
+  rm -rf "$debs"
 }
 
 # The engine's marker keeps its original name, so existing prefixes stay valid.
-unpack_next .buildkit-exporter-unpacked ENGINE_PACKAGES ENGINE_FILES
-unpack_next .buildkit-exporter-compose COMPOSE_PACKAGES COMPOSE_FILES
+unpack_set "$NEXT_SUITE" "$PREFIX" .buildkit-exporter-unpacked ENGINE_PACKAGES ENGINE_FILES NO_VERSIONS
+unpack_set "$NEXT_SUITE" "$PREFIX" .buildkit-exporter-compose COMPOSE_PACKAGES COMPOSE_FILES NO_VERSIONS
+unpack_set "$SID_SUITE" "$PREFIX/$ENGINE28_DIR" .buildkit-exporter-unpacked ENGINE28_PACKAGES ENGINE28_FILES \
+  ENGINE28_VERSIONS
+unpack_set "$SID_SUITE" "$PREFIX/$PROM3_DIR" .buildkit-exporter-unpacked PROM3_PACKAGES PROM3_FILES PROM3_VERSIONS
+# sid's runc needs glibc 2.38; dockerd 28.5 finds this machine's runc first (engine-up.sh puts this
+# dir first on its PATH).
+host_runc="$(command -v runc || true)"
+[ -n "$host_runc" ] || die "runc missing (apt package runc)"
+if [ "$(readlink "$PREFIX/$ENGINE28_DIR/host-runc/runc" 2>/dev/null)" != "$host_runc" ]; then
+  mkdir -p "$PREFIX/$ENGINE28_DIR/host-runc"
+  ln -sfn "$host_runc" "$PREFIX/$ENGINE28_DIR/host-runc/runc"
+fi
 
 # --- 3. docker CLI ------------------------------------------------------------------------------
 if ! command -v docker >/dev/null 2>&1; then
@@ -142,3 +198,5 @@ for plugin in buildx compose; do
 done
 
 log "done: $(docker buildx version 2>/dev/null | head -n1); $(docker compose version 2>/dev/null | head -n1); dockerd $("$PREFIX/usr/sbin/dockerd" --version 2>/dev/null); $(prometheus --version 2>&1 | head -n1)"
+log "done (engine 28.5 set in $PREFIX/$ENGINE28_DIR): dockerd $("$PREFIX/$ENGINE28_DIR/usr/sbin/dockerd" --version 2>/dev/null); $("$PREFIX/$ENGINE28_DIR/usr/libexec/docker/cli-plugins/docker-buildx" version 2>/dev/null | head -n1); $("$PREFIX/$ENGINE28_DIR/usr/bin/containerd" --version 2>/dev/null)"
+log "done (Prometheus 3 in $PREFIX/$PROM3_DIR/usr/bin): $("$PREFIX/$PROM3_DIR/usr/bin/prometheus" --version 2>&1 | head -n1); $("$PREFIX/$PROM3_DIR/usr/bin/promtool" --version 2>&1 | head -n1)"

@@ -105,7 +105,9 @@ impl Build {
         if let Some(at) = progress.at {
             self.last_progress = self.last_progress.max(at);
         }
-        if let Some(image) = &progress.image {
+        // With several tags, the first: the record names the build by its first tag too
+        // (newer engines), so name and tag agree.
+        if let (None, Some(image)) = (&self.export_image, &progress.image) {
             self.export_image = Some(self.mask.apply(image).into_owned());
         }
         for title in &progress.warnings {
@@ -185,7 +187,8 @@ impl Build {
 
     /// `repository:tag` of the image it exports, from its `naming to` status.
     pub fn tag(&self) -> Option<String> {
-        let image = self.export_image.as_deref()?;
+        // A digest (`app@sha256:…`) is not a tag.
+        let image = self.export_image.as_deref()?.split('@').next()?;
         let repository = name::repository(image)?;
         let tag = image.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map(|(_, t)| t);
         Some(tag.map_or(repository.clone(), |t| format!("{repository}:{t}")))

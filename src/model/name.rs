@@ -49,11 +49,15 @@ pub fn repository(reference: &str) -> Option<String> {
 
 /// The image reference in a `naming to docker.io/library/NAME:TAG` progress status, with the
 /// suffix BuildKit adds for pushes (`naming to x:y done`) removed.
+/// An untagged build on the containerd image store is named `moby-dangling@sha256:…`: no name.
 pub fn naming_to(status_id: &str) -> Option<&str> {
     let reference = status_id.strip_prefix("naming to ")?;
     let reference = reference.split_whitespace().next()?;
-    (!reference.is_empty()).then_some(reference)
+    (!reference.is_empty() && !reference.starts_with(DANGLING)).then_some(reference)
 }
+
+/// What Docker's containerd image store names an image built without a tag.
+const DANGLING: &str = "moby-dangling@";
 
 /// Keeps the `name` label bounded: the first `max` distinct names are kept, later ones become
 /// [`OVERFLOW`].
@@ -176,6 +180,8 @@ mod tests {
         assert_eq!(naming_to("naming to docker.io/library/proto:slow"), Some("docker.io/library/proto:slow"));
         assert_eq!(naming_to("naming to docker.io/library/proto:slow done"), Some("docker.io/library/proto:slow"));
         assert_eq!(naming_to("exporting layers"), None);
+        // Docker 28.5's containerd store, building without -t.
+        assert_eq!(naming_to("naming to moby-dangling@sha256:d3c58cf0 done"), None);
     }
 
     #[test]

@@ -719,3 +719,31 @@ fn warnings_are_masked_kept_once_and_counted_as_the_record_says() {
     assert_eq!(done[0].view.warnings.count, 3);
     assert_eq!(done[0].view.warnings.titles.len(), 2);
 }
+
+#[test]
+fn several_tags_name_and_tag_the_build_by_the_first() {
+    let b = build("t1", 1.0);
+    let mut model = model();
+    let effects = apply_all(
+        &mut model,
+        vec![
+            b.started(),
+            b.naming(2.0, "docker.io/library/first:v1"),
+            b.naming(2.1, "docker.io/library/second:v2"),
+            b.completed(3.0, Outcome::Succeeded),
+        ],
+    );
+    let done = finished(&effects);
+    assert_eq!((done[0].view.name.as_str(), done[0].view.tag.as_deref()), ("first", Some("first:v1")));
+}
+
+#[test]
+fn a_digest_is_not_a_tag() {
+    let b = build("d1", 1.0);
+    let mut model = model();
+    let effects = apply_all(
+        &mut model,
+        vec![b.started(), b.naming(2.0, "app@sha256:0123abcd"), b.completed(3.0, Outcome::Succeeded)],
+    );
+    assert_eq!(finished(&effects)[0].view.tag.as_deref(), Some("app"));
+}

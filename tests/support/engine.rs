@@ -1,8 +1,11 @@
 //! Real builds on a real Docker Engine, and what the docker CLI itself saw of them.
 //!
-//! The engine is the one `DOCKER_HOST` names (scripts/engine-up.sh provisions one). Builds use
+//! The engine is the one `DOCKER_HOST` names (scripts/engine-up.sh provisions one: Docker Engine
+//! 26.1, or with `BUILDKIT_EXPORTER_ENGINE_VERSION=28.5` Engine 28.5 with the containerd image store,
+//! whose client is the buildx 0.29 that its `DOCKER_CONFIG` holds). Builds use
 //! `--progress=rawjson`, so each build's vertices as BuildKit reported them to its own client
-//! are the ground truth the exporter's numbers are checked against.
+//! are the ground truth the exporter's numbers are checked against (buildx 0.13 writes that JSON
+//! indented, buildx 0.29 one object a line: both are read as a stream of JSON values).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -35,6 +38,48 @@ pub fn tls() -> Option<(String, String)> {
     let host = std::env::var("BUILDKIT_EXPORTER_ENGINE_TLS_HOST").ok()?;
     let certs = std::env::var("BUILDKIT_EXPORTER_ENGINE_TLS_CERTS").ok()?;
     Some((host, certs))
+}
+
+/// `major.minor` of the engine under test (`docker version`), e.g. `(26, 1)` or `(28, 5)`: for
+/// the few observations that differ between engines (say so where it is used).
+pub fn engine_version() -> (u32, u32) {
+    static VERSION: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *VERSION.get_or_init(|| {
+        let output = std::process::Command::new("docker")
+            .args(["version", "--format", "{{.Server.Version}}"])
+            .output()
+            .expect("docker version");
+        let text = String::from_utf8_lossy(&output.stdout);
+        major_minor(&text)
+            .unwrap_or_else(|| panic!("engine version {text:?} ({})", String::from_utf8_lossy(&output.stderr)))
+    })
+}
+
+/// `major.minor` at the start of a version text (`v0.29.1+ds1`, `28.5.2+dfsg4`).
+fn major_minor(text: &str) -> Option<(u32, u32)> {
+    let mut parts = text.trim().trim_start_matches('v').split(|c: char| !c.is_ascii_digit());
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// Makes sure the builds go through the client the engine under test needs: with the 28.5 engine
+/// of scripts/engine-up.sh, buildx 0.29 or later (its DOCKER_CONFIG), not the buildx 0.13 of the
+/// 26.1 set that `~/.docker/cli-plugins` holds.
+fn check_client() {
+    static CHECKED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    CHECKED.get_or_init(|| {
+        if std::env::var("BUILDKIT_EXPORTER_ENGINE_VERSION").as_deref() != Ok("28.5") {
+            return;
+        }
+        let output = std::process::Command::new("docker").args(["buildx", "version"]).output().expect("docker buildx");
+        let text = String::from_utf8_lossy(&output.stdout);
+        // `github.com/docker/buildx 0.29.1+ds1 0.29.1+ds1-4` or `github.com/docker/buildx v0.29.1 HASH`
+        let version = text.split_whitespace().nth(1).and_then(major_minor);
+        assert!(
+            version.is_some_and(|v| v >= (0, 29)),
+            "Engine 28.5 needs buildx 0.29 as its client, got {text:?}: run the tests in the environment \
+             `eval \"$(BUILDKIT_EXPORTER_ENGINE_VERSION=28.5 scripts/engine-up.sh)\"` gives (DOCKER_CONFIG)"
+        );
+    });
 }
 
 /// A unique suffix for names and cache-busting, per test process and call.
@@ -115,12 +160,16 @@ impl BuildReport {
 
 impl Build {
     /// Starts `docker build` of `context` tagged `tag` with extra `args`.
+    /// An empty `tag` builds without `-t`.
     pub fn start(context: &Context, tag: &str, args: &[&str]) -> Build {
+        check_client();
         let output_dir = tempfile::tempdir().unwrap();
         let output = output_dir.path().join("progress.json");
         let file = std::fs::File::create(&output).unwrap();
+        let tag_args: &[&str] = if tag.is_empty() { &[] } else { &["-t", tag] };
         let child = Command::new("docker")
-            .args(["build", "--progress=rawjson", "-t", tag])
+            .args(["build", "--progress=rawjson"])
+            .args(tag_args)
             .args(args)
             .arg(context.path())
             .stdin(Stdio::null())
@@ -282,6 +331,13 @@ pub async fn restart() {
     let argv: Vec<String> =
         cmdline.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).to_string()).collect();
     assert!(argv[0].ends_with("dockerd"), "{argv:?}");
+    // Its own environment too: the PATH it finds containerd and runc on (scripts/engine-up.sh
+    // gives the 28.5 engine its own) is not this test's.
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).expect("engine environment");
+    let env: Vec<(String, String)> = environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| String::from_utf8_lossy(kv).split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
     std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     let gone = async {
         while Path::new(&format!("/proc/{pid}")).exists() {
@@ -297,6 +353,8 @@ pub async fn restart() {
     #[allow(clippy::zombie_processes)]
     std::process::Command::new(&argv[0])
         .args(&argv[1..])
+        .env_clear()
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -322,6 +380,14 @@ pub async fn restart() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn major_minor_of_versions() {
+        assert_eq!(super::major_minor("0.29.1+ds1"), Some((0, 29)));
+        assert_eq!(super::major_minor("v0.13.1"), Some((0, 13)));
+        assert_eq!(super::major_minor("28.5.2+dfsg4\n"), Some((28, 5)));
+        assert_eq!(super::major_minor("dev"), None);
+    }
+
     #[test]
     fn rfc3339_parses_nanoseconds() {
         assert_eq!(super::rfc3339("1970-01-01T00:00:01.5Z"), 1.5);
