@@ -1,24 +1,28 @@
-//! Can one core ingest at least 1 M vertex updates per second? Vertex updates are what a busy
-//! host sends most of (every `Status` message of every running build carries a batch), so this
-//! is the rate that decides whether ingestion can fall behind the engines it watches.
+//! Can one core ingest at least 1 M vertex updates per second? Vertex updates are most of what
+//! engines send (every `Status` message of every running build carries some), so this rate
+//! decides whether a busy host can outrun the daemon.
 //!
 //! Input is the four builds recorded from a real engine (tests/fixtures/builds.jsonl), fed in
-//! process the way the daemon's source does: a build's `STARTED` history event, each message of
-//! its `Status` stream, then its `COMPLETE` events, each converted (`source::convert`) and
-//! applied to a `Builder` whose effects go to the real `Counters`. No network, no async: only
-//! the work done per message. Every round feeds the builds under fresh refs, because the model
-//! ignores progress of a build it does not hold as running and does not start a ref it has
-//! seen finish: replaying the same refs would measure a lookup, not ingestion.
+//! process in the order the daemon's source applies them: a build's `STARTED` history event,
+//! each message of its `Status` stream, then its two `COMPLETE` events; each converted
+//! (`source::convert`) and applied to a `Builder` whose effects go to the real `Counters`.
+//! Network and async runtime are left out: this is the work done per message once it has
+//! arrived. Every round uses fresh refs, because the model drops progress of a build it does
+//! not hold as running and never restarts a ref it has seen finish: replaying the same refs
+//! would time a map lookup, not ingestion. Within a build, updates of a vertex after its first
+//! (BuildKit sends one when it starts and one when it ends) are real work as recorded.
 //!
-//! Groups (throughput counted in vertex updates):
-//! - `ingest`: the four builds one after another, and 20 builds (five of each) at once with
-//!   their messages interleaved, from decoded `StatusResponse`s;
-//! - `ingest_wire`: the same from protobuf bytes, decoding included;
-//! - `parts`: decoding alone, conversion alone, and the builder (model and counters) alone, to
-//!   show where the time goes.
+//! Groups, throughput counted in vertex updates:
+//! - `ingest`: the four builds one after another, and 20 builds (five of each) running at once
+//!   with their messages interleaved, from decoded protobuf messages;
+//! - `ingest_wire`: the same from protobuf bytes, decoding included, as tonic does it;
+//! - `parts`: one round of `ingest_wire/sequential` cut into decoding, conversion, the builder
+//!   applying progress, and the builder applying starts and completions, to show where the
+//!   time goes.
 //!
-//! After the run, prints per-sample throughput (median and range) from criterion's saved
-//! samples. `cargo bench --bench ingest`
+//! Timed in the thread's CPU time ([`ThreadCpuTime`]): the question is one core's rate. After
+//! the run it prints a table of per-sample throughput (median and range) read from
+//! criterion's saved samples. `cargo bench --bench ingest`
 
 #[path = "../tests/support/fixture.rs"]
 #[allow(dead_code)]
@@ -29,19 +33,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use base64::Engine as _;
 use bollard_buildkit_proto::moby::buildkit::v1::{BuildHistoryEvent, BuildHistoryEventType, StatusResponse};
 use buildkit_exporter::builder::Builder;
 use buildkit_exporter::model::{Event, Settings};
 use buildkit_exporter::source::convert::{self, Clock};
 use buildkit_exporter::views::counters::Counters;
-use criterion::{BatchSize, BenchmarkGroup, Criterion, Throughput};
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::{BenchmarkGroup, Criterion, Throughput};
 use fixture::Recorded;
 use prometheus::Registry;
 use prost::Message;
 
 /// The daemon's default `--build.name-label`.
 const NAME_LABEL: &str = "org.opencontainers.image.title";
-/// The daemon's default: step series without the name × instruction detail.
+/// The daemon's default (no `--metrics.step-detail`).
 const STEP_DETAIL: bool = false;
 /// Builds running at once in the interleaved case.
 const CONCURRENT: usize = 20;
@@ -68,10 +74,15 @@ impl Build {
     }
 }
 
-/// The recorded builds, in the order they started. The messages are kept as the recorder wrote
-/// them, which is prost's encoding of what the engine sent: re-encoding gives the same bytes.
+/// The recorded builds, in the order they started, with each message both decoded (by the
+/// tests' fixture reader) and as the protobuf bytes the recording holds.
 fn recording() -> Vec<Build> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/builds.jsonl");
+    let text = std::fs::read_to_string(&path).expect("the recording");
+    let bytes = text.lines().filter(|l| !l.trim().is_empty()).map(|l| {
+        let line: serde_json::Value = serde_json::from_str(l).expect("fixture line is JSON");
+        line["message"].as_str().map(|m| base64::engine::general_purpose::STANDARD.decode(m).expect("base64"))
+    });
     let mut builds: Vec<Build> = Vec::new();
     let find = |builds: &mut Vec<Build>, reference: &str| match builds.iter().position(|b| b.reference == reference) {
         Some(i) => i,
@@ -88,19 +99,20 @@ fn recording() -> Vec<Build> {
             builds.len() - 1
         }
     };
-    for line in fixture::read(&path) {
+    for (line, wire) in fixture::read(&path).into_iter().zip(bytes) {
         match line.item {
             Recorded::History(event) => {
                 let Some(record) = &event.record else { continue };
                 let i = find(&mut builds, &record.r#ref);
                 let build = &mut builds[i];
+                let wire = wire.expect("a history line has a message");
                 match BuildHistoryEventType::try_from(event.r#type) {
                     Ok(BuildHistoryEventType::Started) => {
-                        build.started_wire.push(event.encode_to_vec());
+                        build.started_wire.push(wire);
                         build.started.push(event);
                     }
                     Ok(BuildHistoryEventType::Complete) => {
-                        build.completed_wire.push(event.encode_to_vec());
+                        build.completed_wire.push(wire);
                         build.completed.push(event);
                     }
                     _ => {}
@@ -108,7 +120,7 @@ fn recording() -> Vec<Build> {
             }
             Recorded::Status { reference, message } => {
                 let i = find(&mut builds, &reference);
-                builds[i].status_wire.push(message.encode_to_vec());
+                builds[i].status_wire.push(wire.expect("a status line has a message"));
                 builds[i].status.push(message);
             }
             Recorded::StatusEnd { .. } => {}
@@ -143,6 +155,67 @@ fn history(event: &BuildHistoryEvent, reference: &str, clock: &Clock) -> Event {
     }
 }
 
+/// Criterion's timer for this bench: CPU time of the calling thread, as the kernel counts it.
+/// The question is what one core can do, and the machine may be running other work: wall time
+/// would also count the time this thread waited for a core. On an idle machine the two agree.
+struct ThreadCpuTime {
+    /// Lends criterion's formatting of durations.
+    wall: WallTime,
+}
+
+/// `struct timespec` of 64-bit Linux.
+#[repr(C)]
+struct Timespec {
+    seconds: i64,
+    nanos: i64,
+}
+
+extern "C" {
+    /// From the C library every Rust program on Linux links; std has no thread CPU clock.
+    fn clock_gettime(clock: i32, time: *mut Timespec) -> i32;
+}
+
+/// Linux's `CLOCK_THREAD_CPUTIME_ID`.
+const CLOCK_THREAD_CPUTIME_ID: i32 = 3;
+
+/// CPU time used by the calling thread so far.
+fn thread_cpu_time() -> Duration {
+    let mut time = Timespec { seconds: 0, nanos: 0 };
+    // SAFETY: `time` is a valid timespec for the call to fill in.
+    let status = unsafe { clock_gettime(CLOCK_THREAD_CPUTIME_ID, &mut time) };
+    assert_eq!(status, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed");
+    Duration::new(time.seconds as u64, time.nanos as u32)
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_time()
+    }
+
+    fn end(&self, start: Duration) -> Duration {
+        thread_cpu_time() - start
+    }
+
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        self.wall.formatter()
+    }
+}
+
 /// Where the messages come from: decoded already, or protobuf bytes decoded on the way.
 #[derive(Clone, Copy)]
 enum Input {
@@ -157,16 +230,16 @@ struct Feed<'a> {
 }
 
 impl Feed<'_> {
-    fn start(&self, builder: &Builder, clock: &Clock, from: Input) {
+    fn start(&self, builder: &Builder, clock: &Clock, input: Input) {
         for (event, wire) in self.build.started.iter().zip(&self.build.started_wire) {
-            builder.apply(history_from(event, wire, &self.reference, clock, from));
+            builder.apply(history_from(event, wire, &self.reference, clock, input));
         }
     }
 
     /// Applies message `i` of the `Status` stream, if there is one.
-    fn progress(&self, i: usize, builder: &Builder, clock: &Clock, from: Input) {
+    fn progress(&self, i: usize, builder: &Builder, clock: &Clock, input: Input) {
         let Some(message) = self.build.status.get(i) else { return };
-        let progress = match from {
+        let progress = match input {
             Input::Decoded => convert::progress(&self.reference, message, clock),
             Input::Wire => {
                 let message = StatusResponse::decode(self.build.status_wire[i].as_slice()).expect("status protobuf");
@@ -176,15 +249,15 @@ impl Feed<'_> {
         builder.apply(Event::Progress(progress));
     }
 
-    fn complete(&self, builder: &Builder, clock: &Clock, from: Input) {
+    fn complete(&self, builder: &Builder, clock: &Clock, input: Input) {
         for (event, wire) in self.build.completed.iter().zip(&self.build.completed_wire) {
-            builder.apply(history_from(event, wire, &self.reference, clock, from));
+            builder.apply(history_from(event, wire, &self.reference, clock, input));
         }
     }
 }
 
-fn history_from(event: &BuildHistoryEvent, wire: &[u8], reference: &str, clock: &Clock, from: Input) -> Event {
-    match from {
+fn history_from(event: &BuildHistoryEvent, wire: &[u8], reference: &str, clock: &Clock, input: Input) -> Event {
+    match input {
         Input::Decoded => history(event, reference, clock),
         Input::Wire => history(&BuildHistoryEvent::decode(wire).expect("history protobuf"), reference, clock),
     }
@@ -199,36 +272,36 @@ fn feeds(builds: &[Build], copies: usize, round: u64) -> Vec<Feed<'_>> {
 }
 
 /// The builds one after another, each whole.
-fn sequential(builder: &Builder, builds: &[Build], round: u64, clock: &Clock, from: Input) {
+fn sequential(builder: &Builder, builds: &[Build], round: u64, clock: &Clock, input: Input) {
     for feed in feeds(builds, 1, round) {
-        feed.start(builder, clock, from);
+        feed.start(builder, clock, input);
         for i in 0..feed.build.status.len() {
-            feed.progress(i, builder, clock, from);
+            feed.progress(i, builder, clock, input);
         }
-        feed.complete(builder, clock, from);
+        feed.complete(builder, clock, input);
     }
 }
 
 /// [`CONCURRENT`] builds running at once: all start, their messages arrive in turn, all finish.
-fn interleaved(builder: &Builder, builds: &[Build], round: u64, clock: &Clock, from: Input) {
+fn interleaved(builder: &Builder, builds: &[Build], round: u64, clock: &Clock, input: Input) {
     let feeds = feeds(builds, CONCURRENT / builds.len(), round);
     let longest = feeds.iter().map(|f| f.build.status.len()).max().unwrap_or(0);
     for feed in &feeds {
-        feed.start(builder, clock, from);
+        feed.start(builder, clock, input);
     }
     for i in 0..longest {
         for feed in &feeds {
-            feed.progress(i, builder, clock, from);
+            feed.progress(i, builder, clock, input);
         }
     }
     for feed in &feeds {
-        feed.complete(builder, clock, from);
+        feed.complete(builder, clock, input);
     }
 }
 
 type Feeder = fn(&Builder, &[Build], u64, &Clock, Input);
 
-fn whole_path(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>, builds: &[Build], from: Input) {
+fn whole_path(group: &mut BenchmarkGroup<'_, ThreadCpuTime>, builds: &[Build], input: Input) {
     let clock = Clock::default();
     let updates: u64 = builds.iter().map(Build::updates).sum();
     let cases: [(&str, Feeder, u64); 2] = [
@@ -242,25 +315,37 @@ fn whole_path(group: &mut BenchmarkGroup<'_, criterion::measurement::WallTime>, 
         group.bench_function(name, |b| {
             b.iter(|| {
                 round += 1;
-                feeder(&builder, builds, round, &clock, from);
+                feeder(&builder, builds, round, &clock, input);
             })
         });
     }
 }
 
-fn parts(c: &mut Criterion, builds: &[Build]) {
+/// The parts of one round of [`sequential`], timed apart: decoding (`Status` messages, history
+/// events), converting them, the builder (model and counters) applying progress, and applying
+/// the starts and completions. The builder parts apply a round's starts, then its progress,
+/// then its completions (four builds running at once, which the interleaved case shows costs
+/// the same), so that each part is one or two timed stretches per round.
+fn parts(c: &mut Criterion<ThreadCpuTime>, builds: &[Build]) {
     let clock = Clock::default();
     let updates: u64 = builds.iter().map(Build::updates).sum();
     let mut group = c.benchmark_group("parts");
     group.throughput(Throughput::Elements(updates));
-    group.bench_function("decode", |b| {
+    group.bench_function("decode_status", |b| {
         b.iter(|| {
             for wire in builds.iter().flat_map(|b| &b.status_wire) {
                 black_box(StatusResponse::decode(black_box(wire.as_slice())).expect("status protobuf"));
             }
         })
     });
-    group.bench_function("convert", |b| {
+    group.bench_function("decode_history", |b| {
+        b.iter(|| {
+            for wire in builds.iter().flat_map(|b| b.started_wire.iter().chain(&b.completed_wire)) {
+                black_box(BuildHistoryEvent::decode(black_box(wire.as_slice())).expect("history protobuf"));
+            }
+        })
+    });
+    group.bench_function("convert_status", |b| {
         b.iter(|| {
             for build in builds {
                 for message in &build.status {
@@ -269,35 +354,67 @@ fn parts(c: &mut Criterion, builds: &[Build]) {
             }
         })
     });
-    // The events are made in the untimed setup: this is the builder's share alone.
-    let builder = builder();
-    let mut round = 0u64;
-    group.bench_function("builder", |b| {
-        b.iter_batched(
-            || {
-                round += 1;
-                let mut events = Vec::new();
-                for feed in feeds(builds, 1, round) {
-                    events.extend(feed.build.started.iter().map(|e| history(e, &feed.reference, &clock)));
-                    events.extend(
-                        feed.build
-                            .status
-                            .iter()
-                            .map(|m| Event::Progress(convert::progress(&feed.reference, m, &clock))),
-                    );
-                    events.extend(feed.build.completed.iter().map(|e| history(e, &feed.reference, &clock)));
+    group.bench_function("convert_history", |b| {
+        b.iter(|| {
+            for build in builds {
+                for event in build.started.iter().chain(&build.completed) {
+                    black_box(history(black_box(event), &build.reference, &clock));
                 }
-                events
-            },
-            |events| {
-                for event in events {
-                    black_box(builder.apply(event));
-                }
-            },
-            BatchSize::SmallInput,
-        )
+            }
+        })
     });
+    for (name, timed) in [("builder_progress", Phase::Progress), ("builder_start_complete", Phase::StartComplete)] {
+        let builder = builder();
+        let mut round = 0u64;
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    round += 1;
+                    let feeds = feeds(builds, 1, round);
+                    let history = |list: fn(&Build) -> &[BuildHistoryEvent]| -> Vec<Event> {
+                        let events =
+                            feeds.iter().flat_map(|f| list(f.build).iter().map(|e| history(e, &f.reference, &clock)));
+                        events.collect()
+                    };
+                    let progress: Vec<Event> = feeds
+                        .iter()
+                        .flat_map(|f| {
+                            f.build.status.iter().map(|m| Event::Progress(convert::progress(&f.reference, m, &clock)))
+                        })
+                        .collect();
+                    let (started, completed) = (history(|b| &b.started), history(|b| &b.completed));
+                    // Few timed stretches per round: reading the clock is a system call.
+                    spent += apply(&builder, started, timed == Phase::StartComplete);
+                    spent += apply(&builder, progress, timed == Phase::Progress);
+                    spent += apply(&builder, completed, timed == Phase::StartComplete);
+                }
+                spent
+            })
+        });
+    }
     group.finish();
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Phase {
+    Progress,
+    StartComplete,
+}
+
+/// Applies `events`, and says how much CPU time that took if `timed`.
+fn apply(builder: &Builder, events: Vec<Event>, timed: bool) -> Duration {
+    if !timed {
+        for event in events {
+            black_box(builder.apply(event));
+        }
+        return Duration::ZERO;
+    }
+    let start = thread_cpu_time();
+    for event in events {
+        black_box(builder.apply(event));
+    }
+    thread_cpu_time() - start
 }
 
 /// Criterion's directory, found the way criterion finds it.
@@ -329,23 +446,28 @@ fn summary(builds: &[Build], since: SystemTime) {
     let updates: u64 = builds.iter().map(Build::updates).sum();
     let messages: usize = builds.iter().map(|b| b.status.len()).sum();
     println!("\nrecording: {} builds, {messages} status messages, {updates} vertex updates", builds.len());
-    println!("\n| benchmark | vertex updates/s, median | range (min–max of samples) | median / target |");
-    println!("|---|---|---|---|");
+    println!("\n| benchmark | time per round | vertex updates/s, median | range of samples | median / target |");
+    println!("|---|---|---|---|---|");
     let interleaved = updates * (CONCURRENT / builds.len()) as u64;
     for (id, updates) in [
         ("ingest/sequential", updates),
         ("ingest/interleaved_20", interleaved),
         ("ingest_wire/sequential", updates),
         ("ingest_wire/interleaved_20", interleaved),
-        ("parts/decode", updates),
-        ("parts/convert", updates),
-        ("parts/builder", updates),
+        ("parts/decode_status", updates),
+        ("parts/decode_history", updates),
+        ("parts/convert_status", updates),
+        ("parts/convert_history", updates),
+        ("parts/builder_progress", updates),
+        ("parts/builder_start_complete", updates),
     ] {
         let Some(rates) = samples(id, updates, since) else { continue };
-        let median = rates[rates.len() / 2];
+        let middle = rates.len() / 2;
+        let median = if rates.len() % 2 == 0 { (rates[middle - 1] + rates[middle]) / 2.0 } else { rates[middle] };
         let (low, high) = (rates[0], rates[rates.len() - 1]);
         println!(
-            "| {id} | {:.2} M/s | {:.2}–{:.2} M/s | {:.2} |",
+            "| {id} | {:.1} µs | {:.2} M/s | {:.2}–{:.2} M/s | {:.2} |",
+            updates as f64 / median * 1e6,
             median / 1e6,
             low / 1e6,
             high / 1e6,
@@ -360,6 +482,7 @@ fn main() {
     // Short runs: the figures settle within a second or two, and the whole run stays under a
     // minute.
     let mut c = Criterion::default()
+        .with_measurement(ThreadCpuTime { wall: WallTime })
         .sample_size(20)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))

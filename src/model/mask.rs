@@ -14,29 +14,48 @@ pub const MIN_MASKED_LEN: usize = 3;
 /// What a masked stretch of text is replaced with.
 pub const MASK: &str = "***";
 
+/// Up to this many values are searched one by one; more get an automaton. Building one costs
+/// about 10 µs, a quarter of all the work a typical build makes, and most builds have a few
+/// build-args.
+const FEW_VALUES: usize = 8;
+
 /// The build-arg values of one build, ready to mask text.
 #[derive(Debug, Clone, Default)]
 pub struct Mask {
-    /// `None` when no value is long enough to mask.
-    matcher: Option<AhoCorasick>,
+    matcher: Matcher,
+}
+
+#[derive(Debug, Clone, Default)]
+enum Matcher {
+    /// No value is long enough to mask.
+    #[default]
+    Nothing,
+    /// A few values, searched one by one.
+    Few(Vec<String>),
+    /// Many, searched at once.
+    Many(AhoCorasick),
 }
 
 impl Mask {
     /// A mask for `values`; those shorter than [`MIN_MASKED_LEN`] are ignored.
     pub fn new(values: &[String]) -> Mask {
         let values: Vec<&str> = values.iter().map(String::as_str).filter(|v| v.len() >= MIN_MASKED_LEN).collect();
-        if values.is_empty() {
-            return Mask { matcher: None };
-        }
-        Mask { matcher: Some(AhoCorasick::new(values).expect("plain strings always build an automaton")) }
+        let matcher = match values.len() {
+            0 => Matcher::Nothing,
+            n if n <= FEW_VALUES => Matcher::Few(values.into_iter().map(str::to_string).collect()),
+            _ => Matcher::Many(AhoCorasick::new(values).expect("plain strings always build an automaton")),
+        };
+        Mask { matcher }
     }
 
     /// `text` with every stretch covered by a value replaced by [`MASK`].
     pub fn apply<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let Some(matcher) = &self.matcher else { return Cow::Borrowed(text) };
-        // Overlapping matches come ordered by where they end: sort by start to merge them.
-        let mut found: Vec<(usize, usize)> =
-            matcher.find_overlapping_iter(text).map(|m| (m.start(), m.end())).collect();
+        let mut found: Vec<(usize, usize)> = match &self.matcher {
+            Matcher::Nothing => return Cow::Borrowed(text),
+            Matcher::Few(values) => values.iter().flat_map(|value| overlapping(text, value)).collect(),
+            Matcher::Many(matcher) => matcher.find_overlapping_iter(text).map(|m| (m.start(), m.end())).collect(),
+        };
+        // Matches come ordered by value or by where they end: sort by start to merge them.
         found.sort_unstable();
         let mut covered: Vec<(usize, usize)> = Vec::new();
         for (start, end) in found {
@@ -58,6 +77,17 @@ impl Mask {
         masked.push_str(&text[at..]);
         Cow::Owned(masked)
     }
+}
+
+/// Every occurrence of `value` in `text`, overlapping ones included (`aa` in `aaa` twice).
+fn overlapping<'a>(text: &'a str, value: &'a str) -> impl Iterator<Item = (usize, usize)> + 'a {
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        let start = from + text.get(from..)?.find(value)?;
+        // The next search starts one character in: a value may overlap itself.
+        from = start + text[start..].chars().next().map_or(1, char::len_utf8);
+        Some((start, start + value.len()))
+    })
 }
 
 #[cfg(test)]
@@ -87,6 +117,12 @@ mod tests {
         assert_eq!(mask(&["abcd", "cdef"], "x abcdef y"), "x *** y");
     }
 
+    #[test]
+    fn a_value_overlapping_itself_is_masked_whole() {
+        assert_eq!(mask(&["aba"], "x ababa y"), "x *** y");
+        assert_eq!(mask(&["ééé"], "éééé"), "***");
+    }
+
     proptest::proptest! {
         /// Values nested in and overlapping each other, in any order, over text made of their
         /// pieces: no value survives masking. (Values are drawn without the mask character: one
@@ -110,7 +146,10 @@ mod tests {
             }
             let mut reversed = values.clone();
             reversed.reverse();
-            proptest::prop_assert_eq!(Mask::new(&reversed).apply(&text).into_owned(), masked, "order of the values");
+            proptest::prop_assert_eq!(Mask::new(&reversed).apply(&text).into_owned(), masked.clone(), "order of the values");
+            // The one-by-one search and the automaton mask alike.
+            let automaton = Mask { matcher: Matcher::Many(AhoCorasick::new(&values).unwrap()) };
+            proptest::prop_assert_eq!(automaton.apply(&text).into_owned(), masked, "search and automaton");
         }
     }
 }
