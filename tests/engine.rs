@@ -552,3 +552,91 @@ async fn engine_versions_workers_and_cache_are_shown() {
     assert_eq!(sources["sources"][0]["up"], true);
     daemon.stop().await;
 }
+
+/// Runs `program args` in `dir` to the end while the daemon's build list is read every 100 ms;
+/// returns whether it succeeded, its output, and the most builds of `Dockerfile.a` and
+/// `Dockerfile.b` seen running at once (other builds may run on a shared engine).
+async fn run_watching(daemon: &Daemon, dir: &std::path::Path, program: &str, args: &[&str]) -> (bool, String, f64) {
+    let child =
+        tokio::process::Command::new(program).args(args).current_dir(dir).stdin(std::process::Stdio::null()).output();
+    tokio::pin!(child);
+    let mut most = 0.0f64;
+    loop {
+        tokio::select! {
+            out = &mut child => {
+                let out = out.unwrap();
+                let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+                return (out.status.success(), text, most);
+            }
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                let (_, list) = daemon.get("/api/v1/builds").await;
+                let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+                let ours = list["builds"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|b| b["state"] == "running")
+                    .filter(|b| matches!(b["context"]["dockerfile"].as_str(), Some("Dockerfile.a" | "Dockerfile.b")))
+                    .count();
+                most = most.max(ours as f64);
+            }
+        }
+    }
+}
+
+/// Two Dockerfiles in one directory, each with a step long enough to be seen running.
+fn two_targets(nonce: &str) -> Context {
+    let context = Context::new("FROM tinybase:latest\n");
+    for which in ["a", "b"] {
+        let dockerfile = format!("FROM tinybase:latest\nRUN echo {nonce} {which} && sleep 4\nRUN echo done {which}\n");
+        std::fs::write(context.path().join(format!("Dockerfile.{which}")), dockerfile).unwrap();
+    }
+    context
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bake_and_compose_builds_are_told_apart() {
+    let _engine = ENGINE.lock().await;
+    let daemon = daemon().await;
+
+    // `docker buildx bake` with two targets: two builds at once, each under its own tag.
+    let (a, b) = (engine::unique("bake-a"), engine::unique("bake-b"));
+    let context = two_targets(&engine::unique("nonce"));
+    let bake = format!(
+        "group \"default\" {{ targets = [\"a\", \"b\"] }}\n\
+         target \"a\" {{\n  dockerfile = \"Dockerfile.a\"\n  tags = [\"{a}:v1\"]\n}}\n\
+         target \"b\" {{\n  dockerfile = \"Dockerfile.b\"\n  tags = [\"{b}:v1\"]\n}}\n"
+    );
+    std::fs::write(context.path().join("docker-bake.hcl"), bake).unwrap();
+    let (ok, output, most) =
+        run_watching(&daemon, context.path(), "docker", &["buildx", "bake", "--progress=plain"]).await;
+    assert!(ok, "{output}");
+    daemon.counted(&a, "succeeded", 1.0).await;
+    let m = daemon.counted(&b, "succeeded", 1.0).await;
+    assert_eq!(most, 2.0, "both targets were seen running at once");
+    assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(2.0));
+    assert_eq!(
+        (sum(&m, "buildkit_steps_total", &[("name", &a)]), sum(&m, "buildkit_steps_total", &[("name", &b)])),
+        (3.0, 3.0)
+    );
+
+    // `docker compose build` with two services: the same, named by each service's image.
+    let (c, d) = (engine::unique("compose-c"), engine::unique("compose-d"));
+    let context = two_targets(&engine::unique("nonce"));
+    let compose = format!(
+        "services:\n  c:\n    image: {c}:v1\n    build:\n      context: .\n      dockerfile: Dockerfile.a\n\
+         \x20 d:\n    image: {d}:v1\n    build:\n      context: .\n      dockerfile: Dockerfile.b\n"
+    );
+    std::fs::write(context.path().join("compose.yaml"), compose).unwrap();
+    let (ok, output, most) = run_watching(&daemon, context.path(), "docker", &["compose", "build"]).await;
+    assert!(ok, "{output}");
+    daemon.counted(&c, "succeeded", 1.0).await;
+    let m = daemon.counted(&d, "succeeded", 1.0).await;
+    assert_eq!(most, 2.0, "both services were seen building at once");
+    assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(4.0));
+    assert_eq!(
+        (sum(&m, "buildkit_steps_total", &[("name", &c)]), sum(&m, "buildkit_steps_total", &[("name", &d)])),
+        (3.0, 3.0)
+    );
+    daemon.stop().await;
+}
