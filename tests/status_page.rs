@@ -233,3 +233,34 @@ async fn markup_in_build_text_is_shown_as_text() {
     browser.stop().await;
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_is_down_is_said_at_the_top() {
+    let _engine = ENGINE.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dead = format!("laptop=unix://{}", dir.path().join("docker.sock").display());
+    let engine = format!("ci={}", engine::source());
+    let daemon = Daemon::start(&[&engine, &dead], |_| {}).await;
+    let browser = Browser::start(1100, 1200).await;
+    browser.open(&format!("http://{}/", daemon.addr)).await;
+    let seen = eventually(Duration::from_secs(30), "the page tells the sources", || async {
+        let seen = browser
+            .eval(
+                "return { alert: (document.querySelector('#sources .alert') || {}).textContent || '',
+                          up: (document.querySelector('#sources .up') || {}).textContent || '',
+                          running: document.getElementById('running').textContent };",
+            )
+            .await;
+        (seen["up"].as_str().unwrap_or_default().contains("ci ✓ up")).then_some(seen)
+    })
+    .await;
+    let alert = seen["alert"].as_str().unwrap();
+    assert!(alert.contains("Source laptop is down"), "{seen}");
+    assert!(alert.contains("docker.sock") && alert.contains("No such file"), "the reason, in one line: {seen}");
+    let running = seen["running"].as_str().unwrap();
+    assert!(running.contains("1 source is down") && running != "No build is running.", "{seen}");
+    // The engine's versions, read with bollard, are named.
+    assert!(seen["up"].as_str().unwrap().contains("Docker "), "{seen}");
+    browser.stop().await;
+    daemon.stop().await;
+}

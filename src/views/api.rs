@@ -158,7 +158,8 @@ fn all(builders: &[Arc<Builder>], now: Time) -> Vec<BuildJson> {
     let mut running_builds = Vec::new();
     let mut finished_builds = Vec::new();
     for builder in builders {
-        running_builds.extend(builder.snapshot(now).into_iter().map(|b| running(&builder.name, b, now, false)));
+        // Running builds with their steps: the page draws them from this one request.
+        running_builds.extend(builder.snapshot(now).into_iter().map(|b| running(&builder.name, b, now, true)));
         finished_builds.extend(builder.recent().into_iter().map(|b| finished(&builder.name, b, false)));
     }
     running_builds.sort_by(|a, b| b.started_at.total_cmp(&a.started_at));
