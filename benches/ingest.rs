@@ -240,10 +240,10 @@ impl Feed<'_> {
     fn progress(&self, i: usize, builder: &Builder, clock: &Clock, input: Input) {
         let Some(message) = self.build.status.get(i) else { return };
         let progress = match input {
-            Input::Decoded => convert::progress(&self.reference, message, clock),
+            Input::Decoded => convert::progress(&self.reference, message, clock, false),
             Input::Wire => {
                 let message = StatusResponse::decode(self.build.status_wire[i].as_slice()).expect("status protobuf");
-                convert::progress(&self.reference, &message, clock)
+                convert::progress(&self.reference, &message, clock, false)
             }
         };
         builder.apply(Event::Progress(progress));
@@ -349,7 +349,7 @@ fn parts(c: &mut Criterion<ThreadCpuTime>, builds: &[Build]) {
         b.iter(|| {
             for build in builds {
                 for message in &build.status {
-                    black_box(convert::progress(&build.reference, black_box(message), &clock));
+                    black_box(convert::progress(&build.reference, black_box(message), &clock, false));
                 }
             }
         })
@@ -380,7 +380,10 @@ fn parts(c: &mut Criterion<ThreadCpuTime>, builds: &[Build]) {
                     let progress: Vec<Event> = feeds
                         .iter()
                         .flat_map(|f| {
-                            f.build.status.iter().map(|m| Event::Progress(convert::progress(&f.reference, m, &clock)))
+                            f.build
+                                .status
+                                .iter()
+                                .map(|m| Event::Progress(convert::progress(&f.reference, m, &clock, false)))
                         })
                         .collect();
                     let (started, completed) = (history(|b| &b.started), history(|b| &b.completed));

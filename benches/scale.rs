@@ -30,7 +30,14 @@ fn progress(reference: &str, at: f64, done_steps: usize) -> Progress {
             error: None,
         })
         .collect();
-    Progress { reference: reference.to_string(), at: Some(at), vertexes, image: None, warnings: Vec::new() }
+    Progress {
+        reference: reference.to_string(),
+        at: Some(at),
+        vertexes,
+        image: None,
+        warnings: Vec::new(),
+        logs: Vec::new(),
+    }
 }
 
 fn info(reference: &str, n: usize, at: f64) -> BuildInfo {

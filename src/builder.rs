@@ -27,6 +27,8 @@ pub struct Builder {
     facts: Mutex<Facts>,
     /// Where effects are recorded.
     record: Arc<dyn Record>,
+    /// Whether steps' output is kept (`--build.output-lines` above 0).
+    keeps_output: bool,
 }
 
 impl Builder {
@@ -34,6 +36,7 @@ impl Builder {
     pub fn new(name: &str, settings: Settings, record: Arc<dyn Record>) -> Arc<Builder> {
         record.builder_added(name);
         Arc::new(Builder {
+            keeps_output: settings.output_lines > 0,
             name: name.to_string(),
             model: Mutex::new(Model::new(settings)),
             facts: Mutex::new(Facts { since: crate::now(), ..Facts::default() }),
@@ -51,6 +54,11 @@ impl Builder {
             }
         }
         effects
+    }
+
+    /// Whether steps' output is to be read at all.
+    pub fn keeps_output(&self) -> bool {
+        self.keeps_output
     }
 
     /// Whether `reference` is held as running.

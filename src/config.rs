@@ -78,6 +78,13 @@ pub struct Cli {
     #[arg(long = "build.max-names", env = "BUILDKIT_EXPORTER_BUILD_MAX_NAMES", default_value_t = 200)]
     pub max_names: usize,
 
+    /// Last lines of a running step's output shown on the page and in the JSON (0: none, and
+    /// build output is not even read). Off by default: output can hold what nobody meant to
+    /// publish; build-arg values are masked in it, other secrets a build prints are not.
+    #[arg(long = "build.output-lines", env = "BUILDKIT_EXPORTER_BUILD_OUTPUT_LINES", default_value_t = 0,
+          value_parser = clap::value_parser!(u8).range(0..=20))]
+    pub output_lines: u8,
+
     /// Adds `instruction` to the per-name step counters and `name` to the step-duration
     /// histogram: about 20 more series for each instruction of each image name.
     #[arg(long = "metrics.step-detail", env = "BUILDKIT_EXPORTER_METRICS_STEP_DETAIL")]
@@ -443,6 +450,7 @@ impl Cli {
             model: Settings {
                 max_command_chars: self.command_length.max(8),
                 max_names: self.max_names,
+                output_lines: self.output_lines.into(),
                 ..Settings::default()
             },
             seed_builds: self.seed_builds,

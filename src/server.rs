@@ -453,7 +453,7 @@ fn handle(views: &Views, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         (StatusCode::OK, METRICS_CONTENT_TYPE, Bytes::from(encode(&views.registry)), true)
     } else if path == "/healthz" {
         (StatusCode::OK, "text/plain; charset=utf-8", Bytes::from_static(b"ok\n"), false)
-    } else if path == "/" {
+    } else if is_page(path) {
         (StatusCode::OK, "text/html; charset=utf-8", views.page.clone(), true)
     } else if path == "/api/v1/sources" {
         (StatusCode::OK, JSON, Bytes::from(api::sources(&views.builders, crate::now())), true)
@@ -468,7 +468,7 @@ fn handle(views: &Views, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         (StatusCode::NOT_FOUND, "text/plain; charset=utf-8", Bytes::from_static(b"not found\n"), false)
     };
     let mut response = Response::builder().status(status).header(CONTENT_TYPE, content_type);
-    if path == "/" {
+    if is_page(path) {
         response = response.header(CONTENT_SECURITY_POLICY, views.page_policy.clone());
     }
     let body = if compressible {
@@ -483,6 +483,12 @@ fn handle(views: &Views, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         body
     };
     response.body(Full::new(body)).expect("static response")
+}
+
+/// Whether `path` is the status page: `/`, or a build's own address `/builds/{ref}` (the same
+/// page, which then draws that build).
+fn is_page(path: &str) -> bool {
+    path == "/" || path.strip_prefix("/builds/").is_some_and(|r| !r.is_empty() && !r.contains('/'))
 }
 
 /// Whether `Accept-Encoding` allows gzip: named (or `*`) with a quality above zero.

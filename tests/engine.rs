@@ -131,20 +131,10 @@ fn labelled(name: &str) -> String {
     format!("{LABEL}={name}")
 }
 
-/// Runs `promtool check metrics` on a real scrape: it must find nothing.
+/// Runs `promtool check metrics` of Prometheus 2 and 3 on a real scrape: neither may find
+/// anything.
 fn promtool_check(metrics: &str) {
-    use std::io::Write;
-    let mut child = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("promtool (installed by scripts/provision.sh)");
-    child.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
-    let findings = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success() && findings.trim().is_empty(), "promtool check metrics:\n{findings}");
+    support::prometheus::assert_promtool_finds_nothing(metrics);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

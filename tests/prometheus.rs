@@ -2,6 +2,11 @@
 //! rules, the portability rules of the dashboard, the generated Kubernetes PrometheusRule, the
 //! compose file, and a real Prometheus scraping the real exporter during real builds on a real
 //! engine, where every panel query must return data and the alerts must fire.
+//!
+//! The promtool checks and the rules Prometheus loads run on both Prometheus releases of
+//! scripts/provision.sh (tests `NAME::prometheus_2` and `NAME::prometheus_3`, see
+//! [`support::prometheus::Version`]); the real builds run on Prometheus 3, and `promtool check
+//! metrics` of both releases must find nothing in what the exporter serves during them.
 
 mod support;
 
@@ -12,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::engine::{self, build, Build, Context, ENGINE};
-use support::prometheus::{self, Alert, Prometheus, Sample};
+use support::prometheus::{Alert, Prometheus, Sample, Version};
 use support::{eventually, sample, Daemon};
 
 const RULES: &str = "deploy/prometheus/rules.yml";
@@ -59,6 +64,51 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// Tests on each Prometheus release, as `NAME::prometheus_2` and `NAME::prometheus_3` (so the
+/// name of a failing test says which), each calling `NAME(version)`; `async` for tokio tests.
+macro_rules! on_each_version {
+    ($name:ident) => {
+        mod $name {
+            use super::*;
+            #[test]
+            fn prometheus_2() {
+                super::$name(Version::V2)
+            }
+            #[test]
+            fn prometheus_3() {
+                super::$name(Version::V3)
+            }
+        }
+    };
+    (async $name:ident) => {
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn prometheus_2() {
+                super::$name(Version::V2).await
+            }
+            #[tokio::test]
+            async fn prometheus_3() {
+                super::$name(Version::V3).await
+            }
+        }
+    };
+}
+
+/// Runs `promtool` of `version` from the repository root; panics with its output, naming the
+/// release, unless it succeeds.
+fn promtool(version: Version, args: &[&str]) -> String {
+    let program = version.binary("promtool");
+    let output = Command::new(&program)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/provision.sh)", program.display()));
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{version}: promtool {args:?} failed ({}):\n{text}", output.status);
+    text
+}
+
 /// Runs a command from the repository root; panics with its output unless it succeeds.
 fn run(program: impl Into<PathBuf>, args: &[&str]) -> String {
     let program = program.into();
@@ -75,19 +125,19 @@ fn run(program: impl Into<PathBuf>, args: &[&str]) -> String {
 // ------------------------------------------------------------------------------------------------
 // Rules
 
-#[test]
-fn rules_pass_promtool_check() {
-    let out = run(prometheus::binary("promtool"), &["check", "rules", RULES]);
-    assert!(out.contains("SUCCESS") && !out.contains("WARNING"), "{out}");
+on_each_version!(rules_pass_promtool_check);
+fn rules_pass_promtool_check(version: Version) {
+    let out = promtool(version, &["check", "rules", RULES]);
+    assert!(out.contains("SUCCESS") && !out.contains("WARNING"), "{version}: {out}");
     // The example configuration loads the rules from beside it.
-    let out = run(prometheus::binary("promtool"), &["check", "config", "deploy/prometheus/prometheus.yml"]);
-    assert!(out.contains("SUCCESS"), "{out}");
+    let out = promtool(version, &["check", "config", "deploy/prometheus/prometheus.yml"]);
+    assert!(out.contains("SUCCESS") && !out.contains("WARNING"), "{version}: {out}");
 }
 
-#[test]
-fn rules_unit_tests_pass() {
-    let out = run(prometheus::binary("promtool"), &["test", "rules", RULES_TEST]);
-    assert!(out.contains("SUCCESS"), "{out}");
+on_each_version!(rules_unit_tests_pass);
+fn rules_unit_tests_pass(version: Version) {
+    let out = promtool(version, &["test", "rules", RULES_TEST]);
+    assert!(out.contains("SUCCESS"), "{version}: {out}");
 }
 
 /// Alert names defined in the rules file.
@@ -137,11 +187,11 @@ fn prometheusrule_is_generated_from_the_rules() {
     run(repo("scripts/gen-prometheusrule.sh"), &["--check"]);
 }
 
+on_each_version!(async rules_follow_mixin_conventions);
 /// What Prometheus itself parsed from the rules file: the mixin conventions hold.
-#[tokio::test]
-async fn rules_follow_mixin_conventions() {
+async fn rules_follow_mixin_conventions(version: Version) {
     let config = "global: {evaluation_interval: 1m}\nrule_files: [rules.yml]\n";
-    let prom = Prometheus::start(config, &[("rules.yml", &read(RULES))]).await;
+    let prom = Prometheus::start_on(version, config, &[("rules.yml", &read(RULES))]).await;
     let groups = prom.rules().await;
     prom.stop().await;
     let groups = groups.as_array().expect("rule groups");
@@ -545,8 +595,16 @@ fn of<'a>(samples: &'a [Sample], name: &str) -> &'a Sample {
     found[0]
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dashboard_and_alerts_on_real_builds() {
+/// On Prometheus 3 only: real builds are the slow part, and Prometheus 2 has the cheap tests.
+mod dashboard_and_alerts_on_real_builds {
+    use super::*;
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prometheus_3() {
+        super::dashboard_and_alerts_on_real_builds(Version::V3).await
+    }
+}
+
+async fn dashboard_and_alerts_on_real_builds(version: Version) {
     let _engine = ENGINE.lock().await;
     let started = Instant::now();
 
@@ -575,7 +633,7 @@ async fn dashboard_and_alerts_on_real_builds() {
          scrape_configs:\n  - job_name: {JOB}\n    static_configs: [{{targets: ['{}']}}]\n",
         daemon.addr
     );
-    let prom = Prometheus::start(&config, &[("rules.yml", &rules)]).await;
+    let prom = Prometheus::start_on(version, &config, &[("rules.yml", &rules)]).await;
     eventually(Duration::from_secs(20), "Prometheus scrapes the exporter", || async {
         let up = prom.query(&format!(r#"up{{job="{JOB}"}} == 1"#)).await;
         let source = prom.query("buildkit_exporter_source_up == 1").await;
@@ -664,11 +722,13 @@ async fn dashboard_and_alerts_on_real_builds() {
     let slower = firing(&prom, "BuildKitBuildSlowerThanUsual", &silent, Duration::from_secs(20)).await;
     assert!(slower.annotations["description"].contains("its builds usually take"), "{slower:?}");
 
-    // The metric list the dashboard is checked against is the exporter's.
+    // The metric list the dashboard is checked against is the exporter's, and promtool of
+    // every release finds nothing in it (running builds, estimates and histograms included).
     let exposed = daemon.metrics().await;
     for (metric, _) in METRICS {
         assert!(exposed.contains(&format!("\n# TYPE {metric} ")), "the exporter has no {metric}:\n{exposed}");
     }
+    support::prometheus::assert_promtool_finds_nothing(&exposed);
 
     // While it runs: every query of every panel returns data.
     let dashboard = dashboard();

@@ -146,6 +146,7 @@ async fn the_page_updates_itself_in_a_real_browser() {
                           current: card.querySelector('.current').textContent,
                           eta: card.querySelector('.eta').textContent,
                           steps: card.querySelectorAll('ol.steps li').length,
+                          order: [...card.querySelectorAll('ol.steps li .cmd')].map(e => e.textContent.split(']')[0] + ']'),
                           title: card.querySelector('h3').textContent,
                           marker: window.__loadedOnce };",
             )
@@ -158,6 +159,9 @@ async fn the_page_updates_itself_in_a_real_browser() {
             assert_eq!(seen["marker"], "yes", "the page reloaded");
             assert!(seen["title"].as_str().unwrap().contains("RUNNING"), "{seen}");
             assert_eq!(seen["steps"], 15, "{seen}");
+            // In Dockerfile order, whatever the steps' states.
+            let order: Vec<String> = (1..=15).map(|i| format!("[{i}/15]")).collect();
+            assert_eq!(seen["order"], serde_json::json!(order), "{seen}");
             counters.insert(seen["counter"].as_str().unwrap().to_string());
             currents.insert(seen["current"].as_str().unwrap().to_string());
             etas.insert(seen["eta"].as_str().unwrap().to_string());

@@ -37,10 +37,10 @@ fuzz_target!(|data: &[u8]| {
     let Ok(message) = StatusResponse::decode(data) else { return };
     // An engine clock two minutes ahead, so the skew correction is applied too.
     let clock = Clock::new(120.0, 0.0);
-    let progress = convert::progress(REF, &message, &clock);
+    let progress = convert::progress(REF, &message, &clock, true);
     let now = progress.at.unwrap_or(0.0);
     let mut record = record();
-    let mut model = Model::new(Default::default());
+    let mut model = Model::new(buildkit_exporter::model::Settings { output_lines: 3, ..Default::default() });
     model.apply(Event::Started(convert::info(&record, NAME_LABEL, &clock)));
     model.apply(Event::Progress(progress));
     let _ = model.snapshot(now);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::event::{BuildContext, BuildInfo, Progress, Time};
 use super::mask::Mask;
 use super::name;
+use super::output::Tail;
 use super::snapshot::StepState;
 use super::step::StepKind;
 
@@ -25,6 +26,8 @@ pub(super) struct Vertex {
     pub cached: bool,
     /// Masked error text.
     pub error: Option<String>,
+    /// The last lines it printed, while it runs (and after, if it failed); when kept at all.
+    pub output: Option<Box<Tail>>,
 }
 
 impl Vertex {
@@ -101,7 +104,8 @@ impl Build {
         }
     }
 
-    pub fn apply(&mut self, progress: &Progress) {
+    /// Folds in one progress message; `output_lines` of each step's output are kept.
+    pub fn apply(&mut self, progress: &Progress, output_lines: usize) {
         if let Some(at) = progress.at {
             self.last_progress = self.last_progress.max(at);
         }
@@ -127,6 +131,7 @@ impl Build {
                 completed: None,
                 cached: false,
                 error: None,
+                output: None,
             });
             if vertex.name != name {
                 vertex.kind = StepKind::parse(&name);
@@ -136,6 +141,19 @@ impl Build {
             vertex.completed = update.completed;
             vertex.cached = update.cached;
             vertex.error = update.error.as_ref().map(|e| self.mask.apply(e).into_owned());
+            // What a step printed matters while it runs, and when it failed.
+            if vertex.completed.is_some() && vertex.error.is_none() {
+                vertex.output = None;
+            }
+        }
+        if output_lines > 0 {
+            for (digest, chunk) in &progress.logs {
+                if let Some(vertex) =
+                    self.vertices.get_mut(digest).filter(|v| v.started.is_some() && v.completed.is_none())
+                {
+                    vertex.output.get_or_insert_with(Default::default).push(chunk, output_lines, &self.mask);
+                }
+            }
         }
     }
 

@@ -112,6 +112,8 @@ pub struct Progress {
     pub image: Option<String>,
     /// Titles of the warnings the message carries.
     pub warnings: Vec<String>,
+    /// Output the steps printed, as (vertex digest, chunk); read only when output is kept.
+    pub logs: Vec<(String, String)>,
 }
 
 /// Something a source observed.

@@ -31,6 +31,7 @@ pub mod estimate;
 pub mod event;
 pub mod mask;
 pub mod name;
+pub mod output;
 pub mod snapshot;
 pub mod step;
 
@@ -65,6 +66,8 @@ pub struct Settings {
     pub max_remembered_refs: usize,
     /// Finished builds kept for the status page.
     pub max_recent: usize,
+    /// Last lines of each step's output kept (0: output is not read).
+    pub output_lines: usize,
 }
 
 impl Default for Settings {
@@ -75,6 +78,7 @@ impl Default for Settings {
             max_learned: 1000,
             max_remembered_refs: 10_000,
             max_recent: 50,
+            output_lines: 0,
         }
     }
 }
@@ -167,7 +171,7 @@ impl Model {
             }
             Event::Progress(progress) => {
                 if let Some(build) = self.running.get_mut(&progress.reference) {
-                    build.apply(&progress);
+                    build.apply(&progress, self.settings.output_lines);
                     if progress.image.is_some() {
                         if let Some(declared) = build.declared_name() {
                             self.names.admit(&declared);
@@ -210,7 +214,7 @@ impl Model {
             Event::History { completion, progress } => {
                 let mut build = Build::new(completion.info.clone());
                 for message in &progress {
-                    build.apply(message);
+                    build.apply(message, 0);
                 }
                 effects.extend(self.seed(build, &completion));
             }

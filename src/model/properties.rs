@@ -403,6 +403,7 @@ impl Play<'_> {
                 .collect(),
             image: spec.naming.then(|| format!("docker.io/library/named-{b}:v1")),
             warnings: Vec::new(),
+            logs: Vec::new(),
         }
     }
 

@@ -53,6 +53,11 @@ pub struct StepView {
     pub completed: Option<Time>,
     /// How long it is expected to take, learned from earlier builds of the same name.
     pub expected: Option<f64>,
+    /// Its error, masked, if it failed.
+    pub error: Option<String>,
+    /// The last lines it printed, masked: while it runs, or if it failed; only when
+    /// `--build.output-lines` keeps any.
+    pub output: Vec<String>,
 }
 
 impl StepView {
@@ -225,6 +230,8 @@ impl Model {
                     started: v.started,
                     completed: v.completed,
                     expected: self.estimates.expected(name, &v.key(), state == StepState::Cached),
+                    error: v.error.clone(),
+                    output: v.output.as_ref().map(|t| t.lines()).unwrap_or_default(),
                 }
             })
             .collect()

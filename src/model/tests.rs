@@ -50,6 +50,7 @@ impl Fixture {
             vertexes,
             image: None,
             warnings: Vec::new(),
+            logs: Vec::new(),
         })
     }
 
@@ -60,6 +61,7 @@ impl Fixture {
             vertexes: Vec::new(),
             image: Some(image.to_string()),
             warnings: Vec::new(),
+            logs: Vec::new(),
         })
     }
 }
@@ -479,6 +481,7 @@ fn history_with_progress_teaches_names() {
             vertexes: vec![announced("a", "[1/1] RUN z")],
             image: Some("docker.io/library/hist:1".into()),
             warnings: Vec::new(),
+            logs: Vec::new(),
         }],
     });
     assert_eq!(effects, vec![Effect::HistorySeen { name: "hist".into(), result: "canceled", completed_at: 9.0 }]);
@@ -746,4 +749,68 @@ fn a_digest_is_not_a_tag() {
         vec![b.started(), b.naming(2.0, "app@sha256:0123abcd"), b.completed(3.0, Outcome::Succeeded)],
     );
     assert_eq!(finished(&effects)[0].view.tag.as_deref(), Some("app"));
+}
+
+#[test]
+fn a_running_steps_last_lines_are_kept_masked_and_dropped_when_it_is_done() {
+    let b = build("o1", 1.0).secret("hunter2-token");
+    let mut model = Model::new(Settings { output_lines: 2, ..Settings::default() });
+    let printed = |chunk: &str| {
+        Event::Progress(Progress {
+            reference: "o1".into(),
+            logs: vec![("d1".into(), chunk.into()), ("d2".into(), "never started\n".into())],
+            ..Progress::default()
+        })
+    };
+    apply_all(
+        &mut model,
+        vec![
+            b.started(),
+            b.progress(2.0, vec![running("d1", "[1/2] RUN apt-get install", 2.0), announced("d2", "[2/2] RUN make")]),
+            printed("Reading lists\nUnpacking hunter2-"),
+            printed("token\nSetting up\n"),
+        ],
+    );
+    let steps = &model.snapshot(3.0)[0].view.steps;
+    assert_eq!(steps[0].output, vec!["Unpacking ***", "Setting up"]);
+    assert!(steps[1].output.is_empty(), "a pending step printed nothing");
+    // Done: its output goes; a step that fails keeps what it printed last.
+    apply_all(
+        &mut model,
+        vec![
+            b.progress(
+                4.0,
+                vec![done("d1", "[1/2] RUN apt-get install", 2.0, 4.0), running("d2", "[2/2] RUN make", 4.0)],
+            ),
+            Event::Progress(Progress {
+                reference: "o1".into(),
+                logs: vec![("d2".into(), "cc: error\n".into())],
+                ..Progress::default()
+            }),
+            b.progress(5.0, vec![failed("d2", "[2/2] RUN make", 4.0, 5.0, "exit code: 2")]),
+        ],
+    );
+    let steps = &model.snapshot(6.0)[0].view.steps;
+    assert!(steps[0].output.is_empty());
+    assert_eq!(steps[1].output, vec!["cc: error"]);
+    assert_eq!(steps[1].error.as_deref(), Some("exit code: 2"));
+}
+
+#[test]
+fn output_is_not_kept_unless_asked_for() {
+    let b = build("o2", 1.0);
+    let mut model = model();
+    apply_all(
+        &mut model,
+        vec![
+            b.started(),
+            b.progress(2.0, vec![running("d1", "[1/1] RUN x", 2.0)]),
+            Event::Progress(Progress {
+                reference: "o2".into(),
+                logs: vec![("d1".into(), "line\n".into())],
+                ..Progress::default()
+            }),
+        ],
+    );
+    assert!(model.snapshot(3.0)[0].view.steps[0].output.is_empty());
 }

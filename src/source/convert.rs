@@ -130,8 +130,8 @@ fn image_name(record: &BuildHistoryRecord, name_label: &str) -> Option<String> {
     exporter.or_else(response).or_else(label).or_else(config_label).filter(|n| name::repository(n).is_some())
 }
 
-/// A `Status` message as progress of build `reference`.
-pub fn progress(reference: &str, message: &StatusResponse, clock: &Clock) -> Progress {
+/// A `Status` message as progress of build `reference`; with its output when `with_logs`.
+pub fn progress(reference: &str, message: &StatusResponse, clock: &Clock, with_logs: bool) -> Progress {
     let mut latest: Option<Time> = None;
     let mut saw = |t: Option<Time>| {
         if let Some(t) = t {
@@ -167,7 +167,13 @@ pub fn progress(reference: &str, message: &StatusResponse, clock: &Clock) -> Pro
         saw(clock.local(&log.timestamp));
     }
     let warnings = message.warnings.iter().map(|w| String::from_utf8_lossy(&w.short).trim().to_string()).collect();
-    Progress { reference: reference.to_string(), at: latest, vertexes, image, warnings }
+    // Output is text a build printed: read only when the operator asked to show it.
+    let logs = if with_logs {
+        message.logs.iter().map(|l| (l.vertex.clone(), String::from_utf8_lossy(&l.msg).into_owned())).collect()
+    } else {
+        Vec::new()
+    };
+    Progress { reference: reference.to_string(), at: latest, vertexes, image, warnings, logs }
 }
 
 #[cfg(test)]
@@ -251,14 +257,20 @@ mod tests {
             logs: vec![VertexLog { timestamp: ts(14, 250_000_000), ..Default::default() }],
             warnings: vec![],
         };
-        let p = progress("r1", &message, &Clock::default());
+        let p = progress("r1", &message, &Clock::default(), false);
         assert_eq!(p.at, Some(14.25));
         assert_eq!(p.image.as_deref(), Some("docker.io/library/proto:slow"));
         assert_eq!(p.vertexes[0].error, None);
-        assert_eq!(progress("r1", &StatusResponse::default(), &Clock::default()).at, None);
+        assert_eq!(progress("r1", &StatusResponse::default(), &Clock::default(), false).at, None);
         // An engine five minutes ahead: its times are moved onto ours.
         let ahead = Clock::new(1000.0 + 300.0, 1000.0);
-        assert_eq!(progress("r1", &message, &ahead).at, Some(14.25 - 300.0));
+        assert_eq!(progress("r1", &message, &ahead, false).at, Some(14.25 - 300.0));
+        // Output is read only when asked for.
+        assert!(p.logs.is_empty());
+        let log = VertexLog { vertex: "sha256:a".into(), msg: b"Unpacking packages\n".to_vec(), ..Default::default() };
+        let with_log = StatusResponse { logs: vec![log], ..Default::default() };
+        let p = progress("r1", &with_log, &Clock::default(), true);
+        assert_eq!(p.logs, vec![("sha256:a".to_string(), "Unpacking packages\n".to_string())]);
     }
 
     #[test]

@@ -545,7 +545,8 @@ async fn follow(
     loop {
         match stream.message().await {
             Ok(Some(message)) => {
-                builder.apply(Event::Progress(convert::progress(&reference, &message, &clock)));
+                let progress = convert::progress(&reference, &message, &clock, builder.keeps_output());
+                builder.apply(Event::Progress(progress));
             }
             Ok(None) => return (reference, Followed::Ended),
             Err(status) => {
@@ -565,7 +566,7 @@ async fn seed(mut client: ControlClient<Channel>, builds: Vec<Completion>, build
         if let Ok(response) = client.status(StatusRequest { r#ref: reference.clone() }).await {
             let mut stream = response.into_inner();
             while let Ok(Some(message)) = stream.message().await {
-                progress.push(convert::progress(&reference, &message, &clock));
+                progress.push(convert::progress(&reference, &message, &clock, false));
             }
         }
         builder.apply(Event::History { completion, progress });

@@ -50,6 +50,9 @@ struct CurrentStep {
     instruction: &'static str,
     command: String,
     started_at: Option<Time>,
+    /// Its last lines of output, with `--build.output-lines`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    output: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -76,6 +79,11 @@ struct StepJson {
     duration_seconds: Option<f64>,
     /// Learned from earlier builds of the same name; null when never seen.
     expected_seconds: Option<f64>,
+    /// Why it failed.
+    error: Option<String>,
+    /// Its last lines of output while it runs, or if it failed, with `--build.output-lines`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    output: Vec<String>,
 }
 
 fn steps_json(steps: &[StepView]) -> Vec<StepJson> {
@@ -90,6 +98,8 @@ fn steps_json(steps: &[StepView]) -> Vec<StepJson> {
             completed_at: s.completed,
             duration_seconds: s.duration(),
             expected_seconds: s.expected,
+            error: s.error.clone(),
+            output: s.output.clone(),
         })
         .collect()
 }
@@ -125,6 +135,7 @@ fn running(builder: &str, build: RunningBuild, now: Time, detail: bool) -> Build
             instruction: s.instruction,
             command: s.command.clone(),
             started_at: s.started,
+            output: s.output.clone(),
         })
         .collect();
     let current_step = build.current_step();

@@ -408,6 +408,7 @@ mod tests {
             vertexes,
             image: image.map(str::to_string),
             warnings: Vec::new(),
+            logs: Vec::new(),
         })
     }
 
