@@ -27,7 +27,7 @@ leftover_pids() {
   for d in /proc/[0-9]*; do
     pid="${d#/proc/}"
     [ "$pid" != "$$" ] || continue
-    if tr '\0' ' ' <"$d/cmdline" 2>/dev/null | grep -qF -- "$STATE/"; then printf '%s\n' "$pid"; fi
+    if tr '\0' ' ' 2>/dev/null <"$d/cmdline" | grep -qF -- "$STATE/"; then printf '%s\n' "$pid"; fi
   done
 }
 
