@@ -24,7 +24,7 @@ use tokio_rustls::TlsConnector;
 
 use support::binary::{Binary, PATH};
 use support::pki::{ca, issue, Pki};
-use support::prometheus::Prometheus;
+use support::prometheus::{Prometheus, Version};
 use support::{eventually, Daemon};
 
 /// A source that is never there: the web side works without one.
@@ -158,8 +158,22 @@ fn read_pem(path: &Path) -> String {
 
 // --- TLS, basic auth, client certificates -----------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prometheus_scrapes_over_tls_with_basic_auth() {
+/// Prometheus 2 and 3 alike: TLS and basic auth are what each version's scraper does.
+mod prometheus_scrapes_over_tls_with_basic_auth {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prometheus_2() {
+        scrape_over_tls_with_basic_auth(Version::V2).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn prometheus_3() {
+        scrape_over_tls_with_basic_auth(Version::V3).await;
+    }
+}
+
+async fn scrape_over_tls_with_basic_auth(version: Version) {
     let pki = Pki::new();
     pki.write_all();
     let users = format!("basic_auth_users:\n  prometheus: {}\n", hash("scrape-secret"));
@@ -178,7 +192,7 @@ async fn prometheus_scrapes_over_tls_with_basic_auth() {
         job("exporter", "scrape-secret"),
         job("wrong-password", "guessed")
     );
-    let prometheus = Prometheus::start(&config, &[("ca.pem", &read_pem(&pki.path("ca.pem")))]).await;
+    let prometheus = Prometheus::start_on(version, &config, &[("ca.pem", &read_pem(&pki.path("ca.pem")))]).await;
     eventually(Duration::from_secs(30), "Prometheus scraping over TLS with basic auth", || async {
         let up = prometheus.query("up{job=\"exporter\"} == 1").await;
         let info = prometheus.query("buildkit_exporter_build_info").await;
