@@ -42,7 +42,7 @@ use crate::config::Config;
 use crate::server::Views;
 use crate::source::SourceOptions;
 use crate::views::counters::Counters;
-use crate::views::metrics::Live;
+use crate::views::metrics::{Exposition, Live};
 
 /// Unix time now.
 pub fn now() -> f64 {
@@ -68,11 +68,11 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
 
 /// Runs the daemon on already-bound listeners until `shutdown` turns true.
 pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch::Receiver<bool>) {
-    let registry = Registry::new();
-    let counters = Counters::new(&registry, config.step_detail);
+    let counters_registry = Registry::new();
+    let counters = Counters::new(&counters_registry, config.step_detail);
+    let live = Registry::new();
     // The daemon's own CPU, memory and descriptors, as every exporter serves them.
-    registry
-        .register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
+    live.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
         .expect("process metric names are unique");
     let builders: Vec<Arc<Builder>> = config
         .sources
@@ -83,8 +83,9 @@ pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch:
             builder
         })
         .collect();
-    registry.register(Box::new(Live::new(builders.clone(), counters.clone()))).expect("live metric names are unique");
-    let views = Arc::new(Views::new(registry, config.telemetry_path.clone(), builders.clone()));
+    live.register(Box::new(Live::new(builders.clone(), counters.clone()))).expect("live metric names are unique");
+    let exposition = Exposition::new(counters_registry, counters.clone(), live);
+    let views = Arc::new(Views::new(exposition, config.telemetry_path.clone(), builders.clone()));
     let options = SourceOptions {
         name_label: config.name_label.clone(),
         max_message_bytes: config.max_message_bytes,

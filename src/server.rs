@@ -24,7 +24,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus::Registry;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
@@ -34,7 +33,7 @@ use tracing::{debug, info, warn};
 
 use crate::builder::Builder;
 use crate::config::Web;
-use crate::views::metrics::{encode, CONTENT_TYPE as METRICS_CONTENT_TYPE};
+use crate::views::metrics::{Exposition, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 use crate::views::{api, page};
 use crate::web::auth::Gate;
 
@@ -53,7 +52,7 @@ Connection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
 /// What the handlers read.
 pub struct Views {
     /// Every metric the daemon exposes.
-    pub registry: Registry,
+    pub exposition: Exposition,
     /// Path of the metrics endpoint.
     pub telemetry_path: String,
     /// Every builder, for the JSON API.
@@ -66,11 +65,11 @@ pub struct Views {
 }
 
 impl Views {
-    /// The views of `builders` and `registry`, with the page prepared once.
-    pub fn new(registry: Registry, telemetry_path: String, builders: Vec<Arc<Builder>>) -> Views {
+    /// The views of `builders` and `exposition`, with the page prepared once.
+    pub fn new(exposition: Exposition, telemetry_path: String, builders: Vec<Arc<Builder>>) -> Views {
         let page = page::HTML.replace("/metrics\"", &format!("{telemetry_path}\""));
         let page_policy = HeaderValue::from_str(&page_policy(&page)).expect("hashes are header-safe");
-        Views { registry, telemetry_path, builders, page: Bytes::from(page), page_policy }
+        Views { exposition, telemetry_path, builders, page: Bytes::from(page), page_policy }
     }
 }
 
@@ -450,7 +449,7 @@ fn handle(views: &Views, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = request.uri().path();
     // (status, content type, body, whether it is worth compressing)
     let (status, content_type, body, compressible) = if path == views.telemetry_path {
-        (StatusCode::OK, METRICS_CONTENT_TYPE, Bytes::from(encode(&views.registry)), true)
+        (StatusCode::OK, METRICS_CONTENT_TYPE, Bytes::from(views.exposition.render()), true)
     } else if path == "/healthz" {
         (StatusCode::OK, "text/plain; charset=utf-8", Bytes::from_static(b"ok\n"), false)
     } else if is_page(path) {

@@ -1,6 +1,7 @@
 //! The series that change when builds start or finish: counters, histograms and the
 //! last-completion gauge, fed by the model's effects as they happen.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use prometheus::core::Collector;
@@ -26,6 +27,8 @@ const STEP_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 pub struct Counters {
     /// Step counters carry `instruction`, and the step histogram `name`, as well.
     step_detail: bool,
+    /// Bumped by every change, so that their text can be kept until one comes.
+    changes: AtomicU64,
     builds_started: IntCounterVec,
     builds_completed: IntCounterVec,
     build_duration: HistogramVec,
@@ -77,6 +80,7 @@ impl Counters {
         info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         Arc::new(Counters {
             step_detail,
+            changes: AtomicU64::new(0),
             builds_started: counter(
                 registry,
                 "buildkit_builds_started_total",
@@ -171,6 +175,7 @@ impl Counters {
             }
             self.step_histogram(builder, name, instruction);
         }
+        self.changed();
     }
 
     /// The three step counters of one label set (`instruction` is ignored without detail).
@@ -186,6 +191,18 @@ impl Counters {
         self.step_duration.with_label_values(if self.step_detail { &values[..] } else { &values[..2] })
     }
 
+    /// How many changes so far: the same number means the same text.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
+    }
+
+    /// Counts a change, once it is made: a render that read the count before it may or may not
+    /// show it, and the next render sees a new count and renders again; one that read it after
+    /// shows it.
+    fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::AcqRel);
+    }
+
     fn raise_last_completion(&self, labels: &[&str], at: f64) {
         let gauge = self.last_completion.with_label_values(labels);
         if at > gauge.get() {
@@ -199,6 +216,7 @@ impl Record for Counters {
     fn builder_added(&self, builder: &str) {
         self.builds_started.with_label_values(&[builder]);
         self.reconnects.with_label_values(&[builder]);
+        self.changed();
     }
 
     fn record(&self, builder: &str, effect: &Effect) {
@@ -234,9 +252,11 @@ impl Record for Counters {
             }
             Effect::BuildLost { .. } => {}
         }
+        self.changed();
     }
 
     fn reconnect(&self, builder: &str) {
         self.reconnects.with_label_values(&[builder]).inc();
+        self.changed();
     }
 }

@@ -359,6 +359,44 @@ fn serve_facts(vecs: &LiveVecs, served: &mut ServedFacts, builder: &str, facts: 
     *served = now_served;
 }
 
+/// The text of `/metrics`: the counters' text is kept from one scrape to the next until one of
+/// them changes (they change when builds start or finish, far less often than Prometheus
+/// scrapes), so a scrape renders only the live series and the process's own.
+pub struct Exposition {
+    /// The counters and histograms ([`Counters`]), and the build info.
+    counters: Registry,
+    /// Tells when the counters changed.
+    changes: Arc<Counters>,
+    /// The live series ([`Live`]) and the process collector.
+    live: Registry,
+    /// The counters' text, and the count of changes it was rendered at.
+    cached: Mutex<Option<(u64, String)>>,
+}
+
+impl Exposition {
+    /// The exposition of `counters` (registered in `counters_registry`) and of `live`.
+    pub fn new(counters_registry: Registry, counters: Arc<Counters>, live: Registry) -> Exposition {
+        Exposition { counters: counters_registry, changes: counters, live, cached: Mutex::new(None) }
+    }
+
+    /// The whole text exposition.
+    pub fn render(&self) -> String {
+        // Live first: a scrape that sees a new build makes its counters exist at zero, and
+        // those belong in this very scrape.
+        let live = encode(&self.live);
+        let changes = self.changes.changes();
+        let mut cached = self.cached.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let text = match &*cached {
+            Some((at, text)) if *at == changes => text,
+            _ => &cached.insert((changes, encode(&self.counters))).1,
+        };
+        let mut out = String::with_capacity(text.len() + live.len());
+        out.push_str(text);
+        out.push_str(&live);
+        out
+    }
+}
+
 /// Renders every metric of `registry` in the text exposition format.
 pub fn encode(registry: &Registry) -> String {
     let mut out = Vec::new();
@@ -415,6 +453,42 @@ mod tests {
     /// The lines of the exposition that mention `needle`.
     fn lines(registry: &Registry, needle: &str) -> Vec<String> {
         encode(registry).lines().filter(|l| !l.starts_with('#') && l.contains(needle)).map(str::to_string).collect()
+    }
+
+    /// The daemon's exposition of one builder, wired as `serve` wires it.
+    fn exposition() -> (Exposition, Arc<Builder>) {
+        let (counters_registry, live) = (Registry::new(), Registry::new());
+        let counters = Counters::new(&counters_registry, false);
+        let builder = Builder::new("default", Settings::default(), counters.clone() as _);
+        live.register(Box::new(Live::new(vec![builder.clone()], counters.clone()))).unwrap();
+        (Exposition::new(counters_registry, counters, live), builder)
+    }
+
+    fn value<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+    }
+
+    #[test]
+    fn the_kept_counters_text_is_never_stale() {
+        let (exposition, builder) = exposition();
+        let completed = r#"buildkit_builds_completed_total{builder="default",name="app",result="succeeded"}"#;
+        let first = exposition.render();
+        assert_eq!(exposition.render(), first, "nothing changed");
+        builder.apply(Event::Started(info("r1")));
+        builder.apply(progress("r1", 1, Some("app")));
+        // The scrape that first sees the build shows its counters at zero already.
+        assert_eq!(value(&exposition.render(), completed), Some("0"));
+        let completion =
+            Completion { info: info("r1"), completed_at: 110.0, outcome: Outcome::Succeeded, generation: 0, warnings: 0 };
+        builder.apply(Event::Completed(completion));
+        assert_eq!(value(&exposition.render(), completed), Some("1"));
+        builder.count_reconnect();
+        let text = exposition.render();
+        assert_eq!(value(&text, r#"buildkit_exporter_source_reconnects_total{builder="default"}"#), Some("1"));
+        // Every family once, the live ones included.
+        for family in ["buildkit_builds_running", "buildkit_builds_completed_total", "buildkit_exporter_source_up"] {
+            assert_eq!(text.matches(&format!("# TYPE {family} ")).count(), 1, "{family}");
+        }
     }
 
     #[test]
