@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -17,6 +17,11 @@ async fn daemon() -> Daemon {
     Daemon::on_engine().await
 }
 
+/// A daemon that shows `output_lines` of each running step's output.
+async fn daemon_with_output() -> Daemon {
+    Daemon::on_engine_with(|c| c.model.output_lines = 3).await
+}
+
 async fn json(daemon: &Daemon, path: &str) -> (u16, Value) {
     let (status, body) = daemon.get(path).await;
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
@@ -26,6 +31,105 @@ async fn json(daemon: &Daemon, path: &str) -> (u16, Value) {
 async fn find(daemon: &Daemon, name: &str) -> Option<Value> {
     let (_, list) = json(daemon, "/api/v1/builds").await;
     list["builds"].as_array()?.iter().find(|b| b["name"] == name).cloned()
+}
+
+/// `[1/n]` … `[n/n]`.
+fn dockerfile_order(n: usize) -> Value {
+    Value::from((1..=n).map(|i| format!("[{i}/{n}]")).collect::<Vec<_>>())
+}
+
+/// What the view of one build (`/builds/{ref}`) shows, read from its DOM; null until drawn. Its
+/// timeline: each lane's step, its track's width, where "now" is and its bars (kind, left from
+/// the track's start and width, in pixels).
+const VIEW: &str = "
+    const view = document.querySelector('#build .view');
+    if (!view) return null;
+    const rows = [...view.querySelectorAll('ol.steps li')];
+    const failure = view.querySelector('.failure');
+    const current = view.querySelector('.current');
+    return { badge: view.querySelector('.title .badge').textContent,
+             title: view.querySelector('.title .name').textContent,
+             facts: view.querySelector('.facts').textContent,
+             labels: rows.map(li => li.querySelector('.cmd').textContent.split(']')[0] + ']'),
+             states: rows.map(li => li.className),
+             words: rows.map(li => li.querySelector('.state').textContent),
+             times: rows.map(li => li.querySelector('.time').textContent),
+             errors: rows.map(li => (li.querySelector('.error') || {}).textContent || null),
+             outputs: rows.map(li => (li.querySelector('.output') || {}).textContent || null),
+             current: current.hidden ? null : current.textContent,
+             now_output: (current.querySelector('.output') || {}).textContent || null,
+             lanes: [...view.querySelectorAll('.timeline .lane')].map(l => l.dataset.step),
+             counter: (view.querySelector('.facts .step-counter') || {}).textContent || '',
+             timeline: [...view.querySelectorAll('.timeline .lane')].map(lane => {
+               const track = lane.querySelector('.track').getBoundingClientRect();
+               const now = lane.querySelector('.track .now');
+               return { step: lane.dataset.step, width: track.width,
+                        now: now ? now.getBoundingClientRect().left - track.left : null,
+                        bars: [...lane.querySelectorAll('.bar')].map(bar => {
+                          const r = bar.getBoundingClientRect();
+                          return { kind: bar.className.replace('bar ', ''), left: r.left - track.left, width: r.width };
+                        }) };
+             }),
+             failure: failure.hidden ? null : failure.textContent,
+             context: view.querySelector('dl.context').textContent,
+             back: view.querySelector('.back a').getAttribute('href'),
+             fits: document.documentElement.scrollWidth <= window.innerWidth + 1,
+             marker: window.__marker || null };";
+
+/// Each step row's state over the polls of a page: it only moves forward (pending, running,
+/// then an end state that stays), so a cached step stays cached.
+#[derive(Default)]
+struct Progression {
+    seen: BTreeMap<String, Vec<String>>,
+}
+
+impl Progression {
+    fn rank(state: &str) -> u8 {
+        match state {
+            "pending" => 0,
+            "running" => 1,
+            _ => 2,
+        }
+    }
+
+    /// One poll: `labels` and `states` of the rows, in order.
+    fn see(&mut self, labels: &Value, states: &Value, poll: &Value) {
+        let labels = labels.as_array().unwrap();
+        let states = states.as_array().unwrap();
+        assert_eq!(labels.len(), states.len(), "{poll}");
+        for (label, state) in labels.iter().zip(states) {
+            let (label, state) = (label.as_str().unwrap(), state.as_str().unwrap());
+            let history = self.seen.entry(label.to_string()).or_default();
+            if let Some(last) = history.last() {
+                assert!(Self::rank(last) <= Self::rank(state), "{label} went from {last} to {state}: {poll}");
+                assert!(Self::rank(last) < 2 || last == state, "{label} went from {last} to {state}: {poll}");
+            }
+            if history.last().map(String::as_str) != Some(state) {
+                history.push(state.to_string());
+            }
+        }
+    }
+
+    /// The states `label` was seen in, in order.
+    fn of(&self, label: &str) -> &[String] {
+        self.seen.get(label).map(Vec::as_slice).unwrap_or_default()
+    }
+}
+
+/// The newest finished build called `name`, once the daemon has it.
+async fn finished(daemon: &Daemon, name: &str) -> Value {
+    eventually(Duration::from_secs(60), &format!("{name} finished"), || async {
+        find(daemon, name).await.filter(|b| b["state"] != "running")
+    })
+    .await
+}
+
+/// The build called `name` while it runs, with its steps known.
+async fn running_build(daemon: &Daemon, name: &str) -> Value {
+    eventually(Duration::from_secs(60), &format!("{name} running"), || async {
+        find(daemon, name).await.filter(|b| b["state"] == "running" && b["steps"]["total"].as_u64() > Some(0))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +224,8 @@ async fn json_api_follows_real_builds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_updates_itself_in_a_real_browser() {
     let _engine = ENGINE.lock().await;
-    let daemon = daemon().await;
+    // With output lines, so that the page shows what the running step prints.
+    let daemon = daemon_with_output().await;
     let name = engine::unique("page");
     let context = Context::new(&ml_dockerfile(&engine::unique("nonce"), "0.6"));
     let args = ["--label", &format!("{LABEL}={name}")];
@@ -130,73 +235,543 @@ async fn the_page_updates_itself_in_a_real_browser() {
 
     let browser = Browser::start(1100, 1500).await;
     browser.open(&format!("http://{}/", daemon.addr)).await;
-    browser.eval("window.__loadedOnce = 'yes'; return 1;").await;
+    browser.eval("window.__marker = 'list'; return 1;").await;
     let running = Build::start(&context, &format!("{name}:latest"), &no_cache);
+    let order = dockerfile_order(15);
+    let mut progression = Progression::default();
     let mut counters = BTreeSet::new();
     let mut currents = BTreeSet::new();
     let mut etas = BTreeSet::new();
-    let mut screenshot = None;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while tokio::time::Instant::now() < deadline {
+    // The list, for the first steps: the card changes in place, its steps in Dockerfile order
+    // on every poll whatever their states, each row's state only moving forward.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let link = loop {
+        assert!(tokio::time::Instant::now() < deadline, "the card showed only {counters:?}");
         let seen = browser
             .eval(
                 "const card = document.querySelector('#running [data-ref]');
                  if (!card) return null;
+                 const rows = [...card.querySelectorAll('ol.steps li')];
                  return { counter: card.querySelector('.step-counter').textContent,
                           current: card.querySelector('.current').textContent,
                           eta: card.querySelector('.eta').textContent,
-                          steps: card.querySelectorAll('ol.steps li').length,
-                          order: [...card.querySelectorAll('ol.steps li .cmd')].map(e => e.textContent.split(']')[0] + ']'),
+                          order: rows.map(li => li.querySelector('.cmd').textContent.split(']')[0] + ']'),
+                          states: rows.map(li => li.className),
                           title: card.querySelector('h3').textContent,
-                          marker: window.__loadedOnce };",
+                          link: card.querySelector('h3 a').getAttribute('href'),
+                          reference: card.dataset.ref,
+                          marker: window.__marker };",
             )
             .await;
-        if seen.is_null() {
-            if !counters.is_empty() {
-                break;
-            }
-        } else {
-            assert_eq!(seen["marker"], "yes", "the page reloaded");
+        if !seen.is_null() {
+            assert_eq!(seen["marker"], "list", "the page reloaded");
             assert!(seen["title"].as_str().unwrap().contains("RUNNING"), "{seen}");
-            assert_eq!(seen["steps"], 15, "{seen}");
-            // In Dockerfile order, whatever the steps' states.
-            let order: Vec<String> = (1..=15).map(|i| format!("[{i}/15]")).collect();
-            assert_eq!(seen["order"], serde_json::json!(order), "{seen}");
+            assert_eq!(seen["order"], order, "{seen}");
+            progression.see(&seen["order"], &seen["states"], &seen);
             counters.insert(seen["counter"].as_str().unwrap().to_string());
             currents.insert(seen["current"].as_str().unwrap().to_string());
             etas.insert(seen["eta"].as_str().unwrap().to_string());
-            if screenshot.is_none() && counters.len() >= 6 {
-                screenshot = Some(browser.screenshot().await);
+            // The card's title leads to the build's own view.
+            assert_eq!(seen["link"].as_str().unwrap(), format!("/builds/{}", seen["reference"].as_str().unwrap()));
+            if counters.len() >= 3 {
+                break seen["link"].as_str().unwrap().to_string();
             }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    };
+
+    // The build's own view, to the end: the same order and forward-only states, the timeline's
+    // lanes in the same order, then the finished state.
+    browser.open(&format!("http://{}{link}", daemon.addr)).await;
+    browser.eval("window.__marker = 'view'; return 1;").await;
+    let mut screenshot = None;
+    let mut fallback = None;
+    let last = loop {
+        assert!(tokio::time::Instant::now() < deadline, "the build never finished in its view");
+        let seen = browser.eval(VIEW).await;
+        if seen.is_null() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(seen["marker"], "view", "the view reloaded");
+        assert_eq!(seen["labels"], order, "{seen}");
+        assert_eq!(seen["lanes"], order, "{seen}");
+        progression.see(&seen["labels"], &seen["states"], &seen);
+        if !seen["badge"].as_str().unwrap().contains("RUNNING") {
+            break seen;
+        }
+        counters.insert(seen["counter"].as_str().unwrap().to_string());
+        currents.insert(seen["current"].as_str().unwrap_or_default().to_string());
+        etas.insert(seen["facts"].as_str().unwrap().to_string());
+        let pending = seen["states"].as_array().unwrap().iter().filter(|s| *s == "pending").count();
+        if screenshot.is_none() && pending >= 2 && !seen["now_output"].is_null() {
+            screenshot = Some(browser.screenshot().await);
+        } else if fallback.is_none() && pending >= 1 {
+            fallback = Some(browser.screenshot().await);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
     assert!(running.finish().await.success);
+    assert!(last["badge"].as_str().unwrap().contains("SUCCEEDED"), "{last}");
+    assert!(last["states"].as_array().unwrap().iter().all(|s| s == "done" || s == "cached"), "{last}");
     assert!(counters.len() >= 5, "step i/n changed in place: {counters:?}");
     assert!(counters.iter().all(|c| c.starts_with("Step ") && c.ends_with("/15")), "{counters:?}");
     assert!(currents.iter().filter(|c| c.contains("RUN ")).count() >= 3, "{currents:?}");
     assert!(etas.iter().any(|e| e.contains("left of ~")), "an ETA is shown: {etas:?}");
+    // Finished: once BuildKit has sent the build's record again, the view stops asking.
+    browser
+        .until(
+            Duration::from_secs(30),
+            "the view at rest",
+            "return document.getElementById('updated').textContent.includes('no longer refreshes');",
+        )
+        .await;
+    assert_eq!(last["back"], "/");
+    browser.call_rect(390, 844).await;
+    assert_eq!(browser.eval(VIEW).await["fits"], true, "the build view at phone width");
 
-    // Finished: listed among recent builds, with its result in words.
-    let recent = eventually(Duration::from_secs(10), "build listed as finished", || async {
-        let text = browser.eval("return document.getElementById('recent').textContent;").await;
-        let text = text.as_str().unwrap_or_default().to_string();
-        text.contains("SUCCEEDED").then_some(text)
-    })
-    .await;
-    assert!(recent.contains(&name), "{recent}");
+    // Back on the list: among recent builds, with its result in words and a link to its view.
+    browser.call_rect(1100, 1500).await;
+    browser.open(&format!("http://{}/", daemon.addr)).await;
+    let recent = browser
+        .until(
+            Duration::from_secs(10),
+            "build listed as finished",
+            "const text = document.getElementById('recent').textContent;
+             const links = [...document.querySelectorAll('#recent tr a')].map(a => a.getAttribute('href'));
+             return text.includes('SUCCEEDED') && { text, links };",
+        )
+        .await;
+    assert!(recent["text"].as_str().unwrap().contains(&name), "{recent}");
+    assert!(recent["links"].as_array().unwrap().iter().any(|l| *l == link.as_str()), "{recent}");
 
     // Phone width: nothing overflows sideways.
     browser.call_rect(390, 844).await;
     let fits = browser.eval("return document.documentElement.scrollWidth <= window.innerWidth + 1;").await;
     assert_eq!(fits, Value::Bool(true));
 
-    let png = screenshot.expect("a screenshot mid-build");
+    let png = screenshot.or(fallback).expect("a screenshot mid-build");
     assert!(png.starts_with(b"\x89PNG"));
     let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/status-page.png");
     std::fs::write(&target, &png).unwrap();
     if std::env::var_os("BUILDKIT_EXPORTER_UPDATE_SCREENSHOT").is_some() {
         std::fs::write(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/status-page.png"), &png).unwrap();
+    }
+    browser.stop().await;
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_build_and_a_failed_one_have_their_own_view() {
+    let _engine = ENGINE.lock().await;
+    let daemon = daemon_with_output().await;
+    let secret = engine::unique("view-secret");
+    let token = format!("TOKEN={secret}");
+    let name = engine::unique("view");
+    let label = format!("{LABEL}={name}");
+    let args = ["--label", label.as_str(), "--build-arg", token.as_str()];
+    // Built twice, the second time with one more step: its first steps come from the cache.
+    let base =
+        format!("FROM tinybase:latest\nARG TOKEN\nWORKDIR /app\nRUN echo {} && sleep 0.3\n", engine::unique("nonce"));
+    assert!(build(&Context::new(&base), "", &args).await.success);
+    let second = Context::new(&format!("{base}RUN echo second && sleep 0.3\n"));
+    assert!(build(&second, &format!("{name}:v2"), &args).await.success);
+    let listed = eventually(Duration::from_secs(30), "the second build finished", || async {
+        find(&daemon, &name).await.filter(|b| b["state"] == "succeeded" && b["steps"]["total"] == 4)
+    })
+    .await;
+    let reference = listed["ref"].as_str().unwrap().to_string();
+    let (_, detail) = json(&daemon, &format!("/api/v1/builds/{reference}")).await;
+
+    // The list links each recent build to its view.
+    let browser = Browser::start(1100, 1200).await;
+    browser.open(&format!("http://{}/", daemon.addr)).await;
+    let href = browser
+        .until(
+            Duration::from_secs(20),
+            "the build listed",
+            &format!(
+                "const row = document.querySelector('#recent tr[data-ref=\"{reference}\"]');
+                 return row && row.querySelector('a').getAttribute('href');"
+            ),
+        )
+        .await;
+    assert_eq!(href, format!("/builds/{reference}"));
+    browser.open(&format!("http://{}{}", daemon.addr, href.as_str().unwrap())).await;
+    let view = browser.until(Duration::from_secs(20), "the view drawn", VIEW).await;
+    assert!(view["badge"].as_str().unwrap().contains("SUCCEEDED"), "{view}");
+    assert!(view["title"].as_str().unwrap().contains(&format!("{name}:v2")), "{view}");
+    assert_eq!(view["labels"], dockerfile_order(4), "{view}");
+    assert_eq!(view["lanes"], dockerfile_order(4), "{view}");
+    // Every step as the JSON has it: the cached ones said so.
+    let states: Vec<Value> = detail["step_list"].as_array().unwrap().iter().map(|s| s["state"].clone()).collect();
+    assert_eq!(view["states"], Value::from(states), "{view}\n{detail}");
+    assert_eq!(view["states"][1], "cached", "WORKDIR from the cache: {view}");
+    assert_eq!(view["states"][2], "cached", "the first RUN from the cache: {view}");
+    assert_eq!(view["states"][3], "done", "{view}");
+    assert!(
+        view["words"][1].as_str().unwrap().contains("CACHED") && view["words"][3].as_str().unwrap().contains("done")
+    );
+    assert!(view["times"].as_array().unwrap().iter().all(|t| t.as_str().unwrap().ends_with('s')), "{view}");
+    assert!(view["errors"].as_array().unwrap().iter().all(Value::is_null), "{view}");
+    assert!(view["failure"].is_null(), "{view}");
+    let context = view["context"].as_str().unwrap();
+    assert!(context.contains("Dockerfile") && context.contains("TOKEN"), "names of build-args: {view}");
+    assert_eq!(view["back"], "/", "the view links back to the list");
+    browser
+        .until(
+            Duration::from_secs(30),
+            "the view at rest",
+            "return document.getElementById('updated').textContent.includes('no longer refreshes');",
+        )
+        .await;
+
+    // A failed build: the failing step, its error and what it printed last (masked), the step
+    // after it not run.
+    let failing = engine::unique("view-failing");
+    let dockerfile = format!(
+        "FROM tinybase:latest\nARG TOKEN\nRUN echo {}\nRUN echo \"using $TOKEN\" && exit 3\nRUN echo never\n",
+        engine::unique("nonce")
+    );
+    let report =
+        build(&Context::new(&dockerfile), "", &["--label", &format!("{LABEL}={failing}"), "--build-arg", &token]).await;
+    assert!(!report.success);
+    let failed = finished(&daemon, &failing).await;
+    assert_eq!(failed["state"], "failed", "{failed}");
+    browser.open(&format!("http://{}/builds/{}", daemon.addr, failed["ref"].as_str().unwrap())).await;
+    let view = browser.until(Duration::from_secs(20), "the failed build's view", VIEW).await;
+    assert!(view["badge"].as_str().unwrap().contains("FAILED"), "{view}");
+    assert_eq!(view["labels"], dockerfile_order(4), "{view}");
+    assert_eq!(view["states"][2], "failed", "{view}");
+    assert_eq!(view["states"][3], "skipped", "{view}");
+    assert!(view["words"][2].as_str().unwrap().contains("FAILED"), "{view}");
+    assert!(view["words"][3].as_str().unwrap().contains("not run"), "{view}");
+    assert!(view["errors"][2].as_str().unwrap().contains("exit code: 3"), "{view}");
+    assert_eq!(view["errors"].as_array().unwrap().iter().filter(|e| !e.is_null()).count(), 1, "{view}");
+    let failure = view["failure"].as_str().unwrap();
+    assert!(failure.contains("[3/4]") && failure.contains("exit code: 3"), "{view}");
+    assert_eq!(view["outputs"][2], "using ***", "{view}");
+    let leaked = format!("return document.documentElement.outerHTML.includes('{secret}');");
+    assert_eq!(browser.eval(&leaked).await, false, "the build-arg value is never shown");
+    browser.call_rect(390, 844).await;
+    assert_eq!(browser.eval(VIEW).await["fits"], true, "the failed build's view at phone width");
+
+    // A build the exporter does not know (any more).
+    browser.open(&format!("http://{}/builds/no-such-build", daemon.addr)).await;
+    let gone = browser
+        .until(
+            Duration::from_secs(20),
+            "the unknown build said",
+            "const gone = document.querySelector('#build .gone');
+             const back = document.querySelector('#build .back a');
+             return gone && { text: gone.textContent, back: back.getAttribute('href') };",
+        )
+        .await;
+    assert!(gone["text"].as_str().unwrap().contains("no longer known"), "{gone}");
+    assert_eq!(gone["back"], "/", "{gone}");
+    browser.stop().await;
+    daemon.stop().await;
+}
+
+/// Checks the timeline of a finished build against its JSON: one bar per step that ran, placed
+/// at its start and as long as it took, on the scale of the whole build.
+fn assert_bars_match(detail: &Value, view: &Value) {
+    let steps = detail["step_list"].as_array().unwrap();
+    let lanes = view["timeline"].as_array().unwrap();
+    assert_eq!(lanes.len(), steps.len(), "{view}");
+    let start = detail["started_at"].as_f64().unwrap();
+    let span = detail["duration_seconds"].as_f64().unwrap();
+    for (lane, step) in lanes.iter().zip(steps) {
+        assert_eq!(lane["step"], step["step"], "{view}");
+        let bars = lane["bars"].as_array().unwrap();
+        assert_eq!(bars.len(), 1, "one bar per step: {lane}");
+        let bar = &bars[0];
+        assert_eq!(bar["kind"], step["state"], "{lane}");
+        let scale = lane["width"].as_f64().unwrap() / span;
+        let from = (step["started_at"].as_f64().unwrap() - start) * scale;
+        // Drawn at least 2 px wide, so that a cached step is seen.
+        let width = (step["duration_seconds"].as_f64().unwrap() * scale).max(2.0);
+        let (left, drawn) = (bar["left"].as_f64().unwrap(), bar["width"].as_f64().unwrap());
+        assert!((left - from).abs() <= 1.5, "{} starts at {left} px, not {from}: {lane}", step["step"]);
+        assert!((drawn - width).abs() <= 1.5, "{} is {drawn} px wide, not {width}: {lane}", step["step"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeline_bars_are_as_long_as_the_steps_took() {
+    let _engine = ENGINE.lock().await;
+    let daemon = daemon().await;
+    let name = engine::unique("timeline");
+    let dockerfile = format!(
+        "FROM tinybase:latest\nRUN echo {} && sleep 0.3\nRUN sleep 2\nRUN sleep 1\nRUN sleep 3\n",
+        engine::unique("nonce")
+    );
+    assert!(build(&Context::new(&dockerfile), "", &["--label", &format!("{LABEL}={name}")]).await.success);
+    let done = finished(&daemon, &name).await;
+    let reference = done["ref"].as_str().unwrap();
+    let (_, detail) = json(&daemon, &format!("/api/v1/builds/{reference}")).await;
+    let browser = Browser::start(1100, 1000).await;
+    browser.open(&format!("http://{}/builds/{reference}", daemon.addr)).await;
+    browser.until(Duration::from_secs(20), "the view drawn", VIEW).await;
+    for (width, height) in [(1100, 1000), (390, 844)] {
+        browser.call_rect(width, height).await;
+        let view = browser.eval(VIEW).await;
+        assert_bars_match(&detail, &view);
+        assert_eq!(view["fits"], true, "at {width} px: {view}");
+        // The longest step, the longest bar.
+        let widths: Vec<f64> =
+            view["timeline"].as_array().unwrap().iter().map(|l| l["bars"][0]["width"].as_f64().unwrap()).collect();
+        assert!(widths[4] > widths[2] && widths[2] > widths[3] && widths[3] > widths[1], "{widths:?}");
+    }
+    browser.stop().await;
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_lines_show_only_when_enabled_and_never_a_masked_value() {
+    let _engine = ENGINE.lock().await;
+    let shown = daemon_with_output().await;
+    let quiet = daemon().await;
+    let name = engine::unique("output");
+    let secret = engine::unique("output-secret");
+    // The step prints a build-arg's value, then waits: it is interrupted once seen (and ends
+    // on its own soon enough, should the interrupt not reach the engine).
+    let dockerfile = format!(
+        "FROM tinybase:latest\nARG TOKEN\nRUN echo {}; echo \"token $TOKEN\"; sleep 30\n",
+        engine::unique("nonce")
+    );
+    let context = Context::new(&dockerfile);
+    let running =
+        Build::start(&context, "", &["--label", &format!("{LABEL}={name}"), "--build-arg", &format!("TOKEN={secret}")]);
+    running.wait_printed(&format!("token {secret}")).await;
+    let reference = running_build(&shown, &name).await["ref"].as_str().unwrap().to_string();
+    let browser = Browser::start(1100, 1000).await;
+    let leaked = format!("return document.documentElement.outerHTML.includes('{secret}');");
+
+    // On: the lines under the running step, in the list's card and in the build's view, masked.
+    for path in ["/".to_string(), format!("/builds/{reference}")] {
+        browser.open(&format!("http://{}{path}", shown.addr)).await;
+        let output = browser
+            .until(
+                Duration::from_secs(30),
+                &format!("the output shown at {path}"),
+                "const out = document.querySelector('.current .output');
+                 return out && out.textContent.includes('token') && out.textContent;",
+            )
+            .await;
+        assert!(output.as_str().unwrap().lines().any(|l| l == "token ***"), "{output} at {path}");
+        assert_eq!(browser.eval(&leaked).await, false, "the build-arg value shown at {path}");
+    }
+
+    // Off (the default): no output in the JSON, and no output element in either view, though
+    // the step has printed.
+    let (_, detail) = json(&quiet, &format!("/api/v1/builds/{reference}")).await;
+    assert_eq!(detail["state"], "running", "{detail}");
+    assert!(detail["current"].as_array().unwrap().iter().all(|c| c.get("output").is_none()), "{detail}");
+    assert!(detail["step_list"].as_array().unwrap().iter().all(|s| s.get("output").is_none()), "{detail}");
+    let running_step = [
+        ("/".to_string(), "#running [data-ref] .current"),
+        (format!("/builds/{reference}"), "#build ol.steps li.running"),
+    ];
+    for (path, selector) in running_step {
+        browser.open(&format!("http://{}{path}", quiet.addr)).await;
+        let drawn = format!(
+            "const node = document.querySelector('{selector}');
+             return !!node && node.textContent.includes('token');"
+        );
+        browser.until(Duration::from_secs(30), &format!("the running step drawn at {path}"), &drawn).await;
+        let outputs = browser.eval("return document.querySelectorAll('.output').length;").await;
+        assert_eq!(outputs, 0, "no output element at {path}");
+        assert_eq!(browser.eval(&leaked).await, false, "the build-arg value shown at {path}");
+    }
+    running.interrupt();
+    assert!(!running.finish().await.success);
+    // Over on the engine too, before the next test builds there.
+    finished(&shown, &name).await;
+    browser.stop().await;
+    shown.stop().await;
+    quiet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_whose_cache_breaks_halfway_keeps_order_and_states() {
+    let _engine = ENGINE.lock().await;
+    let daemon = daemon().await;
+    let name = engine::unique("rebuild");
+    let args = ["--label", &format!("{LABEL}={name}")];
+    let first = ml_dockerfile(&engine::unique("nonce"), "0.8");
+    assert!(build(&Context::new(&first), "", &args).await.success);
+    // Step 8 changes: steps 1-7 come from the cache, 8-15 run.
+    let second = first.replace("pip upgrade: pip setuptools wheel", "pip upgrade: pip setuptools wheel packaging");
+    assert_ne!(first, second);
+    let context = Context::new(&second);
+    let running = Build::start(&context, "", &args);
+    let reference = running_build(&daemon, &name).await["ref"].as_str().unwrap().to_string();
+    let browser = Browser::start(1100, 1400).await;
+    browser.open(&format!("http://{}/builds/{reference}", daemon.addr)).await;
+    browser.eval("window.__marker = 'view'; return 1;").await;
+    let order = dockerfile_order(15);
+    let mut progression = Progression::default();
+    let mut projected = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    let last = loop {
+        assert!(tokio::time::Instant::now() < deadline, "the build never finished in its view");
+        let seen = browser.eval(VIEW).await;
+        if seen.is_null() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(seen["marker"], "view", "the view reloaded");
+        assert_eq!(seen["labels"], order, "{seen}");
+        assert_eq!(seen["lanes"], order, "{seen}");
+        progression.see(&seen["labels"], &seen["states"], &seen);
+        if !seen["badge"].as_str().unwrap().contains("RUNNING") {
+            break seen;
+        }
+        // The timeline: what ended is left of "now"; what is pending, expected after it.
+        let states = seen["states"].as_array().unwrap();
+        let mut expected_after_now = 0;
+        for (lane, state) in seen["timeline"].as_array().unwrap().iter().zip(states) {
+            let now = lane["now"].as_f64().expect("a running build's timeline marks now");
+            for bar in lane["bars"].as_array().unwrap() {
+                let (kind, left, width) =
+                    (bar["kind"].as_str().unwrap(), bar["left"].as_f64().unwrap(), bar["width"].as_f64().unwrap());
+                match state.as_str().unwrap() {
+                    "pending" => {
+                        assert_eq!(kind, "expected", "{lane}");
+                        assert!(left >= now - 1.0, "a pending step expected before now: {lane}");
+                        expected_after_now += 1;
+                    }
+                    "running" => assert!(
+                        (kind == "running" && left <= now + 1.0) || (kind == "expected" && left >= now - 1.0),
+                        "{lane}"
+                    ),
+                    _ => {
+                        assert_ne!(kind, "expected", "{lane}");
+                        assert!(left + width <= now + 2.5, "an ended step drawn after now: {lane}");
+                    }
+                }
+            }
+        }
+        if expected_after_now > 0 {
+            projected += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    };
+    assert!(running.finish().await.success);
+    assert!(last["badge"].as_str().unwrap().contains("SUCCEEDED"), "{last}");
+    let states: Vec<&str> = last["states"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    // FROM of a local image reads as done or cached, depending on the engine.
+    assert!(states[0] == "done" || states[0] == "cached", "{last}");
+    assert_eq!(states[1..7], ["cached"; 6], "{last}");
+    assert_eq!(states[7..], ["done"; 8], "{last}");
+    for i in 2..=7 {
+        assert_eq!(progression.of(&format!("[{i}/15]")).last().unwrap(), "cached");
+    }
+    let mut ran = 0;
+    for i in 8..=15 {
+        let history = progression.of(&format!("[{i}/15]"));
+        assert!(!history.iter().any(|s| s == "cached"), "[{i}/15] ran: {history:?}");
+        ran += usize::from(history.iter().any(|s| s == "running"));
+    }
+    assert!(ran >= 3, "steps seen running: {:?}", progression.seen);
+    assert!(projected >= 1, "pending steps were drawn as expected after now");
+    browser.stop().await;
+    daemon.stop().await;
+}
+
+/// The list as drawn: running cards (in order) and recent rows, checked on every read: a build
+/// is one card or one row, never both nor twice; only the first three cards list their steps,
+/// the others are compact but still say step i/n, what runs, elapsed time and ETA; every card
+/// links to its build. Returns it once `done` holds.
+async fn list_until(browser: &Browser, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    eventually(Duration::from_secs(60), what, || async {
+        let seen = browser
+            .eval(
+                "return { cards: [...document.querySelectorAll('#running [data-ref]')].map(card => ({
+                            reference: card.dataset.ref,
+                            title: card.querySelector('h3 a').textContent,
+                            link: card.querySelector('h3 a').getAttribute('href'),
+                            expanded: !!card.querySelector('ol.steps'),
+                            facts: ['.step-counter', '.elapsed', '.eta'].map(f => card.querySelector(f).textContent),
+                            current: card.querySelector('.current').textContent })),
+                          recent: [...document.querySelectorAll('#recent tr')].map(row => ({
+                            reference: row.dataset.ref, text: row.textContent })),
+                          running: document.getElementById('running').textContent };",
+            )
+            .await;
+        let cards = seen["cards"].as_array().unwrap();
+        let mut references = BTreeSet::new();
+        for (i, card) in cards.iter().enumerate() {
+            let reference = card["reference"].as_str().unwrap();
+            assert!(references.insert(reference.to_string()), "{reference} twice: {seen}");
+            assert_eq!(card["link"].as_str().unwrap(), format!("/builds/{reference}"), "{seen}");
+            assert_eq!(card["expanded"], i < 3, "only the first three list their steps: {seen}");
+            let facts = card["facts"].as_array().unwrap();
+            assert!(facts[0].as_str().unwrap().starts_with("Step "), "{seen}");
+            assert!(
+                facts[1].as_str().unwrap().ends_with(" elapsed") && !facts[2].as_str().unwrap().is_empty(),
+                "{seen}"
+            );
+        }
+        for row in seen["recent"].as_array().unwrap() {
+            assert!(references.insert(row["reference"].as_str().unwrap().to_string()), "listed twice: {seen}");
+        }
+        done(&seen).then_some(seen)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_running_builds_get_compact_cards_keyed_by_build() {
+    let _engine = ENGINE.lock().await;
+    let daemon = daemon().await;
+    let browser = Browser::start(1100, 1500).await;
+    browser.open(&format!("http://{}/", daemon.addr)).await;
+    let prefix = engine::unique("many");
+    // Each build waits in its last step until it is interrupted (or half a minute, should an
+    // interrupt not reach the engine: the waits below outlast it).
+    let contexts: Vec<Context> =
+        (0..5).map(|i| Context::new(&format!("FROM tinybase:latest\nRUN echo {prefix}-{i}\nRUN sleep 30\n"))).collect();
+    let mut builds: Vec<Build> = contexts
+        .iter()
+        .enumerate()
+        .map(|(i, context)| Build::start(context, "", &["--label", &format!("{LABEL}={prefix}-{i}")]))
+        .collect();
+    let ours = |seen: &Value, key: &str| -> usize {
+        seen[key].as_array().unwrap().iter().filter(|b| b.to_string().contains(&prefix)).count()
+    };
+    let all = list_until(&browser, "five builds running", |seen| {
+        let cards = seen["cards"].as_array().unwrap().iter().filter(|c| c.to_string().contains(&prefix));
+        cards.filter(|c| c["current"].to_string().contains("sleep 30")).count() == 5
+    })
+    .await;
+    let reference_of = |i: usize| -> String {
+        let card = all["cards"].as_array().unwrap().iter().find(|c| c["title"] == format!("{prefix}-{i}")).unwrap();
+        card["reference"].as_str().unwrap().to_string()
+    };
+    let references: Vec<String> = (0..5).map(reference_of).collect();
+
+    // Two end: their cards go, their rows come, the others move up and list their steps.
+    for build in builds.drain(..2) {
+        build.interrupt();
+        assert!(!build.finish().await.success);
+    }
+    let seen =
+        list_until(&browser, "two builds finished", |seen| ours(seen, "cards") == 3 && ours(seen, "recent") == 2).await;
+    let shown: Vec<&str> = seen["cards"].as_array().unwrap().iter().map(|c| c["reference"].as_str().unwrap()).collect();
+    assert!(references[2..].iter().all(|r| shown.contains(&r.as_str())), "{seen}");
+    let rows: Vec<&str> = seen["recent"].as_array().unwrap().iter().map(|r| r["reference"].as_str().unwrap()).collect();
+    assert!(references[..2].iter().all(|r| rows.contains(&r.as_str())), "{seen}");
+    assert!(seen["recent"].to_string().contains("CANCELED"), "{seen}");
+
+    for build in builds.drain(..) {
+        build.interrupt();
+        assert!(!build.finish().await.success);
+    }
+    let seen = list_until(&browser, "all finished", |seen| ours(seen, "cards") == 0 && ours(seen, "recent") == 5).await;
+    if seen["cards"].as_array().unwrap().is_empty() {
+        assert!(seen["running"].as_str().unwrap().contains("No build is running"), "{seen}");
     }
     browser.stop().await;
     daemon.stop().await;

@@ -257,8 +257,9 @@ impl Model {
     }
 
     /// Names a finished build with `steps` and remembers the name for its step list.
-    fn admit_name(&mut self, build: &Build, steps: &[&Vertex]) -> String {
-        let name = self.names.admit(&self.resolve_name(build, steps));
+    fn admit_name(&mut self, build: &Build, steps: &[&Vertex], from_history: bool) -> String {
+        let name = self.resolve_name(build, steps);
+        let name = if from_history { self.names.admit_from_history(&name) } else { self.names.admit(&name) };
         if let Some(key) = Build::steps_key(steps) {
             self.learned.learn(key, &name);
         }
@@ -267,9 +268,9 @@ impl Model {
 
     fn seed(&mut self, build: Build, completion: &Completion) -> Option<Effect> {
         let steps = build.steps();
-        let name = self.admit_name(&build, &steps);
+        let name = self.admit_name(&build, &steps, true);
         self.learn_durations(&name, &steps, completion.completed_at);
-        (name != UNKNOWN).then(|| Effect::HistorySeen {
+        (name != UNKNOWN && name != OVERFLOW).then(|| Effect::HistorySeen {
             name,
             result: completion.outcome.label(),
             completed_at: completion.completed_at,
@@ -278,7 +279,7 @@ impl Model {
 
     fn finish(&mut self, build: Build, completion: Completion) -> FinishedBuild {
         let vertices = build.steps();
-        let name = self.admit_name(&build, &vertices);
+        let name = self.admit_name(&build, &vertices, false);
         let outcome = match completion.outcome {
             Outcome::Failed(message) => Outcome::Failed(build.mask.apply(&message).into_owned()),
             other => other,

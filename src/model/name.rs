@@ -87,6 +87,16 @@ impl NameSet {
         OVERFLOW.to_string()
     }
 
+    /// The label value for `name`, seen only in the history read at startup: such names take
+    /// at most half the bound, so that a long-used engine's history (every test image, every
+    /// branch build) never leaves the builds to come named "other".
+    pub fn admit_from_history(&mut self, name: &str) -> String {
+        if name == UNKNOWN || self.known.contains(name) || self.known.len() < self.max / 2 {
+            return self.admit(name);
+        }
+        OVERFLOW.to_string()
+    }
+
     /// How many names are in use.
     pub fn len(&self) -> usize {
         self.known.len()

@@ -814,3 +814,32 @@ fn output_is_not_kept_unless_asked_for() {
     );
     assert!(model.snapshot(3.0)[0].view.steps[0].output.is_empty());
 }
+
+#[test]
+fn a_long_history_leaves_room_for_the_builds_to_come() {
+    let mut model = Model::new(Settings { max_names: 4, ..Settings::default() });
+    let mut events = Vec::new();
+    for n in 0..6 {
+        let old = build(&format!("old{n}"), 1.0).image(&format!("old-{n}"));
+        events.push(old.completed(2.0, Outcome::Succeeded));
+    }
+    events.push(Event::ReplayDone);
+    let effects = apply_all(&mut model, events);
+    let seen: Vec<&str> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::HistorySeen { name, .. } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    // Half the bound for history; the rest say nothing rather than "other".
+    assert_eq!(seen, vec!["old-0", "old-1"]);
+    for n in 0..2 {
+        let new = build(&format!("new{n}"), 3.0).image(&format!("new-{n}"));
+        let effects = apply_all(&mut model, vec![new.started(), new.completed(4.0, Outcome::Succeeded)]);
+        assert_eq!(finished(&effects)[0].view.name, format!("new-{n}"));
+    }
+    let last = build("new2", 5.0).image("new-2");
+    let effects = apply_all(&mut model, vec![last.started(), last.completed(6.0, Outcome::Succeeded)]);
+    assert_eq!(finished(&effects)[0].view.name, OVERFLOW, "the bound still holds");
+}

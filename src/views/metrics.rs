@@ -478,8 +478,13 @@ mod tests {
         builder.apply(progress("r1", 1, Some("app")));
         // The scrape that first sees the build shows its counters at zero already.
         assert_eq!(value(&exposition.render(), completed), Some("0"));
-        let completion =
-            Completion { info: info("r1"), completed_at: 110.0, outcome: Outcome::Succeeded, generation: 0, warnings: 0 };
+        let completion = Completion {
+            info: info("r1"),
+            completed_at: 110.0,
+            outcome: Outcome::Succeeded,
+            generation: 0,
+            warnings: 0,
+        };
         builder.apply(Event::Completed(completion));
         assert_eq!(value(&exposition.render(), completed), Some("1"));
         builder.count_reconnect();

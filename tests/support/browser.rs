@@ -119,6 +119,16 @@ impl Browser {
         self.call("POST", "/execute/sync", Some(&json!({ "script": script, "args": [] }))).await
     }
 
+    /// Runs `script` until it returns something other than `null` or `false`, for at most
+    /// `timeout`; returns that.
+    pub async fn until(&self, timeout: Duration, what: &str, script: &str) -> Value {
+        super::eventually(timeout, what, || async {
+            let value = self.eval(script).await;
+            (!value.is_null() && value != Value::Bool(false)).then_some(value)
+        })
+        .await
+    }
+
     /// Resizes the window.
     pub async fn call_rect(&self, width: u32, height: u32) {
         self.call("POST", "/window/rect", Some(&json!({ "width": width, "height": height }))).await;
