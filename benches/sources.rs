@@ -1,1 +1,797 @@
-fn main() {}
+//! Does one daemon keep up with many sources? It follows 52 at once: 50 fake BuildKit servers
+//! (the tests' fake, in this process, each on its own unix socket, each playing the four builds
+//! recorded in tests/fixtures/builds.jsonl at their recorded pace and then holding its history
+//! stream open) and two real Docker Engines 26.1, on which real multi-step builds run for a few
+//! minutes. The daemon is the release binary in a child process, so its memory and CPU are its
+//! own.
+//!
+//! Measured: the time until every `buildkit_exporter_source_up` is 1, the cost of a scrape
+//! (over HTTP, back to back) and its size, the daemon's resident memory and CPU time after the
+//! builds. Fails unless all 52 sources are up at every check, no source reconnected, each fake
+//! counted its four builds, and each engine counted exactly the builds run on it (by an image
+//! name unique to the run).
+//!
+//! The first engine is the one `DOCKER_HOST` names; without it, scripts/engine-up.sh starts a
+//! private one and leaves it running (`scripts/engine-down.sh` stops it). The second is started
+//! here from the same dockerd, with its own bridge, data root, exec root and socket, and stopped
+//! and removed at the end. Needs root. Writes `benches/sources.md`.
+//!
+//! `cargo bench --bench sources` (`-- --quick`: fewer, closer builds, and writes nothing).
+
+#[path = "../tests/support/fixture.rs"]
+#[allow(dead_code)]
+mod fixture;
+
+#[path = "../tests/support/fake.rs"]
+#[allow(dead_code)]
+mod fake;
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Read, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fake::{FakeBuildkit, Script};
+
+/// Fake BuildKit servers followed.
+const FAKES: usize = 50;
+/// Builds the fake's script plays (the recording), and how many succeed.
+const FAKE_BUILDS: f64 = 4.0;
+/// Successful real builds per engine, one every `GAP`; plus one failing build each.
+const BUILDS: usize = 8;
+const GAP: Duration = Duration::from_secs(20);
+/// Scrapes timed at the end.
+const SCRAPES: usize = 200;
+/// Figures are taken once the 1-minute load average is below this, waiting at most this long.
+const QUIET_LOAD: f64 = 0.7;
+const QUIET_WAIT: Duration = Duration::from_secs(600);
+/// The second engine's bridge (an address range nothing else here uses).
+const BRIDGE: &str = "bkbench0";
+const BRIDGE_ADDRESS: &str = "10.250.29.1/24";
+/// The daemon's default `--build.name-label`.
+const NAME_LABEL: &str = "org.opencontainers.image.title";
+
+const DOCKERFILE: &str = "FROM tinybase:latest
+ARG NONCE
+RUN echo \"build $NONCE\" > /built && sleep 1
+COPY data.txt /data.txt
+WORKDIR /app
+RUN cat /data.txt /built > out.txt && sleep 1
+RUN echo done >> out.txt
+";
+
+const FAILING: &str = "FROM tinybase:latest
+ARG NONCE
+RUN echo \"build $NONCE\"
+RUN false
+";
+
+fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP, metrics, /proc.
+
+/// A keep-alive HTTP/1.1 client for GETs.
+struct Http {
+    addr: SocketAddr,
+    conn: Option<BufReader<TcpStream>>,
+}
+
+impl Http {
+    fn new(addr: SocketAddr) -> Http {
+        Http { addr, conn: None }
+    }
+
+    /// Status, body (as sent: gzipped when asked and given).
+    fn get(&mut self, path: &str, gzip: bool) -> (u16, Vec<u8>) {
+        match self.try_get(path, gzip) {
+            Ok(reply) => reply,
+            Err(_) => {
+                self.conn = None;
+                self.try_get(path, gzip).unwrap_or_else(|e| panic!("GET {path} from {}: {e}", self.addr))
+            }
+        }
+    }
+
+    fn try_get(&mut self, path: &str, gzip: bool) -> std::io::Result<(u16, Vec<u8>)> {
+        if self.conn.is_none() {
+            let stream = TcpStream::connect(self.addr)?;
+            stream.set_nodelay(true)?;
+            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+            self.conn = Some(BufReader::with_capacity(1 << 16, stream));
+        }
+        let conn = self.conn.as_mut().unwrap();
+        let encoding = if gzip { "Accept-Encoding: gzip\r\n" } else { "" };
+        write!(conn.get_mut(), "GET {path} HTTP/1.1\r\nHost: bench\r\n{encoding}\r\n")?;
+        let mut line = String::new();
+        conn.read_line(&mut line)?;
+        let status = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("status line {line:?}")))?;
+        let mut length = 0;
+        loop {
+            line.clear();
+            conn.read_line(&mut line)?;
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        conn.read_exact(&mut body)?;
+        Ok((status, body))
+    }
+
+    fn metrics(&mut self) -> String {
+        let (status, body) = self.get("/metrics", false);
+        assert_eq!(status, 200, "/metrics answered {status}");
+        String::from_utf8(body).expect("UTF-8 metrics")
+    }
+}
+
+/// `(metric, labels, value)` of every sample.
+fn samples(metrics: &str) -> impl Iterator<Item = (&str, &str, f64)> {
+    metrics.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).filter_map(|l| {
+        let (series, value) = l.rsplit_once(' ')?;
+        let (metric, labels) = series.split_once('{').unwrap_or((series, ""));
+        Some((metric, labels, value.parse().ok()?))
+    })
+}
+
+fn label<'a>(labels: &'a str, name: &str) -> &'a str {
+    let Some(start) = labels.find(&format!("{name}=\"")).map(|i| i + name.len() + 2) else { return "" };
+    let end = labels[start..].find('"').map_or(labels.len(), |i| start + i);
+    &labels[start..end]
+}
+
+/// Sum of `metric` over the series whose labels contain all of `with`.
+fn sum(metrics: &str, metric: &str, with: &[(&str, &str)]) -> f64 {
+    samples(metrics)
+        .filter(|(m, labels, _)| *m == metric && with.iter().all(|(k, v)| label(labels, k) == *v))
+        .map(|(.., v)| v)
+        .sum()
+}
+
+/// `buildkit_exporter_source_up` by builder.
+fn up(metrics: &str) -> Vec<(String, f64)> {
+    samples(metrics)
+        .filter(|(m, ..)| *m == "buildkit_exporter_source_up")
+        .map(|(_, labels, v)| (label(labels, "builder").to_string(), v))
+        .collect()
+}
+
+/// VmRSS and VmHWM of `pid`, KiB.
+fn memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// User + system CPU seconds of `pid`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<f64> = stat.rsplit_once(") ").unwrap().1.split(' ').map(|f| f.parse().unwrap_or(0.0)).collect();
+    (fields[11] + fields[12]) / 100.0
+}
+
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+fn load() -> f64 {
+    std::fs::read_to_string("/proc/loadavg").unwrap().split_whitespace().next().unwrap().parse().unwrap()
+}
+
+fn wait_quiet(quick: bool) -> (f64, bool) {
+    let deadline = Instant::now() + if quick { Duration::ZERO } else { QUIET_WAIT };
+    let mut said = false;
+    loop {
+        let load = load();
+        if load < QUIET_LOAD {
+            return (load, true);
+        }
+        if Instant::now() > deadline {
+            eprintln!("load still {load:.2}: measuring under load");
+            return (load, false);
+        }
+        if !said {
+            eprintln!("load {load:.2}: waiting for it to fall below {QUIET_LOAD}");
+            said = true;
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
+fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engines.
+
+fn docker(host: &str, args: &[&str]) -> std::process::Output {
+    Command::new("docker").args(args).env("DOCKER_HOST", host).stdin(Stdio::null()).output().expect("docker CLI")
+}
+
+fn engine_version(host: &str) -> Option<String> {
+    let out = docker(host, &["version", "--format", "{{.Server.Version}}"]);
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !version.is_empty()).then_some(version)
+}
+
+/// Runs scripts/engine-up.sh (with `host` as DOCKER_HOST when given); returns the DOCKER_HOST
+/// it exports.
+fn engine_up(host: Option<&str>) -> String {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/engine-up.sh");
+    let mut command = Command::new(&script);
+    command.env("BUILDKIT_EXPORTER_KEEP_ENGINE", "1").stdin(Stdio::null()).stderr(Stdio::inherit());
+    match host {
+        Some(host) => command.env("DOCKER_HOST", host),
+        None => command.env_remove("DOCKER_HOST"),
+    };
+    let out = command.output().expect("run scripts/engine-up.sh");
+    assert!(out.status.success(), "scripts/engine-up.sh failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("export DOCKER_HOST="))
+        .map(|h| h.trim_matches(['\'', '"']).to_string())
+        .expect("engine-up.sh exports DOCKER_HOST")
+}
+
+/// The dockerd binary of the engine at `host` when it is the one engine-up.sh started, else the
+/// one provision.sh unpacked.
+fn dockerd_binary() -> PathBuf {
+    let state =
+        std::env::var("BUILDKIT_EXPORTER_ENGINE_DIR").unwrap_or_else(|_| "/tmp/buildkit-exporter-engine".into());
+    let pid = std::fs::read_to_string(Path::new(&state).join("docker.pid")).unwrap_or_default();
+    if let Ok(exe) = std::fs::read_link(format!("/proc/{}/exe", pid.trim())) {
+        return exe;
+    }
+    let prefix = std::env::var("BUILDKIT_EXPORTER_TOOLS").unwrap_or_else(|_| "/opt/buildkit-exporter-tools".into());
+    Path::new(&prefix).join("usr/sbin/dockerd")
+}
+
+fn ip(args: &[&str]) -> bool {
+    Command::new("ip").args(args).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// util-linux's `setpriv`, which execs a program with a parent-death signal.
+const SETPRIV: &str = "/usr/bin/setpriv";
+
+/// A command running `program` that gets SIGTERM should this process die first.
+fn with_deathsig(program: &Path) -> Command {
+    if Path::new(SETPRIV).exists() {
+        let mut command = Command::new(SETPRIV);
+        command.args(["--pdeathsig", "TERM", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// A second Docker Engine, started here, stopped and removed on drop.
+struct SecondEngine {
+    dir: tempfile::TempDir,
+    child: Child,
+    host: String,
+    version: String,
+}
+
+impl SecondEngine {
+    fn start(dockerd: &Path) -> SecondEngine {
+        // Short: containerd's sockets live below the exec root.
+        let dir = tempfile::Builder::new().prefix("bkbench-").tempdir_in("/tmp").unwrap();
+        let d = dir.path();
+        if Path::new("/sys/class/net").join(BRIDGE).exists() {
+            ip(&["link", "delete", BRIDGE]);
+        }
+        assert!(ip(&["link", "add", BRIDGE, "type", "bridge"]), "ip link add {BRIDGE} (root needed)");
+        assert!(ip(&["addr", "add", BRIDGE_ADDRESS, "dev", BRIDGE]));
+        assert!(ip(&["link", "set", BRIDGE, "up"]));
+        std::fs::write(d.join("daemon.json"), "{}\n").unwrap();
+        let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
+        let sbin = dockerd.parent().unwrap();
+        let path = format!("{}:{}", sbin.display(), std::env::var("PATH").unwrap_or_default());
+        let host = format!("unix://{}", d.join("docker.sock").display());
+        let child = with_deathsig(dockerd)
+            .arg("--config-file")
+            .arg(d.join("daemon.json"))
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("docker.pid"))
+            .args(["-H", &host, "-b", BRIDGE, "--iptables=false", "--ip6tables=false", "--ip-forward=false"])
+            .arg("--userland-proxy-path")
+            .arg(sbin.join("docker-proxy"))
+            .env("PATH", path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", dockerd.display()));
+        let mut engine = SecondEngine { dir, child, host, version: String::new() };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(version) = engine_version(&engine.host) {
+                engine.version = version;
+                break;
+            }
+            let log = std::fs::read_to_string(engine.dir.path().join("dockerd.log")).unwrap_or_default();
+            assert!(
+                matches!(engine.child.try_wait(), Ok(None)) && Instant::now() < deadline,
+                "the second dockerd did not come up:\n{}",
+                log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // engine-up.sh finds it answering at DOCKER_HOST and imports tinybase into it.
+        engine_up(Some(&engine.host));
+        engine
+    }
+}
+
+impl Drop for SecondEngine {
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while matches!(self.child.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // Anything of it left (its containerd, shims), then its mounts, its dir, its bridge.
+        let dir = self.dir.path().to_string_lossy().to_string();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&format!("{dir}/")) && pid != std::process::id() {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+        }
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut mounts: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&format!("{dir}/")))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = Command::new("umount").arg(m).status();
+        }
+        ip(&["link", "delete", BRIDGE]);
+    }
+}
+
+/// Runs `BUILDS` successful builds and one failing one on the engine at `host`, `gap` apart,
+/// all named `name`; returns how many succeeded and failed as the client saw it.
+fn builds(host: &str, name: &str, count: usize, gap: Duration) -> (usize, usize) {
+    let context = tempfile::tempdir().unwrap();
+    std::fs::write(context.path().join("Dockerfile"), DOCKERFILE).unwrap();
+    std::fs::write(context.path().join("failing.Dockerfile"), FAILING).unwrap();
+    std::fs::write(context.path().join("data.txt"), "some data\n").unwrap();
+    let (mut ok, mut failed) = (0, 0);
+    for i in 0..=count {
+        let failing = i == count / 2;
+        let nonce = format!("{}-{i}", std::process::id());
+        let tag = format!("{name}:{i}");
+        let mut args = vec!["build", "--progress=plain", "-t", &tag];
+        let label = format!("{NAME_LABEL}={name}");
+        let nonce_arg = format!("NONCE={nonce}");
+        args.extend(["--label", &label, "--build-arg", &nonce_arg]);
+        if failing {
+            args.extend(["-f", "failing.Dockerfile"]);
+        }
+        let context = context.path().to_str().unwrap();
+        args.push(context);
+        let out = docker(host, &args);
+        match (failing, out.status.success()) {
+            (false, true) => ok += 1,
+            (true, false) => failed += 1,
+            _ => panic!(
+                "build {i} on {host} {}:\n{}",
+                if failing { "did not fail" } else { "failed" },
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        }
+        if i < count {
+            std::thread::sleep(gap);
+        }
+    }
+    let _ = docker(host, &["image", "rm", "-f", &format!("{name}:latest")]);
+    let tags: Vec<String> = (0..=count).map(|i| format!("{name}:{i}")).collect();
+    let mut rm = vec!["image", "rm", "-f"];
+    rm.extend(tags.iter().map(String::as_str));
+    let _ = docker(host, &rm);
+    (ok, failed)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The daemon binary in a child process, its log in a file.
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(sources: &[String], dir: &Path) -> Daemon {
+        let log = dir.join("daemon.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let mut command = with_deathsig(Path::new(env!("CARGO_BIN_EXE_buildkit-exporter")));
+        command.args(["--web.listen-address", "127.0.0.1:0"]);
+        for source in sources {
+            command.args(["--source", source]);
+        }
+        let child = command
+            .env_remove("DOCKER_HOST")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("start the daemon");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(addr) = text.lines().find_map(|l| l.split("msg=listening address=").nth(1)) {
+                break addr.trim().parse().expect("listening address");
+            }
+            assert!(Instant::now() < deadline, "the daemon did not say where it listens:\n{text}");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Daemon { child, addr, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.child.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (count, gap) = if quick { (2, Duration::from_secs(2)) } else { (BUILDS, GAP) };
+    for tool in ["docker", "ip"] {
+        if Command::new(tool).arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
+            eprintln!("sources bench: `{tool}` not found");
+            std::process::exit(2);
+        }
+    }
+    // The first engine, then the second from the same dockerd.
+    let first = match std::env::var("DOCKER_HOST") {
+        Ok(host) if engine_version(&host).is_some() => host,
+        _ => engine_up(None),
+    };
+    assert!(first.starts_with("unix://"), "the first engine must be on a unix socket: {first}");
+    let first_version = engine_version(&first).expect("the first engine answers");
+    let dockerd = dockerd_binary();
+    eprintln!("first engine {first_version} at {first}; starting a second from {}", dockerd.display());
+    let second = SecondEngine::start(&dockerd);
+    eprintln!("second engine {} at {}", second.version, second.host);
+    let (load_start, quiet) = wait_quiet(quick);
+
+    // The fakes.
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let lines = fixture::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/builds.jsonl"));
+    let dirs: Vec<tempfile::TempDir> = (0..FAKES).map(|_| tempfile::tempdir().unwrap()).collect();
+    let fakes: Vec<FakeBuildkit> = dirs
+        .iter()
+        .map(|d| runtime.block_on(FakeBuildkit::start(d.path(), Script::from_recording(&lines, 1.0))))
+        .collect();
+    let mut sources: Vec<String> =
+        fakes.iter().enumerate().map(|(i, f)| format!("fake-{i:02}={}", f.source())).collect();
+    sources.push(format!("engine-a={first}"));
+    sources.push(format!("engine-b={}", second.host));
+
+    // The daemon, until every source is up.
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let daemon = Daemon::start(&sources, dir.path());
+    let pid = daemon.child.id();
+    let mut http = Http::new(daemon.addr);
+    let all_up = loop {
+        let metrics = http.metrics();
+        let up = up(&metrics);
+        if up.len() == sources.len() && up.iter().all(|(_, v)| *v == 1.0) {
+            break started.elapsed().as_secs_f64();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "not all sources up after 120 s: {:?}\n{}",
+            up.iter().filter(|(_, v)| *v != 1.0).collect::<Vec<_>>(),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!("all {} sources up after {all_up:.2} s", sources.len());
+    let (rss_up, _) = memory(pid);
+    let cpu_up = cpu_seconds(pid);
+
+    // Real builds on both engines at once, the sources checked every second meanwhile.
+    let run = format!("{}", now() as u64 % 100_000);
+    let names = [format!("bench/sources-a-{run}"), format!("bench/sources-b-{run}")];
+    let building = Instant::now();
+    let (done_a, done_b) = std::thread::scope(|s| {
+        let a = s.spawn(|| builds(&first, &names[0], count, gap));
+        let b = s.spawn(|| builds(&second.host, &names[1], count, gap));
+        let mut down = Vec::new();
+        while !a.is_finished() || !b.is_finished() {
+            let metrics = http.metrics();
+            down.extend(up(&metrics).into_iter().filter(|(_, v)| *v != 1.0).map(|(b, _)| b));
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        assert!(down.is_empty(), "sources down during the builds: {down:?}");
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let build_seconds = building.elapsed().as_secs_f64();
+    eprintln!("builds done after {build_seconds:.0} s: {done_a:?} on the first engine, {done_b:?} on the second");
+
+    // Counted exactly: each engine its builds under the run's name, each fake its four.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut failures = Vec::new();
+    let metrics = loop {
+        let metrics = http.metrics();
+        failures.clear();
+        for (engine, name, (ok, failed)) in [("engine-a", &names[0], done_a), ("engine-b", &names[1], done_b)] {
+            for (result, expected) in [("succeeded", ok), ("failed", failed)] {
+                let counted = sum(
+                    &metrics,
+                    "buildkit_builds_completed_total",
+                    &[("builder", engine), ("name", name), ("result", result)],
+                );
+                if counted != expected as f64 {
+                    failures.push(format!("{engine}: {counted} builds of {name} counted as {result}, ran {expected}"));
+                }
+            }
+        }
+        for i in 0..FAKES {
+            let builder = format!("fake-{i:02}");
+            let counted = sum(&metrics, "buildkit_builds_completed_total", &[("builder", &builder)]);
+            if counted != FAKE_BUILDS {
+                failures.push(format!("{builder}: {counted} builds counted, played {FAKE_BUILDS}"));
+            }
+        }
+        if failures.is_empty() || Instant::now() > deadline {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let running = sum(&metrics, "buildkit_builds_running", &[]);
+    let fake_counted: f64 = samples(&metrics)
+        .filter(|(m, labels, _)| {
+            *m == "buildkit_builds_completed_total" && label(labels, "builder").starts_with("fake-")
+        })
+        .map(|(.., v)| v)
+        .sum();
+    let reconnects = sum(&metrics, "buildkit_exporter_source_reconnects_total", &[]);
+    if reconnects != 0.0 {
+        failures.push(format!("{reconnects} reconnects"));
+    }
+    let up_end = up(&metrics);
+    if up_end.len() != sources.len() || up_end.iter().any(|(_, v)| *v != 1.0) {
+        failures.push(format!("not all up at the end: {up_end:?}"));
+    }
+    let lasted = started.elapsed().as_secs_f64();
+    let cpu_end = cpu_seconds(pid);
+    let (rss_end, hwm) = memory(pid);
+    let (thread_count, fds) = (threads(pid), open_fds(pid));
+
+    // Scrapes, back to back.
+    let mut plain = Vec::new();
+    let mut size = 0;
+    for _ in 0..SCRAPES {
+        let t = Instant::now();
+        let (_, body) = http.get("/metrics", false);
+        plain.push(t.elapsed().as_secs_f64());
+        size = body.len();
+    }
+    let mut gzip = Vec::new();
+    let mut gzip_size = 0;
+    for _ in 0..SCRAPES {
+        let t = Instant::now();
+        let (_, body) = http.get("/metrics", true);
+        gzip.push(t.elapsed().as_secs_f64());
+        gzip_size = body.len();
+    }
+    let series = samples(&metrics).count();
+    let load_end = load();
+    let log = daemon.log();
+    drop(http);
+    drop(daemon);
+    runtime.block_on(async { fakes.into_iter().for_each(FakeBuildkit::stop) });
+    drop(second);
+
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("level=warn") || l.contains("level=error")).collect();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let date = time::OffsetDateTime::now_utc().date();
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]);
+    let dirty =
+        if git(&["status", "--porcelain", "src"]).is_empty() { "" } else { " with uncommitted changes in `src/`" };
+    let ms = |v: f64| format!("{:.2} ms", v * 1e3);
+    let mut md = String::new();
+    writeln!(md, "# Many sources: 50 fake BuildKit servers and 2 real engines\n").unwrap();
+    writeln!(
+        md,
+        "**Machine:** {cores} cores ({cpu}), {date}; the daemon built from `{commit}`{dirty}. The daemon, both \
+         engines and the fakes share the cores. \
+         **Reproduce:** as root, `cargo bench --bench sources` (uses the engine at `DOCKER_HOST`, else starts one \
+         with `scripts/engine-up.sh` and leaves it running; `scripts/engine-down.sh` stops it). Writes this file.\n"
+    )
+    .unwrap();
+    writeln!(
+        md,
+        "**Method.** One daemon (release build, default flags, a child process) follows {} sources: 50 fake \
+         BuildKit servers on unix sockets (`buildkitd+unix://`), in the benchmark's process, each playing the four \
+         builds recorded from a real engine at their recorded pace (about 10 s) and then holding its history \
+         stream open; and two Docker Engines {first_version} on unix sockets (`unix://`), the second started by \
+         the benchmark from the same `dockerd` with its own bridge, data root, exec root and socket. On each \
+         engine a 6-step Dockerfile (`FROM`, `ARG`, `RUN`, `COPY`, `WORKDIR`, `RUN`, `RUN`, a fresh build-arg each \
+         time) is built {count} times, one every {} s, plus once a Dockerfile whose `RUN false` fails, both \
+         engines at the same time, named by a label unique to the run. `/metrics` is read once a second \
+         meanwhile. Then: memory and CPU time of the daemon, and {SCRAPES} scrapes back to back on one \
+         keep-alive connection, plain and gzip.\n",
+        sources.len(),
+        gap.as_secs(),
+    )
+    .unwrap();
+    writeln!(md, "| measure | value |\n|---|---|").unwrap();
+    let ups = up_end.iter().filter(|(_, v)| *v == 1.0).count();
+    let rows = [
+        (
+            "sources up (`buildkit_exporter_source_up` = 1) at every check".to_string(),
+            format!("{ups} of {}", sources.len()),
+        ),
+        ("time from start to all sources up".into(), format!("{all_up:.2} s")),
+        ("source reconnects".into(), format!("{reconnects}")),
+        ("builds counted, fakes".into(), format!("{fake_counted} ({FAKE_BUILDS} per fake: 3 succeeded, 1 failed)")),
+        (
+            "builds of the run counted, first engine".into(),
+            format!(
+                "{} succeeded, {} failed (ran {}, {})",
+                sum(
+                    &metrics,
+                    "buildkit_builds_completed_total",
+                    &[("builder", "engine-a"), ("name", &names[0]), ("result", "succeeded")]
+                ),
+                sum(
+                    &metrics,
+                    "buildkit_builds_completed_total",
+                    &[("builder", "engine-a"), ("name", &names[0]), ("result", "failed")]
+                ),
+                done_a.0,
+                done_a.1
+            ),
+        ),
+        (
+            "builds of the run counted, second engine".into(),
+            format!(
+                "{} succeeded, {} failed (ran {}, {})",
+                sum(
+                    &metrics,
+                    "buildkit_builds_completed_total",
+                    &[("builder", "engine-b"), ("name", &names[1]), ("result", "succeeded")]
+                ),
+                sum(
+                    &metrics,
+                    "buildkit_builds_completed_total",
+                    &[("builder", "engine-b"), ("name", &names[1]), ("result", "failed")]
+                ),
+                done_b.0,
+                done_b.1
+            ),
+        ),
+        ("builds running at the end".into(), format!("{running}")),
+        ("series in /metrics".into(), format!("{series}")),
+        (
+            "/metrics size, plain / gzip".into(),
+            format!("{:.0} KiB / {:.0} KiB", size as f64 / 1024.0, gzip_size as f64 / 1024.0),
+        ),
+        (
+            "scrape time plain, median / p99 / max".into(),
+            format!("{} / {} / {}", ms(quantile(&plain, 0.5)), ms(quantile(&plain, 0.99)), ms(quantile(&plain, 1.0))),
+        ),
+        (
+            "scrape time gzip, median / p99 / max".into(),
+            format!("{} / {} / {}", ms(quantile(&gzip, 0.5)), ms(quantile(&gzip, 0.99)), ms(quantile(&gzip, 1.0))),
+        ),
+        ("RSS once all were up".into(), format!("{:.1} MiB", rss_up as f64 / 1024.0)),
+        (
+            format!("RSS after {:.1} min (peak)", lasted / 60.0),
+            format!("{:.1} MiB ({:.1} MiB)", rss_end as f64 / 1024.0, hwm as f64 / 1024.0),
+        ),
+        ("CPU time until all up".into(), format!("{cpu_up:.2} s")),
+        (
+            format!("CPU time over {:.1} min, of which {:.1} min of builds", lasted / 60.0, build_seconds / 60.0),
+            format!("{cpu_end:.2} s ({:.2} % of one core)", cpu_end / lasted * 100.0),
+        ),
+        ("threads, open fds".into(), format!("{thread_count}, {fds}")),
+    ];
+    for (k, v) in rows {
+        writeln!(md, "| {k} | {v} |").unwrap();
+    }
+    writeln!(md, "\n**Conditions.** 1-minute load {load_start:.2} when the daemon started{}, {load_end:.2} at the end (the builds' own load included).", if quiet { "" } else { " (taken under load)" }).unwrap();
+    if warnings.is_empty() {
+        writeln!(md, "The daemon logged no warnings or errors.").unwrap();
+    } else {
+        writeln!(md, "The daemon logged:\n").unwrap();
+        for w in &warnings {
+            writeln!(md, "- `{w}`").unwrap();
+        }
+    }
+    if failures.is_empty() {
+        writeln!(md, "\n**Result: pass.**").unwrap();
+    } else {
+        writeln!(md, "\n**Result: FAIL.**\n").unwrap();
+        for f in &failures {
+            writeln!(md, "- {f}").unwrap();
+        }
+    }
+    print!("{md}");
+    if !quick {
+        std::fs::write(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/sources.md"), &md).unwrap();
+    }
+    if !failures.is_empty() {
+        eprintln!("\nSOURCES FAILED:\n- {}", failures.join("\n- "));
+        std::process::exit(1);
+    }
+}
