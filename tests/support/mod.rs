@@ -52,10 +52,23 @@ impl Daemon {
     }
 
     /// [`Daemon::on_engine`], with `tune` applied to the configuration.
-    pub async fn on_engine_with(tune: impl FnOnce(&mut Config)) -> Daemon {
-        let daemon = Daemon::start(&[&engine::source()], tune).await;
-        daemon.wait_up().await;
-        daemon
+    ///
+    /// A build an earlier test left running (a cancel the engine lost while it set up the
+    /// step's container) would be counted as started by this daemon: it is waited out, and the
+    /// daemon started afresh, so that the counts a test asserts are its own builds'.
+    pub async fn on_engine_with(tune: impl Fn(&mut Config)) -> Daemon {
+        loop {
+            let daemon = Daemon::start(&[&engine::source()], &tune).await;
+            daemon.wait_up().await;
+            if sample(&daemon.metrics().await, "buildkit_builds_running", &[]) == Some(0.0) {
+                return daemon;
+            }
+            eventually(Duration::from_secs(180), "the builds left running by an earlier test to end", || async {
+                (sample(&daemon.metrics().await, "buildkit_builds_running", &[]) == Some(0.0)).then_some(())
+            })
+            .await;
+            daemon.stop().await;
+        }
     }
 
     /// Waits until the (only) source is up, which it is once its history replay is over.
