@@ -11,10 +11,11 @@
 //! counted its four builds, and each engine counted exactly the builds run on it (by an image
 //! name unique to the run).
 //!
-//! The first engine is the one `DOCKER_HOST` names; without it, scripts/engine-up.sh starts a
-//! private one and leaves it running (`scripts/engine-down.sh` stops it). The second is started
-//! here from the same dockerd, with its own bridge, data root, exec root and socket, and stopped
-//! and removed at the end. Needs root. Writes `benches/sources.md`.
+//! Both engines are started here from the dockerd that scripts/engine-up.sh runs (unpacked by
+//! scripts/provision.sh), each with its own bridge, data root, exec root and socket, tinybase
+//! imported by engine-up.sh, and stopped and removed at the end: an engine shared with other
+//! work may be restarted under the benchmark or carry other builds. With `DOCKER_HOST` set,
+//! that engine is the first instead. Needs root. Writes `benches/sources.md`.
 //!
 //! `cargo bench --bench sources` (`-- --quick`: fewer, closer builds, and writes nothing).
 
@@ -47,9 +48,8 @@ const SCRAPES: usize = 200;
 /// Figures are taken once the 1-minute load average is below this, waiting at most this long.
 const QUIET_LOAD: f64 = 0.7;
 const QUIET_WAIT: Duration = Duration::from_secs(600);
-/// The second engine's bridge (an address range nothing else here uses).
-const BRIDGE: &str = "bkbench0";
-const BRIDGE_ADDRESS: &str = "10.250.29.1/24";
+/// The bridges of the engines started here (address ranges nothing else here uses).
+const BRIDGES: [(&str, &str); 2] = [("srcbench0", "10.250.29.1/24"), ("srcbench1", "10.250.30.1/24")];
 /// The daemon's default `--build.name-label`.
 const NAME_LABEL: &str = "org.opencontainers.image.title";
 
@@ -163,6 +163,16 @@ fn sum(metrics: &str, metric: &str, with: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// Builds counted by the fake sources.
+fn fake_count(metrics: &str) -> f64 {
+    samples(metrics)
+        .filter(|(m, labels, _)| {
+            *m == "buildkit_builds_completed_total" && label(labels, "builder").starts_with("fake-")
+        })
+        .map(|(.., v)| v)
+        .sum()
+}
+
 /// `buildkit_exporter_source_up` by builder.
 fn up(metrics: &str) -> Vec<(String, f64)> {
     samples(metrics)
@@ -242,27 +252,22 @@ fn engine_version(host: &str) -> Option<String> {
     (out.status.success() && !version.is_empty()).then_some(version)
 }
 
-/// Runs scripts/engine-up.sh (with `host` as DOCKER_HOST when given); returns the DOCKER_HOST
-/// it exports.
-fn engine_up(host: Option<&str>) -> String {
+/// Runs scripts/engine-up.sh with `host` as DOCKER_HOST: it finds the engine answering there and
+/// imports tinybase into it.
+fn import_tinybase(host: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/engine-up.sh");
-    let mut command = Command::new(&script);
-    command.env("BUILDKIT_EXPORTER_KEEP_ENGINE", "1").stdin(Stdio::null()).stderr(Stdio::inherit());
-    match host {
-        Some(host) => command.env("DOCKER_HOST", host),
-        None => command.env_remove("DOCKER_HOST"),
-    };
-    let out = command.output().expect("run scripts/engine-up.sh");
-    assert!(out.status.success(), "scripts/engine-up.sh failed");
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix("export DOCKER_HOST="))
-        .map(|h| h.trim_matches(['\'', '"']).to_string())
-        .expect("engine-up.sh exports DOCKER_HOST")
+    let out = Command::new(&script)
+        .env("DOCKER_HOST", host)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .status()
+        .expect("run scripts/engine-up.sh");
+    assert!(out.success(), "scripts/engine-up.sh failed");
 }
 
-/// The dockerd binary of the engine at `host` when it is the one engine-up.sh started, else the
-/// one provision.sh unpacked.
+/// The dockerd that scripts/engine-up.sh runs: that of its running engine, else the one
+/// scripts/provision.sh unpacked.
 fn dockerd_binary() -> PathBuf {
     let state =
         std::env::var("BUILDKIT_EXPORTER_ENGINE_DIR").unwrap_or_else(|_| "/tmp/buildkit-exporter-engine".into());
@@ -292,25 +297,26 @@ fn with_deathsig(program: &Path) -> Command {
     }
 }
 
-/// A second Docker Engine, started here, stopped and removed on drop.
-struct SecondEngine {
+/// A Docker Engine started here, on its own bridge, stopped and removed on drop.
+struct Engine {
     dir: tempfile::TempDir,
     child: Child,
     host: String,
     version: String,
+    bridge: &'static str,
 }
 
-impl SecondEngine {
-    fn start(dockerd: &Path) -> SecondEngine {
+impl Engine {
+    fn start(dockerd: &Path, (bridge, address): (&'static str, &str)) -> Engine {
         // Short: containerd's sockets live below the exec root.
-        let dir = tempfile::Builder::new().prefix("bkbench-").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new().prefix("srcbench-").tempdir_in("/tmp").unwrap();
         let d = dir.path();
-        if Path::new("/sys/class/net").join(BRIDGE).exists() {
-            ip(&["link", "delete", BRIDGE]);
+        if Path::new("/sys/class/net").join(bridge).exists() {
+            ip(&["link", "delete", bridge]);
         }
-        assert!(ip(&["link", "add", BRIDGE, "type", "bridge"]), "ip link add {BRIDGE} (root needed)");
-        assert!(ip(&["addr", "add", BRIDGE_ADDRESS, "dev", BRIDGE]));
-        assert!(ip(&["link", "set", BRIDGE, "up"]));
+        assert!(ip(&["link", "add", bridge, "type", "bridge"]), "ip link add {bridge} (root needed)");
+        assert!(ip(&["addr", "add", address, "dev", bridge]));
+        assert!(ip(&["link", "set", bridge, "up"]));
         std::fs::write(d.join("daemon.json"), "{}\n").unwrap();
         let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
         let sbin = dockerd.parent().unwrap();
@@ -325,7 +331,7 @@ impl SecondEngine {
             .arg(d.join("exec"))
             .arg("--pidfile")
             .arg(d.join("docker.pid"))
-            .args(["-H", &host, "-b", BRIDGE, "--iptables=false", "--ip6tables=false", "--ip-forward=false"])
+            .args(["-H", &host, "-b", bridge, "--iptables=false", "--ip6tables=false", "--ip-forward=false"])
             .arg("--userland-proxy-path")
             .arg(sbin.join("docker-proxy"))
             .env("PATH", path)
@@ -334,7 +340,7 @@ impl SecondEngine {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", dockerd.display()));
-        let mut engine = SecondEngine { dir, child, host, version: String::new() };
+        let mut engine = Engine { dir, child, host, version: String::new(), bridge };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(version) = engine_version(&engine.host) {
@@ -344,18 +350,17 @@ impl SecondEngine {
             let log = std::fs::read_to_string(engine.dir.path().join("dockerd.log")).unwrap_or_default();
             assert!(
                 matches!(engine.child.try_wait(), Ok(None)) && Instant::now() < deadline,
-                "the second dockerd did not come up:\n{}",
+                "dockerd on {bridge} did not come up:\n{}",
                 log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        // engine-up.sh finds it answering at DOCKER_HOST and imports tinybase into it.
-        engine_up(Some(&engine.host));
+        import_tinybase(&engine.host);
         engine
     }
 }
 
-impl Drop for SecondEngine {
+impl Drop for Engine {
     fn drop(&mut self) {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
@@ -387,7 +392,7 @@ impl Drop for SecondEngine {
         for m in mounts {
             let _ = Command::new("umount").arg(m).status();
         }
-        ip(&["link", "delete", BRIDGE]);
+        ip(&["link", "delete", self.bridge]);
     }
 }
 
@@ -413,6 +418,7 @@ fn builds(host: &str, name: &str, count: usize, gap: Duration) -> (usize, usize)
         let context = context.path().to_str().unwrap();
         args.push(context);
         let out = docker(host, &args);
+        eprintln!("{name} build {i} on {host}: {}", if out.status.success() { "ok" } else { "failed" });
         match (failing, out.status.success()) {
             (false, true) => ok += 1,
             (true, false) => failed += 1,
@@ -500,17 +506,25 @@ fn main() {
             std::process::exit(2);
         }
     }
-    // The first engine, then the second from the same dockerd.
-    let first = match std::env::var("DOCKER_HOST") {
-        Ok(host) if engine_version(&host).is_some() => host,
-        _ => engine_up(None),
+    // Two engines started here from the same dockerd; with DOCKER_HOST set, that engine is the
+    // first instead.
+    let dockerd = dockerd_binary();
+    assert!(dockerd.exists(), "{} missing (run scripts/provision.sh)", dockerd.display());
+    let given = std::env::var("DOCKER_HOST").ok().filter(|host| engine_version(host).is_some());
+    let first_engine = match &given {
+        Some(_) => None,
+        None => Some(Engine::start(&dockerd, BRIDGES[0])),
     };
+    let first = given.clone().unwrap_or_else(|| first_engine.as_ref().unwrap().host.clone());
     assert!(first.starts_with("unix://"), "the first engine must be on a unix socket: {first}");
     let first_version = engine_version(&first).expect("the first engine answers");
-    let dockerd = dockerd_binary();
-    eprintln!("first engine {first_version} at {first}; starting a second from {}", dockerd.display());
-    let second = SecondEngine::start(&dockerd);
-    eprintln!("second engine {} at {}", second.version, second.host);
+    let second = Engine::start(&dockerd, BRIDGES[1]);
+    eprintln!(
+        "engines {first_version} at {first} and {} at {}, from {}",
+        second.version,
+        second.host,
+        dockerd.display()
+    );
     let (load_start, quiet) = wait_quiet(quick);
 
     // The fakes.
@@ -523,7 +537,12 @@ fn main() {
         .collect();
     let mut sources: Vec<String> =
         fakes.iter().enumerate().map(|(i, f)| format!("fake-{i:02}={}", f.source())).collect();
-    sources.push(format!("engine-a={first}"));
+    // Through a link of our own: scripts/engine-down.sh ends every process whose command line
+    // names its state dir, which a `--source` with the engine's own socket path would.
+    let links = tempfile::tempdir().unwrap();
+    let link = links.path().join("engine-a.sock");
+    std::os::unix::fs::symlink(first.trim_start_matches("unix://"), &link).unwrap();
+    sources.push(format!("engine-a=unix://{}", link.display()));
     sources.push(format!("engine-b={}", second.host));
 
     // The daemon, until every source is up.
@@ -554,6 +573,8 @@ fn main() {
     let run = format!("{}", now() as u64 % 100_000);
     let names = [format!("bench/sources-a-{run}"), format!("bench/sources-b-{run}")];
     let building = Instant::now();
+    // When the fakes' builds were all counted, and the RSS then.
+    let mut fakes_done: Option<(f64, u64)> = None;
     let (done_a, done_b) = std::thread::scope(|s| {
         let a = s.spawn(|| builds(&first, &names[0], count, gap));
         let b = s.spawn(|| builds(&second.host, &names[1], count, gap));
@@ -561,6 +582,9 @@ fn main() {
         while !a.is_finished() || !b.is_finished() {
             let metrics = http.metrics();
             down.extend(up(&metrics).into_iter().filter(|(_, v)| *v != 1.0).map(|(b, _)| b));
+            if fakes_done.is_none() && fake_count(&metrics) == FAKES as f64 * FAKE_BUILDS {
+                fakes_done = Some((started.elapsed().as_secs_f64(), memory(pid).0));
+            }
             std::thread::sleep(Duration::from_secs(1));
         }
         assert!(down.is_empty(), "sources down during the builds: {down:?}");
@@ -600,12 +624,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(200));
     };
     let running = sum(&metrics, "buildkit_builds_running", &[]);
-    let fake_counted: f64 = samples(&metrics)
-        .filter(|(m, labels, _)| {
-            *m == "buildkit_builds_completed_total" && label(labels, "builder").starts_with("fake-")
-        })
-        .map(|(.., v)| v)
-        .sum();
+    let fake_counted = fake_count(&metrics);
     let reconnects = sum(&metrics, "buildkit_exporter_source_reconnects_total", &[]);
     if reconnects != 0.0 {
         failures.push(format!("{reconnects} reconnects"));
@@ -643,6 +662,7 @@ fn main() {
     drop(daemon);
     runtime.block_on(async { fakes.into_iter().for_each(FakeBuildkit::stop) });
     drop(second);
+    drop(first_engine);
 
     let warnings: Vec<&str> = log.lines().filter(|l| l.contains("level=warn") || l.contains("level=error")).collect();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -674,8 +694,8 @@ fn main() {
         md,
         "**Machine:** {cores} cores ({cpu}), {date}; the daemon built from `{commit}`{dirty}. The daemon, both \
          engines and the fakes share the cores. \
-         **Reproduce:** as root, `cargo bench --bench sources` (uses the engine at `DOCKER_HOST`, else starts one \
-         with `scripts/engine-up.sh` and leaves it running; `scripts/engine-down.sh` stops it). Writes this file.\n"
+         **Reproduce:** as root, after `scripts/provision.sh`, `cargo bench --bench sources` (with \
+         `DOCKER_HOST` unset, so that it starts both engines). Writes this file.\n"
     )
     .unwrap();
     writeln!(
@@ -683,22 +703,38 @@ fn main() {
         "**Method.** One daemon (release build, default flags, a child process) follows {} sources: 50 fake \
          BuildKit servers on unix sockets (`buildkitd+unix://`), in the benchmark's process, each playing the four \
          builds recorded from a real engine at their recorded pace (about 10 s) and then holding its history \
-         stream open; and two Docker Engines {first_version} on unix sockets (`unix://`), the second started by \
-         the benchmark from the same `dockerd` with its own bridge, data root, exec root and socket. On each \
-         engine a 6-step Dockerfile (`FROM`, `ARG`, `RUN`, `COPY`, `WORKDIR`, `RUN`, `RUN`, a fresh build-arg each \
-         time) is built {count} times, one every {} s, plus once a Dockerfile whose `RUN false` fails, both \
-         engines at the same time, named by a label unique to the run. `/metrics` is read once a second \
+         stream open; and two Docker Engines {first_version} on unix sockets (`unix://`), {engines}. On each \
+         engine, both at the same time, {} builds run {} s apart: {count} of a 6-step Dockerfile (`FROM`, `RUN`, \
+         `COPY`, `WORKDIR`, `RUN`, `RUN`, with a fresh `ARG` value each time) and, half-way, one of a Dockerfile \
+         whose `RUN false` fails; all are named by a label unique to the run. `/metrics` is read once a second \
          meanwhile. Then: memory and CPU time of the daemon, and {SCRAPES} scrapes back to back on one \
          keep-alive connection, plain and gzip.\n",
         sources.len(),
+        count + 1,
         gap.as_secs(),
+        engines = if given.is_some() {
+            "the first the one `DOCKER_HOST` names, the second started by the benchmark from the same `dockerd` \
+             with its own bridge, data root, exec root and socket"
+        } else {
+            "both started by the benchmark from the `dockerd` that `scripts/engine-up.sh` runs, each with its own \
+             bridge, data root, exec root and socket, so that no one else's builds or restarts reach them"
+        },
     )
     .unwrap();
     writeln!(md, "| measure | value |\n|---|---|").unwrap();
     let ups = up_end.iter().filter(|(_, v)| *v == 1.0).count();
+    let not_up: Vec<String> = up_end.iter().filter(|(_, v)| *v != 1.0).map(|(b, v)| format!("{b}={v}")).collect();
     let rows = [
         (
-            "sources up (`buildkit_exporter_source_up` = 1) at every check".to_string(),
+            "`buildkit_exporter_source_up` per builder at the end".to_string(),
+            if not_up.is_empty() {
+                format!("1 for each of the {} builders: `fake-00` … `fake-49`, `engine-a`, `engine-b`", up_end.len())
+            } else {
+                format!("not 1: {}", not_up.join(", "))
+            },
+        ),
+        (
+            "sources up at every check (start, once a second during the builds, end)".to_string(),
             format!("{ups} of {}", sources.len()),
         ),
         ("time from start to all sources up".into(), format!("{all_up:.2} s")),
@@ -755,6 +791,10 @@ fn main() {
             format!("{} / {} / {}", ms(quantile(&gzip, 0.5)), ms(quantile(&gzip, 0.99)), ms(quantile(&gzip, 1.0))),
         ),
         ("RSS once all were up".into(), format!("{:.1} MiB", rss_up as f64 / 1024.0)),
+        (
+            "RSS once the fakes' 200 builds were counted".into(),
+            fakes_done.map_or("not seen".into(), |(t, rss)| format!("{:.1} MiB (after {t:.0} s)", rss as f64 / 1024.0)),
+        ),
         (
             format!("RSS after {:.1} min (peak)", lasted / 60.0),
             format!("{:.1} MiB ({:.1} MiB)", rss_end as f64 / 1024.0, hwm as f64 / 1024.0),
