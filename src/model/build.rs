@@ -9,8 +9,7 @@ use super::event::{BuildContext, BuildInfo, Progress, Time};
 use super::mask::Mask;
 use super::name;
 use super::output::Tail;
-use super::snapshot::StepState;
-use super::step::StepKind;
+use super::step::{StepKind, StepState};
 
 /// A vertex of a running build.
 #[derive(Debug, Clone)]

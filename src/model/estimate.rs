@@ -13,7 +13,8 @@ use lru::LruCache;
 
 use super::event::Time;
 use super::name::{OVERFLOW, UNKNOWN};
-use super::snapshot::{Estimate, StepState, StepView};
+use super::snapshot::{Estimate, StepView};
+use super::step::StepState;
 
 /// Weight of the newest observation in the smoothed durations.
 const SMOOTHING: f64 = 0.5;

@@ -1,7 +1,4 @@
-//! What flows through the model: the [`Event`]s sources observe, and the [`Effect`]s that
-//! [`Model::apply`](super::Model::apply) returns for counters to record.
-
-use super::snapshot::FinishedBuild;
+//! What flows into the model: the [`Event`]s sources observe, and the shapes they carry.
 
 /// A point in time as unix seconds.
 pub type Time = f64;
@@ -139,29 +136,5 @@ pub enum Event {
         completion: Completion,
         /// Its stored progress.
         progress: Vec<Progress>,
-    },
-}
-
-/// A change that counters and histograms record.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
-    /// A build was seen starting (or running, for the first time).
-    BuildStarted,
-    /// A build finished and is counted.
-    BuildFinished(FinishedBuild),
-    /// A build from history: its completion time seeds the last-completion gauge only.
-    HistorySeen {
-        /// Its `name` label.
-        name: String,
-        /// Its `result` label.
-        result: &'static str,
-        /// When it completed.
-        completed_at: Time,
-    },
-    /// A running build vanished from the source without a completion record (it is also
-    /// finished, as failed).
-    BuildLost {
-        /// Its ref.
-        reference: String,
     },
 }

@@ -6,7 +6,7 @@
 //! scrape time. Nothing here does I/O or knows about Prometheus, so every rule about counting is
 //! unit-tested with plain values.
 //!
-//! - [`event`]: what comes in and what goes out;
+//! - [`event`]: what comes in; [`effect`]: what goes out;
 //! - [`build`]: one running build's vertices and steps;
 //! - [`name`] and [`step`]: the `name` and `instruction` labels;
 //! - [`mask`]: build-arg values kept out of everything stored;
@@ -27,6 +27,7 @@
 //!   that shows up again is not counted again.
 
 mod build;
+pub mod effect;
 pub mod estimate;
 pub mod event;
 pub mod mask;
@@ -41,10 +42,12 @@ use std::num::NonZeroUsize;
 use lru::LruCache;
 
 use build::{Build, Vertex};
+pub use effect::Effect;
 use estimate::{Estimates, Observed};
-pub use event::{BuildContext, BuildInfo, Completion, Effect, Event, Outcome, Progress, Time, VertexUpdate};
+pub use event::{BuildContext, BuildInfo, Completion, Event, Outcome, Progress, Time, VertexUpdate};
 use name::{LearnedNames, NameSet, OVERFLOW, UNKNOWN};
-pub use snapshot::{BuildView, Estimate, FinishedBuild, RunningBuild, StepCounts, StepState, StepView, Warnings};
+pub use snapshot::{BuildView, Estimate, FinishedBuild, RunningBuild, StepCounts, StepView, Warnings};
+pub use step::StepState;
 
 /// How much earlier than the moment a disconnect was noticed a build may have completed and
 /// still be counted from the replay after reconnecting (the completion may have been missed

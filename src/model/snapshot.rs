@@ -6,35 +6,8 @@ use std::sync::Arc;
 
 use super::build::{Build, Vertex};
 use super::event::{BuildContext, Outcome, Time};
+use super::step::StepState;
 use super::Model;
-
-/// Where a step is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepState {
-    /// Announced, not started.
-    Pending,
-    /// Executing.
-    Running,
-    /// Executed.
-    Done,
-    /// Taken from cache.
-    Cached,
-    /// Failed.
-    Failed,
-}
-
-impl StepState {
-    /// Lower-case name used by the JSON API.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StepState::Pending => "pending",
-            StepState::Running => "running",
-            StepState::Done => "done",
-            StepState::Cached => "cached",
-            StepState::Failed => "failed",
-        }
-    }
-}
 
 /// One step of a build, running or finished.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,8 +1,37 @@
-//! What a BuildKit vertex name says about the step it belongs to.
+//! What a step is and where it is: its [`StepState`], and what a BuildKit vertex name says about
+//! the step it belongs to.
 //!
 //! The Dockerfile frontend names step vertices `[3/15] RUN ...`, `[base 3/4] RUN ...` or
 //! `[linux/amd64 stage-2 2/3] COPY ...`; its bookkeeping vertices are `[internal] ...`,
 //! `exporting to image` and the like. Other frontends use free-form names.
+
+/// Where a step is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepState {
+    /// Announced, not started.
+    Pending,
+    /// Executing.
+    Running,
+    /// Executed.
+    Done,
+    /// Taken from cache.
+    Cached,
+    /// Failed.
+    Failed,
+}
+
+impl StepState {
+    /// Lower-case name used by the JSON API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running => "running",
+            StepState::Done => "done",
+            StepState::Cached => "cached",
+            StepState::Failed => "failed",
+        }
+    }
+}
 
 /// Dockerfile keywords that may become the `instruction` label; anything else is `OTHER`.
 const KEYWORDS: &[&str] = &[

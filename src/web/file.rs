@@ -1,5 +1,5 @@
 //! The YAML shape of the web configuration file, as Prometheus' exporter-toolkit defines it, and
-//! the checks that turn it into a [`WebConfig`]. Keys this daemon does not implement are errors,
+//! the checks of what it says that need no other file. Keys this daemon does not implement are errors,
 //! not silently ignored: a security setting that is written down but not applied is worse than
 //! a daemon that refuses to start.
 
@@ -9,15 +9,13 @@ use std::path::PathBuf;
 use hyper::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use super::{tls, Files, Users, WebConfig};
-
 /// The file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct File {
-    tls_server_config: Option<TlsServerConfig>,
+    pub tls_server_config: Option<TlsServerConfig>,
     #[serde(default)]
-    basic_auth_users: BTreeMap<String, String>,
+    pub basic_auth_users: BTreeMap<String, String>,
     http_server_config: Option<HttpServerConfig>,
 }
 
@@ -88,24 +86,19 @@ pub(super) fn parse(text: &str) -> Result<File, String> {
 }
 
 impl File {
-    /// Checks everything and reads the files it names.
-    pub(super) fn build(self, files: &mut Files<'_>) -> Result<WebConfig, String> {
-        let tls = match self.tls_server_config {
-            Some(config) => Some(tls::acceptor(&config, files)?),
-            None => None,
-        };
-        let users = Users::new(self.basic_auth_users)?;
+    /// The extra response headers, checked: names and values valid, none the daemon sets itself.
+    pub(super) fn headers(&self) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
         let mut headers = Vec::new();
-        for (name, value) in self.http_server_config.map(|c| c.headers).unwrap_or_default() {
+        for (name, value) in self.http_server_config.iter().flat_map(|c| &c.headers) {
             let key = format!("http_server_config.headers.{name}");
             let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{key}: not a header name"))?;
             if RESERVED_HEADERS.contains(&header.as_str()) {
                 return Err(format!("{key}: the daemon sets this header itself"));
             }
-            let value = HeaderValue::from_str(&value).map_err(|_| format!("{key}: not a valid header value"))?;
+            let value = HeaderValue::from_str(value).map_err(|_| format!("{key}: not a valid header value"))?;
             headers.push((header, value));
         }
-        Ok(WebConfig { tls, users, headers })
+        Ok(headers)
     }
 }
 
@@ -153,11 +146,7 @@ mod tests {
 
     #[test]
     fn headers_are_checked() {
-        let build = |text: &str| {
-            let mut seen = super::super::Seen::default();
-            let mut files = Files { dir: PathBuf::from("."), seen: &mut seen };
-            parse(text).unwrap().build(&mut files).map(|c| c.headers)
-        };
+        let build = |text: &str| parse(text).unwrap().headers();
         let headers = build("http_server_config:\n  headers:\n    Strict-Transport-Security: max-age=31536000\n");
         assert_eq!(headers.unwrap()[0].0.as_str(), "strict-transport-security");
         for (text, says) in [

@@ -176,7 +176,18 @@ fn load(path: &Path, seen: &mut Seen) -> Result<WebConfig, WebConfigError> {
         .map_err(|_| WebConfigError::Syntax { path: path.to_path_buf(), message: "not UTF-8 text".to_string() })?;
     let parsed = file::parse(&text)
         .map_err(|message| WebConfigError::Syntax { path: path.to_path_buf(), message: one_line(&message) })?;
-    parsed.build(&mut files).map_err(|message| WebConfigError::Invalid { path: path.to_path_buf(), message })
+    build(parsed, &mut files).map_err(|message| WebConfigError::Invalid { path: path.to_path_buf(), message })
+}
+
+/// Checks everything `file` says and reads the files it names.
+fn build(mut file: file::File, files: &mut Files<'_>) -> Result<WebConfig, String> {
+    let tls = match &file.tls_server_config {
+        Some(config) => Some(tls::acceptor(config, files)?),
+        None => None,
+    };
+    let users = Users::new(std::mem::take(&mut file.basic_auth_users))?;
+    let headers = file.headers()?;
+    Ok(WebConfig { tls, users, headers })
 }
 
 /// Reads the files a web configuration names, relative to its directory (as exporter-toolkit
