@@ -74,7 +74,7 @@ fn main() {
     let counters = Counters::new(&registry, false);
     let builder = Builder::new("default", Settings::default(), counters.clone() as _);
     let builders = vec![builder.clone()];
-    registry.register(Box::new(Live::new(builders.clone(), counters))).unwrap();
+    registry.register(Box::new(Live::new(builders.clone()))).unwrap();
     for r in 0..RUNNING {
         let reference = format!("running{r}");
         builder.apply(Event::Started(info(&reference, r, 0.0)));

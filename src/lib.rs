@@ -83,7 +83,7 @@ pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch:
             builder
         })
         .collect();
-    live.register(Box::new(Live::new(builders.clone(), counters.clone()))).expect("live metric names are unique");
+    live.register(Box::new(Live::new(builders.clone()))).expect("live metric names are unique");
     let exposition = Exposition::new(counters_registry, counters.clone(), live);
     let views = Arc::new(Views::new(exposition, config.telemetry_path.clone(), builders.clone()));
     let options = SourceOptions {

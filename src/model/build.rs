@@ -83,6 +83,8 @@ pub(super) struct Build {
     pub warnings: Vec<String>,
     /// Its context, masked once: every snapshot shares it.
     pub context: Arc<BuildContext>,
+    /// The name and step count last announced in an [`Effect::BuildNamed`](super::Effect).
+    pub announced: Option<(String, usize)>,
 }
 
 /// Most warning titles kept per build: a build that warns on every line still shows what
@@ -100,6 +102,7 @@ impl Build {
             vertices: BTreeMap::new(),
             export_image: None,
             warnings: Vec::new(),
+            announced: None,
         }
     }
 
@@ -154,6 +157,11 @@ impl Build {
                 }
             }
         }
+    }
+
+    /// How many vertices it has announced.
+    pub fn vertex_count(&self) -> usize {
+        self.vertices.len()
     }
 
     /// The vertices that count as steps, in Dockerfile order: Dockerfile steps when there are

@@ -9,6 +9,14 @@ use super::snapshot::FinishedBuild;
 pub enum Effect {
     /// A build was seen starting (or running, for the first time).
     BuildStarted,
+    /// A running build's name became known, or its step list grew: the series its completion
+    /// will count can exist at zero before then.
+    BuildNamed {
+        /// Its `name` label.
+        name: String,
+        /// The `instruction` of each of its steps, in order (repeats included).
+        instructions: Vec<&'static str>,
+    },
     /// A build finished and is counted.
     BuildFinished(FinishedBuild),
     /// A build from history: its completion time seeds the last-completion gauge only.

@@ -174,13 +174,19 @@ impl Model {
             }
             Event::Progress(progress) => {
                 if let Some(build) = self.running.get_mut(&progress.reference) {
+                    let vertices = build.vertex_count();
                     build.apply(&progress, self.settings.output_lines);
                     if progress.image.is_some() {
                         if let Some(declared) = build.declared_name() {
                             self.names.admit(&declared);
                         }
                     }
+                    // Only new vertices or an export name can rename it or grow its steps.
+                    if progress.image.is_some() || build.vertex_count() != vertices {
+                        effects.extend(self.announce(&progress.reference));
+                    }
                 }
+                return effects;
             }
             Event::Completed(completion) => {
                 let reference = completion.info.reference.clone();
@@ -222,7 +228,29 @@ impl Model {
                 effects.extend(self.seed(build, &completion));
             }
         }
+        // Names admitted or learned here can rename any running build.
+        let references: Vec<String> = self.running.keys().cloned().collect();
+        for reference in references {
+            effects.extend(self.announce(&reference));
+        }
         effects
+    }
+
+    /// A running build's name and instructions, when they changed since last announced and
+    /// the name is known: a build still unnamed may yet be named, and gets no series for a
+    /// name it will not keep.
+    fn announce(&mut self, reference: &str) -> Option<Effect> {
+        let build = self.running.get(reference)?;
+        let vertices = build.steps();
+        let name = self.names.peek(&self.resolve_name(build, &vertices));
+        let announced = (name, vertices.len());
+        if announced.0 == UNKNOWN || build.announced.as_ref() == Some(&announced) {
+            return None;
+        }
+        let instructions = vertices.iter().map(|v| v.kind.instruction()).collect();
+        let name = announced.0.clone();
+        self.running.get_mut(reference)?.announced = Some(announced);
+        Some(Effect::BuildNamed { name, instructions })
     }
 
     /// Ends a running build that vanished from the source without a result — what BuildKit

@@ -562,6 +562,7 @@ impl Ledger {
                     self.total_finished += 1;
                     self.finished.entry(build.view.reference.clone()).or_default().push(build.outcome.clone());
                 }
+                Effect::BuildNamed { name, .. } => assert_ne!(name, UNKNOWN, "an unnamed build is not announced"),
                 Effect::HistorySeen { .. } | Effect::BuildLost { .. } => {}
             }
         }

@@ -843,3 +843,42 @@ fn a_long_history_leaves_room_for_the_builds_to_come() {
     let effects = apply_all(&mut model, vec![last.started(), last.completed(6.0, Outcome::Succeeded)]);
     assert_eq!(finished(&effects)[0].view.name, OVERFLOW, "the bound still holds");
 }
+
+fn named(effects: &[Effect]) -> Vec<(&str, &[&'static str])> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::BuildNamed { name, instructions } => Some((name.as_str(), instructions.as_slice())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_running_build_is_announced_once_named_and_again_when_its_steps_grow() {
+    let mut model = model();
+    let b = build("r1", 10.0);
+    let effects = apply_all(
+        &mut model,
+        vec![b.started(), b.progress(11.0, vec![announced("a", "[1/2] FROM base"), announced("b", "[2/2] RUN make")])],
+    );
+    assert!(named(&effects).is_empty(), "no series for a name the build may not keep: {effects:?}");
+    let effects = model.apply(b.naming(12.0, "docker.io/library/app:1"));
+    assert_eq!(named(&effects), vec![("app", &["FROM", "RUN"][..])]);
+    // The same name and steps again: nothing new to make.
+    assert!(named(&model.apply(b.progress(13.0, vec![running("b", "[2/2] RUN make", 13.0)]))).is_empty());
+    let effects = model.apply(b.progress(14.0, vec![announced("c", "[stage-2 1/1] COPY --from=0 / /")]));
+    assert_eq!(named(&effects), vec![("app", &["FROM", "RUN", "COPY"][..])]);
+}
+
+#[test]
+fn a_build_named_by_what_earlier_builds_taught_is_announced_when_they_finish() {
+    let mut model = model();
+    let steps = || vec![announced("a", "[1/2] FROM base"), announced("b", "[2/2] RUN make")];
+    let (first, second) = (build("r1", 10.0).image("docker.io/library/app"), build("r2", 11.0));
+    apply_all(&mut model, vec![Event::ReplayDone, first.started(), first.progress(11.0, steps())]);
+    let effects = apply_all(&mut model, vec![second.started(), second.progress(12.0, steps())]);
+    assert!(named(&effects).is_empty(), "nothing taught its name yet: {effects:?}");
+    let effects = model.apply(first.completed(13.0, Outcome::Succeeded));
+    assert_eq!(named(&effects), vec![("app", &["FROM", "RUN"][..])], "the second build learned its name");
+}

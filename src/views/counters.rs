@@ -222,8 +222,9 @@ impl Record for Counters {
     fn record(&self, builder: &str, effect: &Effect) {
         match effect {
             Effect::BuildStarted => self.builds_started.with_label_values(&[builder]).inc(),
+            Effect::BuildNamed { name, instructions } => self.touch(builder, name, instructions.iter().copied()),
             Effect::BuildFinished(build) => {
-                // Every step's instruction, run or not: the same set scrapes touched while it ran.
+                // Every step's instruction, run or not: the same set touched while it ran.
                 self.touch(builder, &build.view.name, build.view.steps.iter().map(|s| s.instruction));
                 let name = build.view.name.as_str();
                 let labels = [builder, name, build.outcome.label()];

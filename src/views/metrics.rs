@@ -10,7 +10,6 @@ use prometheus::{Encoder, GaugeVec, Opts, Registry, TextEncoder};
 
 use crate::builder::Builder;
 use crate::facts::Facts;
-use crate::model::name::UNKNOWN;
 use crate::model::{RunningBuild, StepView};
 use crate::views::counters::Counters;
 
@@ -20,8 +19,6 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Series built from snapshots at scrape time.
 pub struct Live {
     builders: Vec<Arc<Builder>>,
-    /// Touched for running builds, so their counters exist at zero before they finish.
-    counters: Arc<Counters>,
     /// The series served, kept from one scrape to the next.
     served: Mutex<Served>,
     /// Empty vectors whose descriptors describe what `collect` returns.
@@ -140,8 +137,8 @@ impl LiveVecs {
 
 impl Live {
     /// Point-in-time series for `builders`.
-    pub fn new(builders: Vec<Arc<Builder>>, counters: Arc<Counters>) -> Live {
-        Live { builders, counters, served: Mutex::new(Served::default()), prototypes: LiveVecs::new() }
+    pub fn new(builders: Vec<Arc<Builder>>) -> Live {
+        Live { builders, served: Mutex::new(Served::default()), prototypes: LiveVecs::new() }
     }
 }
 
@@ -169,8 +166,6 @@ struct ServedBuild {
     /// `step`, `instruction` and `command` of each running step served.
     running: Vec<[String; 3]>,
     estimate: bool,
-    /// Steps whose instructions the counters were touched with.
-    touched_steps: usize,
     scrape: u64,
 }
 
@@ -247,15 +242,9 @@ impl Live {
             name: view.name.clone(),
             running: Vec::new(),
             estimate: false,
-            touched_steps: 0,
             scrape,
         });
         entry.scrape = scrape;
-        // A build still unnamed may yet be named: no series for a name it will not keep.
-        if view.name != UNKNOWN && entry.touched_steps != view.steps.len() {
-            self.counters.touch(builder, &view.name, view.steps.iter().map(|s| s.instruction));
-            entry.touched_steps = view.steps.len();
-        }
         let labels = [builder, view.reference.as_str(), view.name.as_str()];
         vecs.steps.with_label_values(&labels).set(view.counts.total.into());
         vecs.steps_completed.with_label_values(&labels).set(view.counts.completed.into());
@@ -381,8 +370,6 @@ impl Exposition {
 
     /// The whole text exposition.
     pub fn render(&self) -> String {
-        // Live first: a scrape that sees a new build makes its counters exist at zero, and
-        // those belong in this very scrape.
         let live = encode(&self.live);
         let changes = self.changes.changes();
         let mut cached = self.cached.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -414,7 +401,7 @@ mod tests {
         let registry = Registry::new();
         let counters = Counters::new(&registry, false);
         let builder = Builder::new("default", Settings::default(), counters.clone() as _);
-        registry.register(Box::new(Live::new(vec![builder.clone()], counters))).unwrap();
+        registry.register(Box::new(Live::new(vec![builder.clone()]))).unwrap();
         (registry, builder)
     }
 
@@ -460,12 +447,22 @@ mod tests {
         let (counters_registry, live) = (Registry::new(), Registry::new());
         let counters = Counters::new(&counters_registry, false);
         let builder = Builder::new("default", Settings::default(), counters.clone() as _);
-        live.register(Box::new(Live::new(vec![builder.clone()], counters.clone()))).unwrap();
+        live.register(Box::new(Live::new(vec![builder.clone()]))).unwrap();
         (Exposition::new(counters_registry, counters, live), builder)
     }
 
     fn value<'a>(text: &'a str, series: &str) -> Option<&'a str> {
         text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+    }
+
+    #[test]
+    fn a_scrape_only_reads() {
+        let (exposition, builder) = exposition();
+        builder.apply(Event::Started(info("r1")));
+        builder.apply(progress("r1", 1, Some("app")));
+        let changes = exposition.changes.changes();
+        exposition.render();
+        assert_eq!(exposition.changes.changes(), changes, "a scrape changed the counters");
     }
 
     #[test]
