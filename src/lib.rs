@@ -72,8 +72,7 @@ pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch:
     let counters = Counters::new(&counters_registry, config.step_detail);
     let live = Registry::new();
     // The daemon's own CPU, memory and descriptors, as every exporter serves them.
-    live.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))
-        .expect("process metric names are unique");
+    live.register(Box::new(views::process::Process::new())).expect("process metric names are unique");
     let builders: Vec<Arc<Builder>> = config
         .sources
         .iter()

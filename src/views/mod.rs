@@ -5,3 +5,4 @@ pub mod api;
 pub mod counters;
 pub mod metrics;
 pub mod page;
+pub mod process;
