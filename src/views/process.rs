@@ -93,7 +93,7 @@ mod tests {
 
     #[test]
     fn the_process_figures_are_served() {
-        let names: Vec<String> = Process::new().collect().iter().map(|f| f.get_name().to_string()).collect();
+        let names: Vec<String> = Process::new().collect().iter().map(|f| f.name().to_string()).collect();
         for name in ["process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds"] {
             assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
         }
