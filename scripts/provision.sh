@@ -17,6 +17,10 @@
 #   * Debian sid's prometheus and promtool 3.5, unpacked into $PREFIX/prometheus-3.5
 #     ($PREFIX/prometheus-3.5/usr/bin/{prometheus,promtool}); the Debian 12 ones (2.42) stay the
 #     ones on PATH.
+#   * a standalone BuildKit v0.32.2 (buildkitd and buildctl), built once per machine from the
+#     source tarball beside the project (../shared/buildkit/buildkit-v0.32.2.tar.gz, with its
+#     vendor/ tree, so offline) with Debian sid's Go 1.26 (unpacked into $PREFIX/go-1.26), into
+#     $PREFIX/buildkit-v0.32.2/bin. Kept as long as the tarball's checksum matches its marker.
 #
 # Runs as root, non-interactively. The Debian mirror is read from the machine's own apt sources.
 # sid moves: a fresh machine gets whatever sid has then, and the unpacked versions are checked
@@ -173,6 +177,42 @@ if [ "$(readlink "$PREFIX/$ENGINE28_DIR/host-runc/runc" 2>/dev/null)" != "$host_
   ln -sfn "$host_runc" "$PREFIX/$ENGINE28_DIR/host-runc/runc"
 fi
 
+# --- 2b. a standalone BuildKit, built from source once per machine ------------------------------
+GO_DIR=go-1.26
+GO_PACKAGES=(golang-1.26-go golang-1.26-src)
+GO_FILES=(usr/lib/go-1.26/bin/go)
+BUILDKIT_VERSION=v0.32.2
+BUILDKIT_REVISION=991535e0973488b6a429096d21fa13f81f2d89d8
+BUILDKIT_TARBALL="${BUILDKIT_EXPORTER_BUILDKIT_TARBALL:-$(cd "$(dirname "$0")/.." && pwd)/../shared/buildkit/buildkit-$BUILDKIT_VERSION.tar.gz}"
+BUILDKIT_DIR="$PREFIX/buildkit-$BUILDKIT_VERSION"
+if [ ! -f "$BUILDKIT_TARBALL" ]; then
+  die "BuildKit's source tarball is missing: $BUILDKIT_TARBALL (set BUILDKIT_EXPORTER_BUILDKIT_TARBALL)"
+fi
+tarball_sum="$(sha256sum "$BUILDKIT_TARBALL" | cut -d' ' -f1)"
+if [ -x "$BUILDKIT_DIR/bin/buildkitd" ] && [ -x "$BUILDKIT_DIR/bin/buildctl" ] \
+  && [ "$(cat "$BUILDKIT_DIR/.built-from" 2>/dev/null)" = "$tarball_sum" ]; then
+  log "BuildKit $BUILDKIT_VERSION already built in $BUILDKIT_DIR/bin"
+else
+  unpack_set "$SID_SUITE" "$PREFIX/$GO_DIR" .buildkit-exporter-unpacked GO_PACKAGES GO_FILES NO_VERSIONS
+  build_tmp="$(mktemp -d)"
+  log "building BuildKit $BUILDKIT_VERSION (buildkitd, buildctl) from $(basename "$BUILDKIT_TARBALL"): a few minutes, once"
+  tar -xzf "$BUILDKIT_TARBALL" -C "$build_tmp"
+  mkdir -p "$BUILDKIT_DIR/bin.new"
+  (
+    cd "$build_tmp/buildkit-${BUILDKIT_VERSION#v}"
+    export PATH="$PREFIX/$GO_DIR/usr/lib/go-1.26/bin:$PATH" GOFLAGS=-mod=vendor CGO_ENABLED=0 GOPROXY=off \
+      GOTOOLCHAIN=local GOCACHE="$build_tmp/gocache" GOPATH="$build_tmp/gopath"
+    go build -o "$BUILDKIT_DIR/bin.new/" \
+      -ldflags "-X github.com/moby/buildkit/version.Version=$BUILDKIT_VERSION -X github.com/moby/buildkit/version.Revision=$BUILDKIT_REVISION" \
+      ./cmd/buildkitd ./cmd/buildctl >&2
+  )
+  rm -rf "$BUILDKIT_DIR/bin" "$build_tmp"
+  mv "$BUILDKIT_DIR/bin.new" "$BUILDKIT_DIR/bin"
+  printf '%s\n' "$tarball_sum" >"$BUILDKIT_DIR/.built-from"
+fi
+"$BUILDKIT_DIR/bin/buildkitd" --version | grep -q "$BUILDKIT_VERSION" \
+  || die "$BUILDKIT_DIR/bin/buildkitd does not report $BUILDKIT_VERSION"
+
 # --- 3. docker CLI ------------------------------------------------------------------------------
 if ! command -v docker >/dev/null 2>&1; then
   [ -x "$PREFIX/usr/bin/docker" ] || die "no docker CLI on PATH and none in $PREFIX/usr/bin"
@@ -199,4 +239,5 @@ done
 
 log "done: $(docker buildx version 2>/dev/null | head -n1); $(docker compose version 2>/dev/null | head -n1); dockerd $("$PREFIX/usr/sbin/dockerd" --version 2>/dev/null); $(prometheus --version 2>&1 | head -n1)"
 log "done (engine 28.5 set in $PREFIX/$ENGINE28_DIR): dockerd $("$PREFIX/$ENGINE28_DIR/usr/sbin/dockerd" --version 2>/dev/null); $("$PREFIX/$ENGINE28_DIR/usr/libexec/docker/cli-plugins/docker-buildx" version 2>/dev/null | head -n1); $("$PREFIX/$ENGINE28_DIR/usr/bin/containerd" --version 2>/dev/null)"
+log "done (standalone BuildKit in $BUILDKIT_DIR/bin): $("$BUILDKIT_DIR/bin/buildkitd" --version)"
 log "done (Prometheus 3 in $PREFIX/$PROM3_DIR/usr/bin): $("$PREFIX/$PROM3_DIR/usr/bin/prometheus" --version 2>&1 | head -n1); $("$PREFIX/$PROM3_DIR/usr/bin/promtool" --version 2>&1 | head -n1)"
