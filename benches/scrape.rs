@@ -94,7 +94,7 @@ struct Template {
 
 fn template() -> Template {
     let lines = fixture::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/builds.jsonl"));
-    let label = format!("label:{}", buildkit_exporter::config::Config::new(Vec::new()).name_label);
+    let label = format!("label:{}", buildkit_exporter::defaults::NAME_LABEL);
     let history = |kind: BuildHistoryEventType, reference: Option<&str>| {
         lines.iter().find_map(|l| match &l.item {
             Recorded::History(e)
@@ -343,7 +343,7 @@ fn timestamp(t: f64) -> Option<Timestamp> {
 }
 
 fn record(reference: &str, created: f64, completed: Option<f64>) -> BuildHistoryRecord {
-    let label = format!("label:{}", buildkit_exporter::config::Config::new(Vec::new()).name_label);
+    let label = format!("label:{}", buildkit_exporter::defaults::NAME_LABEL);
     BuildHistoryRecord {
         r#ref: reference.to_string(),
         frontend: "dockerfile.v0".to_string(),

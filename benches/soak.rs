@@ -33,9 +33,11 @@ use std::time::{Duration, Instant};
 
 use bollard_buildkit_proto::google::protobuf::Timestamp;
 use bollard_buildkit_proto::moby::buildkit::v1::{BuildHistoryEventType, BuildHistoryRecord, StatusResponse};
-use buildkit_exporter::config::{Config, SourceSpec};
+use buildkit_exporter::config::Config;
+use buildkit_exporter::defaults;
 use buildkit_exporter::model::name::{naming_to, repository};
 use buildkit_exporter::model::Settings;
+use buildkit_exporter::source::spec::SourceSpec;
 use fake::{Connection, FakeBuildkit, Script};
 use fixture::{Line, Recorded};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -97,7 +99,7 @@ fn record_of(line: &Line) -> Option<(i32, &BuildHistoryRecord)> {
 
 fn recording(builds: usize) -> Recording {
     let lines = fixture::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/builds.jsonl"));
-    let label = format!("label:{}", Config::new(Vec::new()).name_label);
+    let label = format!("label:{}", defaults::NAME_LABEL);
     let history: Vec<Line> = lines.iter().filter(|l| matches!(l.item, Recorded::History(_))).cloned().collect();
     let status = fake::status_by_ref(&lines);
     let mut templates: Vec<Template> = Vec::new();

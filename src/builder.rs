@@ -39,7 +39,7 @@ impl Builder {
             keeps_output: settings.output_lines > 0,
             name: name.to_string(),
             model: Mutex::new(Model::new(settings)),
-            facts: Mutex::new(Facts { since: crate::now(), ..Facts::default() }),
+            facts: Mutex::new(Facts { since: crate::clock::now(), ..Facts::default() }),
             record,
         })
     }
@@ -97,7 +97,7 @@ impl Builder {
         let mut facts = self.facts_mut();
         if facts.up != up {
             facts.up = up;
-            facts.since = crate::now();
+            facts.since = crate::clock::now();
         }
         if up {
             facts.reason = None;

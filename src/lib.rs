@@ -5,7 +5,8 @@
 //!
 //! - [`source`] talks to engines: a BuildKit Control API client (through a Docker Engine's
 //!   `/grpc` upgrade or a buildkitd socket) that turns build-history and `Status` streams into
-//!   model events, reconnecting with backoff.
+//!   model events, reconnecting with backoff. What a source is and how it is reached (the
+//!   `--source` grammar) is [`source::spec`].
 //! - [`model`] is the pure build/step state machine: `apply(event) -> effects`, `snapshot()`.
 //!   No I/O, no async, no Prometheus types.
 //! - [`builder`] joins them: one builder's model behind a lock, written by its source, read by
@@ -17,14 +18,21 @@
 //! - [`server`] serves the views over HTTP, guarded as [`web`] (the web configuration file:
 //!   TLS, client certificates, basic auth, extra headers) says.
 //!
-//! [`run`] wires them together; `main.rs` only parses flags and sets up logging.
+//! [`run`] wires them together from a [`config::Config`], which [`cli`] makes of the flags
+//! (with [`defaults`], written once); `main.rs` only parses flags and sets
+//! up logging. Around the model, the layers read the time from [`clock`], and their long-lived
+//! tasks end when [`shutdown`] says so.
 
 pub mod builder;
+pub mod cli;
+pub mod clock;
 pub mod config;
+pub mod defaults;
 pub mod facts;
 pub mod logging;
 pub mod model;
 pub mod server;
+pub mod shutdown;
 pub mod source;
 pub mod views;
 pub mod web;
@@ -40,19 +48,8 @@ use tracing::info;
 use crate::builder::Builder;
 use crate::config::Config;
 use crate::server::Views;
-use crate::source::SourceOptions;
 use crate::views::counters::Counters;
 use crate::views::metrics::{Exposition, Live};
-
-/// Unix time now.
-pub fn now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
-}
-
-/// Resolves once `shutdown` turns true (or its sender is gone).
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
 
 /// Binds the configured addresses and runs the daemon until `shutdown` turns true.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
@@ -85,13 +82,6 @@ pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch:
     live.register(Box::new(Live::new(builders.clone()))).expect("live metric names are unique");
     let exposition = Exposition::new(counters_registry, counters.clone(), live);
     let views = Arc::new(Views::new(exposition, config.telemetry_path.clone(), builders.clone()));
-    let options = SourceOptions {
-        name_label: config.name_label.clone(),
-        max_message_bytes: config.max_message_bytes,
-        seed_builds: config.seed_builds,
-        link: config.link,
-        usage_interval: config.usage_interval,
-    };
 
     let server = tokio::spawn(server::serve(listeners, views, config.web.clone(), shutdown.clone()));
     let sources: Vec<_> = config
@@ -99,7 +89,8 @@ pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch:
         .iter()
         .zip(&builders)
         .map(|(spec, builder)| {
-            let (spec, builder, options, shutdown) = (spec.clone(), builder.clone(), options.clone(), shutdown.clone());
+            let (spec, builder, options, shutdown) =
+                (spec.clone(), builder.clone(), config.source.clone(), shutdown.clone());
             move || source::run(spec.clone(), builder.clone(), options.clone(), shutdown.clone())
         })
         .collect();

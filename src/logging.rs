@@ -2,6 +2,7 @@
 
 use std::fmt::{self, Write as _};
 
+use clap::ValueEnum;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -9,7 +10,14 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `ts=... level=info msg="..." key=value`
+    Logfmt,
+    /// One JSON object per line.
+    Json,
+}
 
 /// Installs the global subscriber. `level` is a level name or an `EnvFilter` directive.
 pub fn init(level: &str, format: LogFormat) -> Result<(), String> {

@@ -6,7 +6,7 @@ use clap::Parser;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
-use buildkit_exporter::config::Cli;
+use buildkit_exporter::cli::Cli;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -14,7 +14,7 @@ fn main() -> ExitCode {
         eprintln!("buildkit-exporter: {error}");
         return ExitCode::from(2);
     }
-    let docker_tls = buildkit_exporter::config::DockerTls::from_env();
+    let docker_tls = buildkit_exporter::source::spec::DockerTls::from_env();
     let config = match cli.into_config(std::env::var("DOCKER_HOST").ok(), &docker_tls) {
         Ok(config) => config,
         Err(error) => {

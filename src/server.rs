@@ -194,13 +194,13 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch:
                     warn!(%error, retry_in = ?retry, "accept failed");
                     tokio::select! {
                         _ = tokio::time::sleep(retry) => {}
-                        _ = crate::stopped(&mut shutdown) => break,
+                        _ = crate::shutdown::stopped(&mut shutdown) => break,
                     }
                     retry = (retry * 2).min(ACCEPT_RETRY.1);
                     continue;
                 }
             },
-            _ = crate::stopped(&mut shutdown) => break,
+            _ = crate::shutdown::stopped(&mut shutdown) => break,
         };
         retry = ACCEPT_RETRY.0;
         let stop = shutdown.clone();
@@ -271,7 +271,7 @@ impl Slots {
             }
             tokio::select! {
                 _ = self.freed.notified() => {}
-                _ = crate::stopped(shutdown) => return false,
+                _ = crate::shutdown::stopped(shutdown) => return false,
             }
         };
         let id = slot.id;
@@ -348,7 +348,7 @@ async fn connection(
     };
     let handshake = tokio::select! {
         done = tokio::time::timeout(shared.web.header_timeout, handshake(stream, acceptor)) => done,
-        _ = crate::stopped(&mut stop) => return,
+        _ = crate::shutdown::stopped(&mut stop) => return,
     };
     match handshake {
         Ok(Ok(Some(stream))) => http(TokioIo::new(stream), shared, slot, stop).await,
@@ -394,7 +394,7 @@ where
     tokio::pin!(connection);
     let stopping = tokio::select! {
         _ = connection.as_mut() => false,
-        _ = crate::stopped(&mut stop) => true,
+        _ = crate::shutdown::stopped(&mut stop) => true,
     };
     if stopping {
         connection.as_mut().graceful_shutdown();
@@ -455,11 +455,11 @@ fn handle(views: &Views, request: &Request<Incoming>) -> Response<Full<Bytes>> {
     } else if is_page(path) {
         (StatusCode::OK, "text/html; charset=utf-8", views.page.clone(), true)
     } else if path == "/api/v1/sources" {
-        (StatusCode::OK, JSON, Bytes::from(api::sources(&views.builders, crate::now())), true)
+        (StatusCode::OK, JSON, Bytes::from(api::sources(&views.builders, crate::clock::now())), true)
     } else if path == "/api/v1/builds" {
-        (StatusCode::OK, JSON, Bytes::from(api::list(&views.builders, crate::now())), true)
+        (StatusCode::OK, JSON, Bytes::from(api::list(&views.builders, crate::clock::now())), true)
     } else if let Some(reference) = path.strip_prefix("/api/v1/builds/") {
-        match api::one(&views.builders, reference, crate::now()) {
+        match api::one(&views.builders, reference, crate::clock::now()) {
             Some(body) => (StatusCode::OK, JSON, Bytes::from(body), true),
             None => (StatusCode::NOT_FOUND, JSON, Bytes::from_static(b"{\"error\":\"no such build\"}"), false),
         }

@@ -512,7 +512,7 @@ fn docker_version(format: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_versions_workers_and_cache_are_shown() {
     let _engine = ENGINE.lock().await;
-    let daemon = Daemon::on_engine_with(|config| config.usage_interval = Duration::from_secs(1)).await;
+    let daemon = Daemon::on_engine_with(|config| config.source.usage_interval = Duration::from_secs(1)).await;
     let name = engine::unique("usage");
     let context = Context::new(&format!("FROM tinybase:latest\nRUN echo {} > /built\n", engine::unique("nonce")));
     assert!(build(&context, &name, &[]).await.success);

@@ -8,7 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use buildkit_exporter::config::Link;
+use buildkit_exporter::source::spec::Link;
 use support::engine::{self, Build, Context, ENGINE};
 use support::proxy::{Mode, Proxy};
 use support::{sample, samples, Daemon};
@@ -112,7 +112,7 @@ impl Ledger {
 /// A daemon behind a proxy that notices a dead link within about 3 s and retries every second.
 async fn daemon_behind(proxy: &Proxy) -> Daemon {
     let daemon = Daemon::start(&[&proxy.source()], |config| {
-        config.link = Link {
+        config.source.link = Link {
             keepalive: Duration::from_secs(1),
             timeout: Duration::from_secs(2),
             retry_max: Duration::from_secs(1),

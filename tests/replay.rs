@@ -424,7 +424,8 @@ async fn versions_workers_and_cache_are_read_in_the_background() {
     let dir = tempfile::tempdir().unwrap();
     let script = Script { connections: vec![Connection::default()], speed: SPEED, ..Default::default() };
     let fake = FakeBuildkit::start(dir.path(), script).await;
-    let daemon = Daemon::start(&[&fake.source()], |config| config.usage_interval = Duration::from_millis(200)).await;
+    let daemon =
+        Daemon::start(&[&fake.source()], |config| config.source.usage_interval = Duration::from_millis(200)).await;
     let m = eventually(Duration::from_secs(20), "facts read", || async {
         let m = daemon.metrics().await;
         sample(&m, "buildkit_cache_records", &[]).is_some().then_some(m)

@@ -34,7 +34,7 @@ impl Clock {
     /// The clock of the engine whose response carried `metadata`, read now.
     pub fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> Clock {
         let engine = metadata.get(ENGINE_TIME_HEADER).and_then(|v| v.to_str().ok()).and_then(parse_rfc3339);
-        engine.map_or_else(Clock::default, |engine| Clock::new(engine, crate::now()))
+        engine.map_or_else(Clock::default, |engine| Clock::new(engine, crate::clock::now()))
     }
 
     /// Engine time minus our time, in seconds.

@@ -12,8 +12,8 @@ use tokio::net::{TcpStream, UnixStream};
 use tonic::transport::{Channel, Endpoint as TonicEndpoint, Uri};
 use tower::service_fn;
 
+use super::spec::{Endpoint, Link, Transport};
 use super::SourceError;
-use crate::config::{Endpoint, Link, Transport};
 
 /// A byte stream to BuildKit, whatever carries it.
 trait Io: AsyncRead + AsyncWrite + Send + Unpin {}

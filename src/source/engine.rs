@@ -16,8 +16,8 @@ use bollard::{Docker, API_DEFAULT_VERSION};
 use tokio_stream::StreamExt;
 use tracing::{debug, info, warn};
 
+use super::spec::Transport;
 use crate::builder::Builder;
-use crate::config::Transport;
 use crate::facts::Engine;
 
 /// The containerd snapshotter's driver type in `/info`, which the containerd image store uses.

@@ -24,6 +24,7 @@
 pub mod convert;
 pub mod dial;
 mod engine;
+pub mod spec;
 mod tls;
 mod usage;
 
@@ -43,10 +44,10 @@ use tonic::{Code, Streaming};
 use tracing::{debug, error, info, warn, Instrument};
 
 use crate::builder::Builder;
-use crate::config::{Endpoint, Link, SourceSpec};
+use crate::clock::now;
 use crate::model::{Completion, Event, Progress};
-use crate::now;
 use convert::Clock;
+use spec::{Endpoint, Link, SourceSpec};
 
 /// First retry delay after a failure.
 const BACKOFF_BASE: Duration = Duration::from_millis(500);
@@ -201,7 +202,7 @@ pub async fn run(spec: SourceSpec, builder: Arc<Builder>, options: SourceOptions
         let mut subscribed_at = None;
         let error = tokio::select! {
             error = session.run(&mut seeded, &mut subscribed_at) => error,
-            _ = crate::stopped(&mut shutdown) => return,
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
         };
         let was_up = builder.is_up();
         if was_up {
@@ -229,7 +230,7 @@ pub async fn run(spec: SourceSpec, builder: Arc<Builder>, options: SourceOptions
         last_error = Some(kind);
         tokio::select! {
             _ = tokio::time::sleep(delay) => builder.count_reconnect(),
-            _ = crate::stopped(&mut shutdown) => return,
+            _ = crate::shutdown::stopped(&mut shutdown) => return,
         }
     }
 }
@@ -592,7 +593,7 @@ mod tests {
 
     #[test]
     fn unimplemented_means_too_old() {
-        let endpoint = Endpoint::Docker(crate::config::Transport::Unix("/x.sock".into()));
+        let endpoint = Endpoint::Docker(spec::Transport::Unix("/x.sock".into()));
         let error = SourceError::from_status(&endpoint, &tonic::Status::unimplemented("unknown service"));
         assert!(matches!(error, SourceError::TooOld { .. }));
         assert!(error.to_string().contains("23.0"));

@@ -10,8 +10,8 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName}
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
+use super::spec::{Endpoint, TlsFiles};
 use super::SourceError;
-use crate::config::{Endpoint, TlsFiles};
 
 /// Opens TLS over `tcp` to `address` (`host:port`), offering `alpn`.
 pub async fn connect(

@@ -54,7 +54,7 @@ async fn read(client: &mut ControlClient<Channel>, timeout: Duration, last: Buil
             last.cache
         }
     };
-    Buildkit { version, workers, cache, refreshed_at: crate::now() }
+    Buildkit { version, workers, cache, refreshed_at: crate::clock::now() }
 }
 
 /// `os/arch[/variant]`, as Docker writes platforms.

@@ -193,7 +193,7 @@ impl Collector for Live {
         let mut served = self.served.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let Served { vecs, builds: served_builds, facts: served_facts, scrape } = &mut *served;
         *scrape += 1;
-        let now = crate::now();
+        let now = crate::clock::now();
         for builder in &self.builders {
             let name = builder.name.as_str();
             let facts = builder.facts();

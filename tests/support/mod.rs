@@ -17,7 +17,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use buildkit_exporter::config::{Config, SourceSpec};
+use buildkit_exporter::config::Config;
+use buildkit_exporter::source::spec::SourceSpec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -249,5 +250,5 @@ pub fn assert_golden(name: &str, actual: &str) {
 
 /// Unix time now.
 pub fn metrics_now() -> f64 {
-    buildkit_exporter::now()
+    buildkit_exporter::clock::now()
 }

@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use bollard_buildkit_proto::moby::buildkit::v1::control_client::ControlClient;
 use bollard_buildkit_proto::moby::buildkit::v1::{BuildHistoryEventType, BuildHistoryRequest, StatusRequest};
-use buildkit_exporter::config::SourceSpec;
 use buildkit_exporter::source::dial;
+use buildkit_exporter::source::spec::SourceSpec;
 
 use super::fixture::{Line, Recorded};
 
