@@ -1,0 +1,266 @@
+//! Which view answers a request, and how: a plain function of the [`Views`] and the request's
+//! method, path and `Accept-Encoding`, with no socket, connection or authentication in sight, so
+//! that every route is tested by calling it.
+
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::encoding;
+use crate::builder::Builder;
+use crate::views::metrics::{Exposition, CONTENT_TYPE as METRICS_CONTENT_TYPE};
+use crate::views::{api, page};
+
+/// What the handlers read.
+pub struct Views {
+    /// Every metric the daemon exposes.
+    pub exposition: Exposition,
+    /// Path of the metrics endpoint.
+    pub telemetry_path: String,
+    /// Every builder, for the JSON API.
+    pub builders: Vec<Arc<Builder>>,
+    /// The status page, linking to `telemetry_path`.
+    page: Bytes,
+    /// The page's Content-Security-Policy: its own inline script and style, by hash, and
+    /// nothing else.
+    page_policy: HeaderValue,
+}
+
+impl Views {
+    /// The views of `builders` and `exposition`, with the page prepared once.
+    pub fn new(exposition: Exposition, telemetry_path: String, builders: Vec<Arc<Builder>>) -> Views {
+        let page = page::linking_to(&telemetry_path);
+        let page_policy = HeaderValue::from_str(&page::policy(&page)).expect("hashes are header-safe");
+        Views { exposition, telemetry_path, builders, page: Bytes::from(page), page_policy }
+    }
+}
+
+/// The response to `request`. Only its method, path and headers are read: the body type is
+/// whatever the caller has (hyper's `Incoming`, or `()` in tests).
+pub(super) fn route<B>(views: &Views, request: &Request<B>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return Response::builder()
+            .status(StatusCode::METHOD_NOT_ALLOWED)
+            .header(ALLOW, "GET, HEAD")
+            .body(Full::new(Bytes::from_static(b"method not allowed\n")))
+            .expect("static response");
+    }
+    const JSON: &str = "application/json";
+    let path = request.uri().path();
+    // (status, content type, body, whether it is worth compressing)
+    let (status, content_type, body, compressible) = if path == views.telemetry_path {
+        (StatusCode::OK, METRICS_CONTENT_TYPE, Bytes::from(views.exposition.render()), true)
+    } else if path == "/healthz" {
+        (StatusCode::OK, "text/plain; charset=utf-8", Bytes::from_static(b"ok\n"), false)
+    } else if is_page(path) {
+        (StatusCode::OK, "text/html; charset=utf-8", views.page.clone(), true)
+    } else if path == "/api/v1/sources" {
+        (StatusCode::OK, JSON, Bytes::from(api::sources(&views.builders, crate::clock::now())), true)
+    } else if path == "/api/v1/builds" {
+        (StatusCode::OK, JSON, Bytes::from(api::list(&views.builders, crate::clock::now())), true)
+    } else if let Some(reference) = path.strip_prefix("/api/v1/builds/") {
+        match api::one(&views.builders, reference, crate::clock::now()) {
+            Some(body) => (StatusCode::OK, JSON, Bytes::from(body), true),
+            None => (StatusCode::NOT_FOUND, JSON, Bytes::from_static(b"{\"error\":\"no such build\"}"), false),
+        }
+    } else {
+        (StatusCode::NOT_FOUND, "text/plain; charset=utf-8", Bytes::from_static(b"not found\n"), false)
+    };
+    let mut response = Response::builder().status(status).header(CONTENT_TYPE, content_type);
+    if is_page(path) {
+        response = response.header(CONTENT_SECURITY_POLICY, views.page_policy.clone());
+    }
+    let (response, body) =
+        if compressible { encoding::negotiate(response, request.headers(), body) } else { (response, body) };
+    response.body(Full::new(body)).expect("static response")
+}
+
+/// Whether `path` is the status page: `/`, or a build's own address `/builds/{ref}` (the same
+/// page, which then draws that build).
+fn is_page(path: &str) -> bool {
+    path == "/" || path.strip_prefix("/builds/").is_some_and(|r| !r.is_empty() && !r.contains('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt as _;
+    use hyper::header::{ACCEPT_ENCODING, CONTENT_ENCODING, VARY};
+    use prometheus::Registry;
+
+    use super::*;
+    use crate::model::{BuildInfo, Event, Settings};
+    use crate::views::counters::Counters;
+    use crate::views::metrics::Live;
+
+    const METRICS: &str = "/custom/metrics";
+
+    /// The views of one builder, wired as the daemon wires them, with the metrics at [`METRICS`].
+    fn views() -> (Views, Arc<Builder>) {
+        let (counters_registry, live) = (Registry::new(), Registry::new());
+        let counters = Counters::new(&counters_registry, false);
+        let builder = Builder::new("default", Settings::default(), counters.clone() as _);
+        live.register(Box::new(Live::new(vec![builder.clone()]))).unwrap();
+        let exposition = Exposition::new(counters_registry, counters, live);
+        (Views::new(exposition, METRICS.to_string(), vec![builder.clone()]), builder)
+    }
+
+    /// Status, headers and body of `method path`, with `headers` on the request.
+    async fn call(views: &Views, method: Method, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = route(views, &request.body(()).unwrap());
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Reply { status: parts.status, headers: parts.headers, body }
+    }
+
+    struct Reply {
+        status: StatusCode,
+        headers: hyper::HeaderMap,
+        body: Bytes,
+    }
+
+    impl Reply {
+        fn header(&self, name: hyper::header::HeaderName) -> Option<&str> {
+            self.headers.get(name).map(|v| v.to_str().unwrap())
+        }
+
+        fn text(&self) -> &str {
+            std::str::from_utf8(&self.body).unwrap()
+        }
+    }
+
+    async fn get(views: &Views, path: &str) -> Reply {
+        call(views, Method::GET, path, &[]).await
+    }
+
+    #[tokio::test]
+    async fn the_metrics_are_at_the_configured_path_only() {
+        let (views, _) = views();
+        let metrics = get(&views, METRICS).await;
+        assert_eq!(metrics.status, StatusCode::OK);
+        assert_eq!(metrics.header(CONTENT_TYPE), Some(METRICS_CONTENT_TYPE));
+        assert!(metrics.text().starts_with("# HELP buildkit_"), "{}", metrics.text());
+        assert_eq!(get(&views, "/metrics").await.status, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn health() {
+        let (views, _) = views();
+        let health = get(&views, "/healthz").await;
+        assert_eq!((health.status, health.text()), (StatusCode::OK, "ok\n"));
+        assert_eq!(health.header(CONTENT_TYPE), Some("text/plain; charset=utf-8"));
+        assert_eq!(health.header(VARY), None, "not worth compressing");
+    }
+
+    #[tokio::test]
+    async fn the_page_is_served_at_root_and_at_each_build_under_its_own_policy() {
+        let (views, _) = views();
+        let policy = page::policy(&page::linking_to(METRICS));
+        for path in ["/", "/builds/abc123"] {
+            let page = get(&views, path).await;
+            assert_eq!(page.status, StatusCode::OK, "{path}");
+            assert_eq!(page.header(CONTENT_TYPE), Some("text/html; charset=utf-8"), "{path}");
+            assert_eq!(page.header(CONTENT_SECURITY_POLICY), Some(policy.as_str()), "{path}");
+            assert!(page.text().contains(&format!("href=\"{METRICS}\"")), "{path} links to the metrics");
+        }
+        for path in ["/builds/", "/builds/a/b", "/index.html"] {
+            assert_eq!(get(&views, path).await.status, StatusCode::NOT_FOUND, "{path}");
+        }
+        // Other responses get their (stricter) policy on the way out, not from the route.
+        for path in [METRICS, "/healthz", "/api/v1/builds", "/nowhere"] {
+            assert_eq!(get(&views, path).await.header(CONTENT_SECURITY_POLICY), None, "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_json_api() {
+        let (views, builder) = views();
+        builder.apply(Event::Started(BuildInfo {
+            reference: "r1".to_string(),
+            created_at: 100.0,
+            image: None,
+            secrets: Vec::new(),
+            context: Default::default(),
+        }));
+        for path in ["/api/v1/builds", "/api/v1/sources", "/api/v1/builds/r1"] {
+            let reply = get(&views, path).await;
+            assert_eq!(reply.status, StatusCode::OK, "{path}");
+            assert_eq!(reply.header(CONTENT_TYPE), Some("application/json"), "{path}");
+            let json: serde_json::Value = serde_json::from_str(reply.text()).unwrap();
+            match path {
+                "/api/v1/builds" => assert_eq!(json["builds"][0]["ref"], "r1", "{json}"),
+                "/api/v1/sources" => assert_eq!(json["sources"][0]["builder"], "default", "{json}"),
+                _ => assert_eq!(json["ref"], "r1", "{json}"),
+            }
+        }
+        let missing = get(&views, "/api/v1/builds/nope").await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+        assert_eq!(missing.header(CONTENT_TYPE), Some("application/json"));
+        assert_eq!(missing.text(), "{\"error\":\"no such build\"}");
+    }
+
+    #[tokio::test]
+    async fn anything_else_is_not_found() {
+        let (views, _) = views();
+        for path in ["/nowhere", "/api/v1", "/api/v1/", "/healthz/"] {
+            let reply = get(&views, path).await;
+            assert_eq!((reply.status, reply.text()), (StatusCode::NOT_FOUND, "not found\n"), "{path}");
+            assert_eq!(reply.header(CONTENT_TYPE), Some("text/plain; charset=utf-8"), "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn only_get_and_head_are_allowed() {
+        let (views, _) = views();
+        for method in [Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS] {
+            let reply = call(&views, method.clone(), METRICS, &[]).await;
+            assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+            assert_eq!(reply.header(ALLOW), Some("GET, HEAD"), "{method}");
+        }
+        // HEAD is answered as GET; hyper leaves the body out on the wire.
+        let (head, get) = (call(&views, Method::HEAD, "/", &[]).await, get(&views, "/").await);
+        assert_eq!((head.status, &head.headers, &head.body), (get.status, &get.headers, &get.body));
+    }
+
+    #[tokio::test]
+    async fn gzip_when_asked_and_worth_it() {
+        let (views, _) = views();
+        let gunzip = |reply: &Reply| {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&reply.body[..]), &mut text).unwrap();
+            text
+        };
+        let asks = [(ACCEPT_ENCODING.as_str(), "gzip, deflate")];
+        for path in [METRICS, "/", "/api/v1/builds", "/api/v1/sources"] {
+            let plain = get(&views, path).await;
+            assert_eq!(plain.header(VARY), Some("Accept-Encoding"), "{path}");
+            assert_eq!(plain.header(CONTENT_ENCODING), None, "{path}");
+            let packed = call(&views, Method::GET, path, &asks).await;
+            assert_eq!(packed.header(VARY), Some("Accept-Encoding"), "{path}");
+            assert_eq!(packed.header(CONTENT_ENCODING), Some("gzip"), "{path}");
+            let text = gunzip(&packed);
+            if path.starts_with("/api/") {
+                // Each answer has its own `generated_at`.
+                let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap()["sources"].clone();
+                assert_eq!(json(&text), json(plain.text()), "{path}");
+            } else {
+                let first = |s: &str| s.lines().next().map(str::to_string);
+                assert_eq!(first(&text), first(plain.text()), "{path}");
+            }
+            let refused = call(&views, Method::GET, path, &[(ACCEPT_ENCODING.as_str(), "gzip;q=0")]).await;
+            assert_eq!(refused.header(CONTENT_ENCODING), None, "{path}");
+        }
+        assert_eq!(gunzip(&call(&views, Method::GET, "/", &asks).await), get(&views, "/").await.text());
+        // Small or fixed answers travel as they are.
+        for path in ["/healthz", "/api/v1/builds/nope", "/nowhere"] {
+            let reply = call(&views, Method::GET, path, &asks).await;
+            assert_eq!((reply.header(CONTENT_ENCODING), reply.header(VARY)), (None, None), "{path}");
+        }
+    }
+}
