@@ -13,7 +13,8 @@ use buildkit_exporter::builder::Builder;
 use buildkit_exporter::model::{BuildInfo, Completion, Event, Outcome, Progress, Settings, VertexUpdate};
 use buildkit_exporter::views::api;
 use buildkit_exporter::views::counters::Counters;
-use buildkit_exporter::views::metrics::{encode, Live};
+use buildkit_exporter::views::live::Live;
+use buildkit_exporter::views::metrics::encode;
 use prometheus::Registry;
 
 const RUNNING: usize = 20;

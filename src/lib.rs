@@ -49,7 +49,8 @@ use crate::builder::Builder;
 use crate::config::Config;
 use crate::server::Views;
 use crate::views::counters::Counters;
-use crate::views::metrics::{Exposition, Live};
+use crate::views::live::Live;
+use crate::views::metrics::Exposition;
 
 /// Binds the configured addresses and runs the daemon until `shutdown` turns true.
 pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {

@@ -93,7 +93,7 @@ mod tests {
     use super::*;
     use crate::model::{BuildInfo, Event, Settings};
     use crate::views::counters::Counters;
-    use crate::views::metrics::Live;
+    use crate::views::live::Live;
 
     const METRICS: &str = "/custom/metrics";
 

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod counters;
+pub mod live;
 pub mod metrics;
 pub mod page;
 pub mod process;
