@@ -7,3 +7,4 @@ pub mod live;
 pub mod metrics;
 pub mod page;
 pub mod process;
+mod series;
