@@ -236,12 +236,11 @@ fn serve_facts(vecs: &LiveVecs, served: &mut ServedFacts, builder: &str, facts: 
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use prometheus::Registry;
+    use prometheus::{Registry, TextEncoder};
 
     use super::*;
     use crate::model::{BuildInfo, Completion, Event, Outcome, Progress, Settings, VertexUpdate};
     use crate::views::counters::Counters;
-    use crate::views::metrics::encode;
 
     /// A builder and the registry serving it, as the daemon wires them.
     fn daemon() -> (Registry, Arc<Builder>) {
@@ -285,6 +284,10 @@ pub(crate) mod tests {
     }
 
     /// The lines of the exposition that mention `needle`.
+    fn encode(registry: &Registry) -> String {
+        TextEncoder::new().encode_to_string(&registry.gather()).unwrap()
+    }
+
     fn lines(registry: &Registry, needle: &str) -> Vec<String> {
         encode(registry).lines().filter(|l| !l.starts_with('#') && l.contains(needle)).map(str::to_string).collect()
     }
