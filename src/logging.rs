@@ -5,10 +5,12 @@ use std::fmt::{self, Write as _};
 use clap::ValueEnum;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -19,15 +21,31 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber. `level` is a level name or an `EnvFilter` directive.
+/// Installs the global subscriber. `level` is a level name, or `target=level` directives
+/// joined by commas. (A target filter rather than `EnvFilter`: its span-field matching needs a
+/// regex engine that would be the largest part of the binary mapped for logging.)
 pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
-    let filter = EnvFilter::try_new(level).map_err(|e| format!("invalid --log.level {level:?}: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false);
+    let filter: Targets = level.parse().map_err(|e| format!("invalid --log.level {level:?}: {e}"))?;
+    // Everything reaches the filter, which alone decides.
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(tracing::level_filters::LevelFilter::TRACE)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
     let result = match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(true).try_init(),
-        LogFormat::Logfmt => {
-            builder.event_format(Logfmt).fmt_fields(tracing_logfmt::FieldsFormatter::default()).try_init()
-        }
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .finish()
+            .with(filter)
+            .try_init(),
+        LogFormat::Logfmt => builder
+            .event_format(Logfmt)
+            .fmt_fields(tracing_logfmt::FieldsFormatter::default())
+            .finish()
+            .with(filter)
+            .try_init(),
     };
     result.map_err(|e| e.to_string())
 }
