@@ -1,0 +1,207 @@
+//! End to end on a real standalone buildkitd (BuildKit v0.32.2): the exporter watching it over
+//! its unix socket and over TCP with mutual TLS at once, while buildctl drives real builds;
+//! every value checked against what buildctl itself saw of the same build.
+
+use std::time::Duration;
+
+use testkit::buildkitd::{buildkitd, context, BASE, BUILDKITD, NAME_LABEL};
+use testkit::engine::unique;
+use testkit::metrics::{finished_builds, sample, samples, sum};
+use testkit::{eventually, Daemon};
+
+const UNIX: &str = "bk-unix";
+const TLS: &str = "bk-tls";
+
+/// A daemon following the buildkitd twice, as `bk-unix` and `bk-tls`, once both are up.
+async fn daemon() -> Daemon {
+    let bk = buildkitd();
+    let daemon = Daemon::start(&[&bk.unix_source(UNIX), &bk.tls_source(TLS, &bk.tcp)], |config| {
+        config.source.usage_interval = Duration::from_secs(1);
+    })
+    .await;
+    eventually(Duration::from_secs(30), "both sources up", || async {
+        let m = daemon.metrics().await;
+        (sum(&m, "buildkit_exporter_source_up", &[]) == 2.0).then_some(())
+    })
+    .await;
+    daemon
+}
+
+/// Waits until builder `builder` counted `count` builds of `name` with `result`.
+async fn counted(daemon: &Daemon, builder: &str, name: &str, result: &str, count: f64) -> String {
+    eventually(Duration::from_secs(60), &format!("{builder}: {name} {result} x{count}"), || async {
+        let m = daemon.metrics().await;
+        let labels = [("builder", builder), ("name", name), ("result", result)];
+        (sample(&m, "buildkit_builds_completed_total", &labels) == Some(count)).then_some(m)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a standalone buildkitd: run scripts/test.sh"]
+async fn a_live_build_then_its_cached_rebuild_seen_over_unix_and_mtls() {
+    let _bk = BUILDKITD.lock().await;
+    let bk = buildkitd();
+    let daemon = daemon().await;
+    let name = unique("bk-live");
+    let secret = unique("s3cr3t-value");
+    let dockerfile = format!(
+        "{BASE}ARG TOKEN\nRUN echo {nonce} && sleep 1\nRUN echo compiling && sleep 4\nRUN echo uses $TOKEN > /token\nRUN echo done\n",
+        nonce = unique("nonce")
+    );
+    let context = context(&dockerfile);
+    let (label, arg) = (format!("label:{NAME_LABEL}={name}"), format!("build-arg:TOKEN={secret}"));
+    let running = bk.build(&context, &format!("{name}:1"), &[&label, &arg]);
+
+    // Sampled while it runs, through both links: the step it is at, what runs, for how long.
+    for builder in [UNIX, TLS] {
+        let m = eventually(Duration::from_secs(60), &format!("{builder}: the compiling step running"), || async {
+            let m = daemon.metrics().await;
+            let running = [("builder", builder), ("name", name.as_str()), ("command", "echo compiling && sleep 4")];
+            (!samples(&m, "buildkit_build_step_running_info", &running).is_empty()).then_some(m)
+        })
+        .await;
+        let labels = [("builder", builder), ("name", name.as_str())];
+        assert_eq!(sample(&m, "buildkit_build_current_step", &labels), Some(4.0), "{m}");
+        assert_eq!(sample(&m, "buildkit_build_steps", &labels), Some(6.0), "{m}");
+        assert!(sample(&m, "buildkit_build_elapsed_seconds", &labels).unwrap() > 0.0);
+        assert_eq!(sample(&m, "buildkit_builds_running", &[("builder", builder)]), Some(1.0));
+    }
+    let report = running.finish().await;
+    assert!(report.success, "{}", report.raw);
+    for builder in [UNIX, TLS] {
+        let m = counted(&daemon, builder, &name, "succeeded", 1.0).await;
+        let labels = [("builder", builder), ("name", name.as_str())];
+        assert_eq!(sum(&m, "buildkit_steps_total", &labels), report.finished_steps() as f64, "{m}");
+        assert_eq!(sum(&m, "buildkit_steps_cached_total", &labels), report.cached_steps() as f64);
+        assert_eq!(sample(&m, "buildkit_builds_started_total", &[("builder", builder)]), Some(1.0));
+        assert_eq!(sample(&m, "buildkit_builds_running", &[("builder", builder)]), Some(0.0));
+        let info = [("builder", builder), ("buildkit_version", "v0.32.2"), ("engine_version", "")];
+        assert_eq!(sample(&m, "buildkit_exporter_source_info", &info), Some(1.0), "{m}");
+        assert!(!samples(&m, "buildkit_worker_info", &[("builder", builder)]).is_empty(), "{m}");
+    }
+    // Cache usage is read in the background: it shows the build's layers.
+    eventually(Duration::from_secs(30), "cache usage read", || async {
+        let m = daemon.metrics().await;
+        (sample(&m, "buildkit_cache_records", &[("builder", UNIX)]).is_some_and(|n| n > 0.0)
+            && sum(&m, "buildkit_cache_bytes", &[("builder", TLS)]) > 0.0)
+            .then_some(())
+    })
+    .await;
+
+    // The cached rebuild: every step the client saw cached is counted as cached.
+    let rebuilt = bk.run(&context, &format!("{name}:2"), &[&label, &arg]).await;
+    assert!(rebuilt.success, "{}", rebuilt.raw);
+    assert!(rebuilt.cached_steps() >= 5, "{}", rebuilt.raw);
+    for builder in [UNIX, TLS] {
+        let m = counted(&daemon, builder, &name, "succeeded", 2.0).await;
+        let labels = [("builder", builder), ("name", name.as_str())];
+        let cached = (report.cached_steps() + rebuilt.cached_steps()) as f64;
+        assert_eq!(sum(&m, "buildkit_steps_cached_total", &labels), cached, "{m}");
+    }
+
+    // The build-arg's value is nowhere: not in metrics, the JSON, the sources or the page.
+    let m = daemon.metrics().await;
+    assert!(!m.contains(&secret), "the secret leaked into /metrics");
+    for path in ["/api/v1/builds", "/api/v1/sources", "/"] {
+        let (status, body) = daemon.get(path).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(!body.contains(&secret), "the secret leaked into {path}");
+    }
+    let (_, list) = daemon.get("/api/v1/builds").await;
+    assert!(list.contains("\"TOKEN\""), "the build-arg's name is shown: {list}");
+    let (_, sources) = daemon.get("/api/v1/sources").await;
+    let sources: serde_json::Value = serde_json::from_str(&sources).unwrap();
+    let sources = sources["sources"].as_array().unwrap();
+    assert_eq!(sources.len(), 2, "{sources:?}");
+    for source in sources {
+        assert_eq!(source["up"], true, "{source}");
+        assert_eq!(source["buildkit"]["version"], "v0.32.2", "{source}");
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a standalone buildkitd: run scripts/test.sh"]
+async fn failed_canceled_and_concurrent_builds_counted_exactly() {
+    let _bk = BUILDKITD.lock().await;
+    let bk = buildkitd();
+    let daemon = daemon().await;
+    let nonce = unique("nonce");
+
+    // Named from the image it exports, no label: the record carries the name from the start.
+    let failing = unique("bk-fails");
+    let report = bk.run(&context(&format!("{BASE}RUN echo {nonce}\nRUN false\n")), &format!("{failing}:1"), &[]).await;
+    assert!(!report.success);
+    for builder in [UNIX, TLS] {
+        let m = counted(&daemon, builder, &failing, "failed", 1.0).await;
+        assert_eq!(sum(&m, "buildkit_steps_failed_total", &[("builder", builder), ("name", &failing)]), 1.0, "{m}");
+    }
+
+    let canceled = unique("bk-canceled");
+    let running = bk.build(
+        &context(&format!("{BASE}RUN echo {nonce} started && sleep 60\n")),
+        &format!("{canceled}:1"),
+        &[],
+    );
+    running.wait_printed(&format!("{nonce} started")).await;
+    running.interrupt();
+    assert!(!running.finish().await.success);
+    for builder in [UNIX, TLS] {
+        counted(&daemon, builder, &canceled, "canceled", 1.0).await;
+    }
+
+    let (first, second) = (unique("bk-first"), unique("bk-second"));
+    let one = context(&format!("{BASE}RUN echo {nonce} one && sleep 2\n"));
+    let two = context(&format!("{BASE}RUN echo {nonce} two && sleep 2\nRUN echo more\n"));
+    let (a, b) = (bk.build(&one, &format!("{first}:1"), &[]), bk.build(&two, &format!("{second}:1"), &[]));
+    let (a, b) = tokio::join!(a.finish(), b.finish());
+    assert!(a.success && b.success, "{}\n{}", a.raw, b.raw);
+    for builder in [UNIX, TLS] {
+        counted(&daemon, builder, &first, "succeeded", 1.0).await;
+        let m = counted(&daemon, builder, &second, "succeeded", 1.0).await;
+        assert_eq!(sum(&m, "buildkit_steps_total", &[("builder", builder), ("name", &second)]), b.finished_steps() as f64);
+        assert_eq!(sample(&m, "buildkit_builds_started_total", &[("builder", builder)]), Some(4.0), "{m}");
+        for name in [&failing, &canceled, &first, &second] {
+            assert_eq!(finished_builds(&m, name), 2.0, "{name} once per builder:\n{m}");
+        }
+    }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a standalone buildkitd: run scripts/test.sh"]
+async fn buildkitd_killed_mid_build_and_started_again() {
+    let _bk = BUILDKITD.lock().await;
+    let bk = buildkitd();
+    let daemon = daemon().await;
+    let name = unique("bk-killed");
+    let nonce = unique("nonce");
+    let running = bk.build(&context(&format!("{BASE}RUN echo {nonce} && sleep 60\n")), &format!("{name}:1"), &[]);
+    running.wait_printed(&nonce).await;
+    bk.kill_and_restart().await;
+    assert!(!running.finish().await.success, "the client sees its build fail");
+    // No record of a build its buildkitd died under: it is counted as failed, once per builder,
+    // as a build an engine restart took.
+    for builder in [UNIX, TLS] {
+        let m = counted(&daemon, builder, &name, "failed", 1.0).await;
+        assert_eq!(sample(&m, "buildkit_builds_started_total", &[("builder", builder)]), Some(1.0), "{m}");
+        assert_eq!(sample(&m, "buildkit_builds_running", &[("builder", builder)]), Some(0.0));
+        assert!(sample(&m, "buildkit_exporter_source_reconnects_total", &[("builder", builder)]).unwrap() >= 1.0);
+    }
+    let (_, list) = daemon.get("/api/v1/builds").await;
+    assert!(list.contains("vanished from the engine's history"), "{list}");
+    eventually(Duration::from_secs(30), "both sources up again", || async {
+        (sum(&daemon.metrics().await, "buildkit_exporter_source_up", &[]) == 2.0).then_some(())
+    })
+    .await;
+    // It builds again, and the replays after the restart count nothing twice.
+    let after = unique("bk-after");
+    assert!(bk.run(&context(&format!("{BASE}RUN echo {nonce} after\n")), &format!("{after}:1"), &[]).await.success);
+    for builder in [UNIX, TLS] {
+        let m = counted(&daemon, builder, &after, "succeeded", 1.0).await;
+        assert_eq!(sample(&m, "buildkit_builds_started_total", &[("builder", builder)]), Some(2.0), "{m}");
+        assert_eq!(finished_builds(&m, &name), 2.0, "{m}");
+    }
+    daemon.stop().await;
+}

@@ -1,0 +1,118 @@
+//! A real standalone buildkitd (BuildKit v0.32.2, started by scripts/buildkitd-up.sh on a unix
+//! socket and on loopback TCP with mutual TLS), and builds driven by its own client, buildctl,
+//! or by buildx's remote driver. What each client saw of its build is the ground truth, as for
+//! the engine's builds ([`crate::engine::Build`]).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::engine::{Build, BuildReport, Context};
+
+/// The image label that names a build from its start.
+pub const NAME_LABEL: &str = crate::engine::NAME_LABEL;
+
+/// Serializes tests that use the buildkitd: its builds and counters are shared, and some tests
+/// stop it.
+pub static BUILDKITD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The buildkitd under test, as scripts/buildkitd-up.sh described it in the environment.
+#[derive(Debug, Clone)]
+pub struct Buildkitd {
+    /// Its unix socket.
+    pub socket: PathBuf,
+    /// Its TLS listener, `127.0.0.1:PORT`.
+    pub tcp: String,
+    /// `ca.pem`, `client.pem` and `client.key` for the TLS listener.
+    pub certs: PathBuf,
+    /// Its own client.
+    pub buildctl: PathBuf,
+}
+
+/// The buildkitd under test; the tests that need one are `#[ignore]`d, and scripts/test.sh runs
+/// them with one started.
+pub fn buildkitd() -> Buildkitd {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run scripts/test.sh (or scripts/buildkitd-up.sh)"))
+    };
+    Buildkitd {
+        socket: var("BUILDKIT_EXPORTER_BUILDKITD_SOCK").into(),
+        tcp: var("BUILDKIT_EXPORTER_BUILDKITD_TCP"),
+        certs: var("BUILDKIT_EXPORTER_BUILDKITD_CERTS").into(),
+        buildctl: var("BUILDKIT_EXPORTER_BUILDCTL").into(),
+    }
+}
+
+impl Buildkitd {
+    /// `--source` for its unix socket, as builder `name`.
+    pub fn unix_source(&self, name: &str) -> String {
+        format!("{name}=buildkitd+unix://{}", self.socket.display())
+    }
+
+    /// `--source` for its TLS listener (or a proxy in front of it at `address`), as builder
+    /// `name`, with the client certificate.
+    pub fn tls_source(&self, name: &str, address: &str) -> String {
+        let file = |f: &str| self.certs.join(f).display().to_string();
+        format!(
+            "{name}=buildkitd+tcp://{address}?ca={}&cert={}&key={}",
+            file("ca.pem"),
+            file("client.pem"),
+            file("client.key")
+        )
+    }
+
+    /// Starts `buildctl build` of `context` over the unix socket, exporting the image
+    /// `docker.io/library/{image}`; `options` are `--opt` values (`build-arg:K=V`, `label:K=V`).
+    pub fn build(&self, context: &Context, image: &str, options: &[&str]) -> Build {
+        let mut command = Command::new(&self.buildctl);
+        command
+            .arg("--addr")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(["build", "--progress=rawjson", "--frontend", "dockerfile.v0"])
+            .arg(format!("--local=context={}", context.path().display()))
+            .arg(format!("--local=dockerfile={}", context.path().display()))
+            .arg(format!("--output=type=image,name=docker.io/library/{image}"));
+        for option in options {
+            command.arg(format!("--opt={option}"));
+        }
+        Build::spawn(command)
+    }
+
+    /// Runs a `buildctl build` to the end.
+    pub async fn run(&self, context: &Context, image: &str, options: &[&str]) -> BuildReport {
+        self.build(context, image, options).finish().await
+    }
+
+    /// Kills it (SIGKILL, as an OOM kill or a node failure would) and starts it again on the same
+    /// state, sockets and port, as scripts/buildkitd-up.sh does; returns once it answers.
+    pub async fn kill_and_restart(&self) {
+        let state = self.socket.parent().expect("the socket is in the state dir");
+        let pid = std::fs::read_to_string(state.join("buildkitd.pid")).expect("buildkitd's PID file");
+        let status = Command::new("kill").args(["-KILL", pid.trim()]).status().await.expect("kill");
+        assert!(status.success(), "kill -KILL {pid}");
+        crate::eventually(Duration::from_secs(10), "buildkitd to die", || async {
+            (!std::path::Path::new(&format!("/proc/{}", pid.trim())).exists()).then_some(())
+        })
+        .await;
+        let up = Command::new(crate::repo_file("scripts/buildkitd-up.sh"))
+            .env("BUILDKIT_EXPORTER_BUILDKITD_DIR", state)
+            .env("BUILDKIT_EXPORTER_BUILDKITD_PORT", self.tcp.rsplit_once(':').expect("host:port").1)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .await
+            .expect("scripts/buildkitd-up.sh");
+        assert!(up.success(), "buildkitd started again");
+    }
+}
+
+/// A build context holding `dockerfile` and a static busybox to build a base from: there is no
+/// registry, so a Dockerfile starts with [`BASE`].
+pub fn context(dockerfile: &str) -> Context {
+    let context = Context::new(dockerfile);
+    std::fs::copy("/bin/busybox", context.path().join("busybox")).expect("busybox-static (scripts/provision.sh)");
+    context
+}
+
+/// The first lines of every Dockerfile here: a busybox base made in the build itself.
+pub const BASE: &str = "FROM scratch\nCOPY busybox /bin/busybox\nSHELL [\"/bin/busybox\", \"sh\", \"-c\"]\nRUN /bin/busybox --install -s /bin\n";
