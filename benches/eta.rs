@@ -4,16 +4,12 @@
 //!
 //! `eval "$(scripts/engine-up.sh)" && cargo bench --bench eta`
 
-#[path = "../tests/support/mod.rs"]
-#[allow(unused_imports)]
-mod support;
-
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::engine::{self, Build, Context};
-use support::Daemon;
+use testkit::engine::{self, Build, Context};
+use testkit::Daemon;
 
 /// Seconds each RUN step sleeps: uneven, like a real image (the torch step dominates).
 const SLEEPS: [f64; 12] = [3.0, 2.0, 4.0, 1.0, 2.0, 3.0, 5.0, 8.0, 2.0, 3.0, 4.0, 0.5];

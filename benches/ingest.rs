@@ -24,10 +24,6 @@
 //! the run it prints a table of per-sample throughput (median and range) read from
 //! criterion's saved samples. `cargo bench --bench ingest`
 
-#[path = "../tests/support/fixture.rs"]
-#[allow(dead_code)]
-mod fixture;
-
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,9 +37,10 @@ use buildkit_exporter::source::convert::{self, Clock};
 use buildkit_exporter::views::counters::Counters;
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkGroup, Criterion, Throughput};
-use fixture::Recorded;
 use prometheus::Registry;
 use prost::Message;
+use testkit::fixture;
+use testkit::fixture::Recorded;
 
 /// The daemon's default `--build.name-label`.
 const NAME_LABEL: &str = "org.opencontainers.image.title";

@@ -24,14 +24,6 @@
 //! `cargo bench --bench scrape` (`-- --no-before` skips the old binary, `-- --quick` makes every
 //! run short and writes nothing).
 
-#[path = "../tests/support/fixture.rs"]
-#[allow(dead_code)]
-mod fixture;
-
-#[path = "../tests/support/fake.rs"]
-#[allow(dead_code)]
-mod fake;
-
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write as _};
@@ -46,8 +38,9 @@ use bollard_buildkit_proto::google::protobuf::Timestamp;
 use bollard_buildkit_proto::google::rpc;
 use bollard_buildkit_proto::moby::buildkit::v1::control_server::{Control, ControlServer};
 use bollard_buildkit_proto::moby::buildkit::v1::*;
-use fake::{Connection, FakeBuildkit, Script};
-use fixture::{Line, Recorded};
+use testkit::fake::{Connection, FakeBuildkit, Script};
+use testkit::fixture::{Line, Recorded};
+use testkit::{fake, fixture};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};

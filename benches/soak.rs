@@ -14,14 +14,6 @@
 //!
 //! `cargo bench --bench soak`
 
-#[path = "../tests/support/fixture.rs"]
-#[allow(dead_code)]
-mod fixture;
-
-#[path = "../tests/support/fake.rs"]
-#[allow(dead_code)]
-mod fake;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write as _};
@@ -36,8 +28,9 @@ use bollard_buildkit_proto::moby::buildkit::v1::{BuildHistoryEventType, BuildHis
 use buildkit_exporter::config::{Config, SourceSpec};
 use buildkit_exporter::model::name::{naming_to, repository};
 use buildkit_exporter::model::Settings;
-use fake::{Connection, FakeBuildkit, Script};
-use fixture::{Line, Recorded};
+use testkit::fake::{Connection, FakeBuildkit, Script};
+use testkit::fixture::{Line, Recorded};
+use testkit::{fake, fixture};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;

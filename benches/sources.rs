@@ -19,14 +19,6 @@
 //!
 //! `cargo bench --bench sources` (`-- --quick`: fewer, closer builds, and writes nothing).
 
-#[path = "../tests/support/fixture.rs"]
-#[allow(dead_code)]
-mod fixture;
-
-#[path = "../tests/support/fake.rs"]
-#[allow(dead_code)]
-mod fake;
-
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write as _};
 use std::net::{SocketAddr, TcpStream};
@@ -34,7 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fake::{FakeBuildkit, Script};
+use testkit::fake::{FakeBuildkit, Script};
+use testkit::fixture;
 
 /// Fake BuildKit servers followed.
 const FAKES: usize = 50;

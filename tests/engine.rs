@@ -1,13 +1,11 @@
 //! End to end on a real Docker Engine: real builds, the exporter watching them, every value
 //! checked against what the docker client itself saw of the same build.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use support::engine::{self, build, ml_dockerfile, Build, Context, ENGINE};
-use support::{eventually, sample, samples, Daemon};
+use testkit::engine::{self, build, ml_dockerfile, Build, Context, ENGINE};
+use testkit::{eventually, sample, samples, Daemon};
 
 const LABEL: &str = engine::NAME_LABEL;
 
@@ -73,7 +71,7 @@ async fn fifteen_step_build_then_cached_rebuild() {
 
     let m = eventually(Duration::from_secs(10), "build counted", || async {
         let m = daemon.metrics().await;
-        (support::finished_builds(&m, &name) > 0.0).then_some(m)
+        (testkit::finished_builds(&m, &name) > 0.0).then_some(m)
     })
     .await;
     let labels = [("name", name.as_str()), ("result", "succeeded")];
@@ -99,7 +97,7 @@ async fn fifteen_step_build_then_cached_rebuild() {
     );
     assert!(duration > 11.0, "eleven steps sleep 1 s: {duration}");
     let last = sample(&m, "buildkit_build_last_completion_time_seconds", &labels).unwrap();
-    assert!((support::metrics_now() - last).abs() < 15.0);
+    assert!((testkit::metrics_now() - last).abs() < 15.0);
 
     // The cached rebuild: same Dockerfile, everything from cache.
     let again = build(&context, &format!("{name}:latest"), &args).await;
@@ -134,7 +132,7 @@ fn labelled(name: &str) -> String {
 /// Runs `promtool check metrics` of Prometheus 2 and 3 on a real scrape: neither may find
 /// anything.
 fn promtool_check(metrics: &str) {
-    support::prometheus::assert_promtool_finds_nothing(metrics);
+    testkit::prometheus::assert_promtool_finds_nothing(metrics);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +179,7 @@ async fn failing_and_multi_stage_builds() {
             }
         }
         max_steps = max_steps.max(sum(&m, "buildkit_build_steps", &[]));
-        if support::finished_builds(&m, &multi) > 0.0 {
+        if testkit::finished_builds(&m, &multi) > 0.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -242,7 +240,7 @@ async fn concurrent_and_canceled_builds() {
     let m = daemon.counted(&canceled, "canceled", 1.0).await;
     assert_eq!(sample(&m, "buildkit_builds_running", &[]), Some(0.0));
     assert!(samples(&m, "buildkit_build_current_step", &[]).is_empty(), "no running series left");
-    assert_eq!(support::finished_builds(&m, &canceled), 1.0, "counted once, as canceled");
+    assert_eq!(testkit::finished_builds(&m, &canceled), 1.0, "counted once, as canceled");
     daemon.stop().await;
 }
 
@@ -270,7 +268,7 @@ async fn exporter_restart_during_a_build() {
     // BuildKit sends the record again (generation 1, with the trace) ~3 s later: still one.
     second.second_complete(&name).await;
     let m = second.metrics().await;
-    assert_eq!(support::finished_builds(&m, &name), 1.0);
+    assert_eq!(testkit::finished_builds(&m, &name), 1.0);
     second.stop().await;
 }
 
@@ -279,7 +277,7 @@ async fn connection_cut_during_a_build() {
     let _engine = ENGINE.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let engine_socket = engine::source().trim_start_matches("unix://").to_string();
-    let mut proxy = support::proxy::Proxy::start(&dir.path().join("engine.sock"), std::path::Path::new(&engine_socket));
+    let mut proxy = testkit::proxy::Proxy::start(&dir.path().join("engine.sock"), std::path::Path::new(&engine_socket));
     let daemon = Daemon::start(&[&proxy.source()], |_| {}).await;
     daemon.wait_up().await;
 
@@ -310,7 +308,7 @@ async fn connection_cut_during_a_build() {
     daemon.source_up(true, Duration::from_secs(40)).await;
     // Up again means the replay has been applied.
     let m = daemon.metrics().await;
-    assert_eq!(support::finished_builds(&m, &name), 1.0);
+    assert_eq!(testkit::finished_builds(&m, &name), 1.0);
     assert_eq!(sample(&m, "buildkit_builds_running", &[]), Some(0.0));
     daemon.stop().await;
 }
@@ -347,7 +345,7 @@ async fn engine_restart_during_a_build() {
     let context = Context::new(&format!("FROM tinybase:latest\nRUN echo {}\n", engine::unique("nonce")));
     assert!(build(&context, &after, &["--label", &labelled(&after)]).await.success);
     let m = daemon.counted(&after, "succeeded", 1.0).await;
-    assert_eq!(support::finished_builds(&m, &name), 1.0);
+    assert_eq!(testkit::finished_builds(&m, &name), 1.0);
     assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(2.0));
     daemon.stop().await;
 }
@@ -364,12 +362,12 @@ async fn a_retagged_dockerfile_is_counted_under_each_tag() {
     // The same Dockerfile again, under another tag: its own tag wins over the learned name.
     assert!(build(&context, &format!("{second}:v1"), &[]).await.success);
     let m = daemon.counted(&second, "succeeded", 1.0).await;
-    assert_eq!(support::finished_builds(&m, &first), 1.0, "{m}");
+    assert_eq!(testkit::finished_builds(&m, &first), 1.0, "{m}");
     assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(2.0));
     assert_eq!(sum(&m, "buildkit_steps_total", &[("name", &second)]), 2.0);
     daemon.second_complete(&second).await;
     let m = daemon.metrics().await;
-    assert_eq!((support::finished_builds(&m, &first), support::finished_builds(&m, &second)), (1.0, 1.0));
+    assert_eq!((testkit::finished_builds(&m, &first), testkit::finished_builds(&m, &second)), (1.0, 1.0));
     daemon.stop().await;
 }
 

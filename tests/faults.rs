@@ -3,15 +3,13 @@
 //! that flaps. After each, every count is exact: each build counted once, with the result its
 //! own client saw, and nothing counted that did not happen.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use buildkit_exporter::config::Link;
-use support::engine::{self, Build, Context, ENGINE};
-use support::proxy::{Mode, Proxy};
-use support::{sample, samples, Daemon};
+use testkit::engine::{self, Build, Context, ENGINE};
+use testkit::proxy::{Mode, Proxy};
+use testkit::{sample, samples, Daemon};
 
 const LABEL: &str = engine::NAME_LABEL;
 

@@ -5,10 +5,8 @@
 //!
 //! The promtool checks and the rules Prometheus loads run on both Prometheus releases of
 //! scripts/provision.sh (tests `NAME::prometheus_2` and `NAME::prometheus_3`, see
-//! [`support::prometheus::Version`]); the real builds run on Prometheus 3, and `promtool check
+//! [`testkit::prometheus::Version`]); the real builds run on Prometheus 3, and `promtool check
 //! metrics` of both releases must find nothing in what the exporter serves during them.
-
-mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -16,9 +14,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::engine::{self, build, Build, Context, ENGINE};
-use support::prometheus::{Alert, Prometheus, Sample, Version};
-use support::{eventually, sample, Daemon};
+use testkit::engine::{self, build, Build, Context, ENGINE};
+use testkit::prometheus::{Alert, Prometheus, Sample, Version};
+use testkit::{eventually, sample, Daemon};
 
 const RULES: &str = "deploy/prometheus/rules.yml";
 const RULES_TEST: &str = "deploy/prometheus/rules_test.yml";
@@ -728,7 +726,7 @@ async fn dashboard_and_alerts_on_real_builds(version: Version) {
     for (metric, _) in METRICS {
         assert!(exposed.contains(&format!("\n# TYPE {metric} ")), "the exporter has no {metric}:\n{exposed}");
     }
-    support::prometheus::assert_promtool_finds_nothing(&exposed);
+    testkit::prometheus::assert_promtool_finds_nothing(&exposed);
 
     // While it runs: every query of every panel returns data.
     let dashboard = dashboard();

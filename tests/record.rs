@@ -3,12 +3,10 @@
 //!
 //! `BUILDKIT_EXPORTER_RECORD=1 cargo test --test record -- --ignored`
 
-mod support;
-
 use std::time::Duration;
 
-use support::engine::{self, build, ml_dockerfile, Context, ENGINE};
-use support::{fixture, record, test_file};
+use testkit::engine::{self, build, ml_dockerfile, Context, ENGINE};
+use testkit::{fixture, record, test_file};
 
 /// The build-arg value the recorded builds carry; it must never come out of the exporter.
 pub const MARKER: &str = "fixture-marker-5e3c7";

@@ -1,14 +1,12 @@
 //! The daemon against a fake BuildKit replaying streams recorded from real builds
 //! (tests/fixtures, made by tests/record.rs): exact, fast, and diffed against golden files.
 
-mod support;
-
 use std::time::Duration;
 
 use bollard_buildkit_proto::moby::buildkit::v1::BuildHistoryEventType;
-use support::fake::{status_by_ref, Connection, End, FakeBuildkit, Script};
-use support::fixture::{self, Line, Recorded};
-use support::{assert_golden, eventually, sample, samples, test_file, Daemon};
+use testkit::fake::{status_by_ref, Connection, End, FakeBuildkit, Script};
+use testkit::fixture::{self, Line, Recorded};
+use testkit::{assert_golden, eventually, sample, samples, test_file, Daemon};
 
 /// The build-arg value of the recorded builds (see tests/record.rs).
 const MARKER: &str = "fixture-marker-5e3c7";
@@ -101,7 +99,7 @@ async fn recorded_builds_give_the_golden_metrics() {
         sample(&metrics, "buildkit_builds_completed_total", &[("name", "unknown"), ("result", "failed")]),
         Some(1.0)
     );
-    assert_eq!(support::finished_builds(&metrics, "team/multi"), 1.0);
+    assert_eq!(testkit::finished_builds(&metrics, "team/multi"), 1.0);
     assert_eq!(sample(&metrics, "buildkit_builds_started_total", &[]), Some(4.0));
     assert!(!metrics.contains(MARKER));
     // The process collector: the daemon's own memory, CPU and descriptors.
@@ -290,7 +288,7 @@ async fn several_sources_are_told_apart_by_builder() {
     let metrics = eventually(Duration::from_secs(30), "builds of one source counted", || async {
         let m = daemon.metrics().await;
         (sample(&m, "buildkit_builds_started_total", &[("builder", "ci")]) == Some(4.0)
-            && support::finished_builds(&m, "ml-base") == 2.0)
+            && testkit::finished_builds(&m, "ml-base") == 2.0)
             .then_some(m)
     })
     .await;
@@ -345,7 +343,7 @@ async fn an_engine_clock_minutes_ahead_gives_true_times() {
     let created = event.record.as_ref().unwrap().created_at.unwrap();
     // The engine's clock is five minutes ahead, and by it the build started 20 s ago.
     let ahead = 300.0;
-    let by = support::metrics_now() + ahead - 20.0 - (created.seconds as f64 + f64::from(created.nanos) / 1e9);
+    let by = testkit::metrics_now() + ahead - 20.0 - (created.seconds as f64 + f64::from(created.nanos) / 1e9);
     let mut status = status_by_ref(&lines);
     let progress: Vec<Line> = status.remove(&first).unwrap().iter().map(|l| l.shifted(by)).collect();
     let half = progress.len() / 2;
@@ -363,7 +361,7 @@ async fn an_engine_clock_minutes_ahead_gives_true_times() {
         (sample(&m, "buildkit_build_current_step", &[("ref", &first)])? > 1.0).then_some(m)
     })
     .await;
-    let now = support::metrics_now();
+    let now = testkit::metrics_now();
     let labels = [("ref", first.as_str())];
     let elapsed = sample(&metrics, "buildkit_build_elapsed_seconds", &labels).unwrap();
     assert!((19.0..60.0).contains(&elapsed), "elapsed {elapsed} s, not off by the engine's 300 s");
@@ -378,7 +376,7 @@ async fn an_engine_clock_minutes_ahead_gives_true_times() {
 #[tokio::test]
 async fn a_buildkitd_with_mutual_tls() {
     use rcgen::ExtendedKeyUsagePurpose;
-    use support::pki::{issue, Pki};
+    use testkit::pki::{issue, Pki};
     let pki = Pki::new();
     pki.write_all();
     let server = issue(&pki.ca, ExtendedKeyUsagePurpose::ServerAuth);

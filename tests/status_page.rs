@@ -1,15 +1,13 @@
 //! The status page and the JSON API during real builds on a real engine, the page in a real
 //! headless browser.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::browser::Browser;
-use support::engine::{self, build, ml_dockerfile, Build, Context, ENGINE};
-use support::{eventually, Daemon};
+use testkit::browser::Browser;
+use testkit::engine::{self, build, ml_dockerfile, Build, Context, ENGINE};
+use testkit::{eventually, Daemon};
 
 const LABEL: &str = engine::NAME_LABEL;
 

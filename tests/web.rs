@@ -4,8 +4,6 @@
 //! keep stalled connections from delaying a scrape. No engine is needed: the daemons here watch
 //! a socket that does not exist.
 
-mod support;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -22,10 +20,11 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio_rustls::TlsConnector;
 
-use support::binary::{Binary, PATH};
-use support::pki::{ca, issue, Pki};
-use support::prometheus::{Prometheus, Version};
-use support::{eventually, Daemon};
+use testkit::binary::Binary;
+use testkit::exporter_binary;
+use testkit::pki::{ca, issue, Pki};
+use testkit::prometheus::{Prometheus, Version};
+use testkit::{eventually, Daemon};
 
 /// A source that is never there: the web side works without one.
 const NO_SOURCE: &str = "unix:///nonexistent.sock";
@@ -332,7 +331,7 @@ fn a_broken_file_stops_the_daemon_with_one_line() {
     ];
     for (content, problem) in cases {
         pki.write("web.yml", content);
-        let output = std::process::Command::new(PATH)
+        let output = std::process::Command::new(exporter_binary!())
             .args(["--source", NO_SOURCE, "--web.listen-address", "127.0.0.1:0", "--web.config.file"])
             .arg(pki.path("web.yml"))
             .output()
@@ -346,7 +345,8 @@ fn a_broken_file_stops_the_daemon_with_one_line() {
         assert!(!stderr.contains("hunter2"), "a password is never shown: {stderr}");
     }
     let missing = pki.path("nowhere.yml");
-    let output = std::process::Command::new(PATH).arg("--web.config.file").arg(&missing).output().unwrap();
+    let output =
+        std::process::Command::new(exporter_binary!()).arg("--web.config.file").arg(&missing).output().unwrap();
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_ne!(output.status.code(), Some(0));
     assert!(stderr.contains(&format!("{}: No such file", missing.display())), "{stderr}");
@@ -357,7 +357,9 @@ async fn changes_are_picked_up_without_a_restart() {
     let pki = Pki::new();
     let file = pki.path("web.yml");
     pki.write("web.yml", &format!("basic_auth_users:\n  alice: {}\n", hash("alice-pw")));
-    let binary = Binary::start(&["--source", NO_SOURCE, "--web.config.file", file.to_str().unwrap()], &[]).await;
+    let binary =
+        Binary::start(exporter_binary!(), &["--source", NO_SOURCE, "--web.config.file", file.to_str().unwrap()], &[])
+            .await;
     let status = |user: &'static str, password: &'static str| {
         let addr = binary.addr;
         async move { plain(addr, &request("/metrics", &[("Authorization", &basic(user, password))])).await.unwrap().status }
@@ -495,7 +497,7 @@ async fn gzip_when_the_scraper_asks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_runs_under_its_policy_in_a_real_browser() {
     let daemon = Daemon::start(&[NO_SOURCE], |_| {}).await;
-    let browser = support::browser::Browser::start(900, 700).await;
+    let browser = testkit::browser::Browser::start(900, 700).await;
     browser.open(&format!("http://{}/", daemon.addr)).await;
     // The inline script ran and fetched the JSON API (connect-src 'self'); the inline style
     // applied (the browser's default body margin is 8px).
@@ -521,19 +523,19 @@ async fn the_status_page_runs_under_its_policy_in_a_real_browser() {
 
 #[tokio::test]
 async fn a_bare_port_listens_on_ipv4_and_ipv6() {
-    let binary = Binary::start(&["--source", NO_SOURCE, "--web.listen-address", ":0"], &[]).await;
+    let binary = Binary::start(exporter_binary!(), &["--source", NO_SOURCE, "--web.listen-address", ":0"], &[]).await;
     let line = eventually(Duration::from_secs(10), "the :0 listener", || async {
         binary.log().lines().find(|l| l.contains("address=[::]:") || l.contains("address=0.0.0.0:")).map(str::to_string)
     })
     .await;
     let port: u16 = line.rsplit(':').next().unwrap().trim().parse().unwrap();
-    let (status, _) = support::get(SocketAddr::from(([127, 0, 0, 1], port)), "/healthz").await;
+    let (status, _) = testkit::get(SocketAddr::from(([127, 0, 0, 1], port)), "/healthz").await;
     assert_eq!(status, 200, "IPv4");
     if std::net::TcpListener::bind("[::1]:0").is_err() {
         println!("note: this host cannot bind ::1, so the IPv6 half is not checked");
     } else {
         assert!(line.contains("address=[::]:"), "with IPv6 here, :0 binds [::]: {line}");
-        let (status, _) = support::get(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)), "/healthz").await;
+        let (status, _) = testkit::get(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)), "/healthz").await;
         assert_eq!(status, 200, "IPv6");
     }
     assert!(binary.terminate().await.success());

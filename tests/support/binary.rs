@@ -1,6 +1,7 @@
 //! The real `buildkit-exporter` binary as a child process, with its log captured.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,7 +9,14 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-pub const PATH: &str = env!("CARGO_BIN_EXE_buildkit-exporter");
+/// The `buildkit-exporter` binary cargo built for the calling test or benchmark. Cargo tells its
+/// path only to the main package's tests and benchmarks, so this expands there.
+#[macro_export]
+macro_rules! exporter_binary {
+    () => {
+        ::std::path::Path::new(env!("CARGO_BIN_EXE_buildkit-exporter"))
+    };
+}
 
 pub struct Binary {
     pub child: Child,
@@ -17,16 +25,16 @@ pub struct Binary {
 }
 
 impl Binary {
-    /// Starts the binary on a free loopback port with `args`; `wrap` runs it under another
+    /// Starts `binary` on a free loopback port with `args`; `wrap` runs it under another
     /// command (e.g. `setpriv ...`).
-    pub async fn start(args: &[&str], wrap: &[&str]) -> Binary {
+    pub async fn start(binary: &Path, args: &[&str], wrap: &[&str]) -> Binary {
         let mut command = match wrap.split_first() {
             Some((program, rest)) => {
                 let mut c = Command::new(program);
-                c.args(rest).arg(PATH);
+                c.args(rest).arg(binary);
                 c
             }
-            None => Command::new(PATH),
+            None => Command::new(binary),
         };
         let mut child = command
             .args(["--web.listen-address", "127.0.0.1:0"])
@@ -68,14 +76,14 @@ impl Binary {
 
     /// Waits until the log has a line containing `text`; returns that line.
     pub async fn wait_for_log(&self, text: &str) -> String {
-        super::eventually(Duration::from_secs(15), &format!("log line with {text:?}"), || async {
+        crate::eventually(Duration::from_secs(15), &format!("log line with {text:?}"), || async {
             self.log().lines().find(|l| l.contains(text)).map(str::to_string)
         })
         .await
     }
 
     pub async fn metrics(&self) -> String {
-        let (status, body) = super::get(self.addr, "/metrics").await;
+        let (status, body) = crate::get(self.addr, "/metrics").await;
         assert_eq!(status, 200);
         body
     }

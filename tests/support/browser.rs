@@ -71,7 +71,7 @@ impl Browser {
             .spawn()
             .expect("chromedriver (installed by scripts/provision.sh)");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        super::eventually(Duration::from_secs(20), "chromedriver ready", || async {
+        crate::eventually(Duration::from_secs(20), "chromedriver ready", || async {
             if TcpStream::connect(addr).await.is_err() {
                 return None;
             }
@@ -122,7 +122,7 @@ impl Browser {
     /// Runs `script` until it returns something other than `null` or `false`, for at most
     /// `timeout`; returns that.
     pub async fn until(&self, timeout: Duration, what: &str, script: &str) -> Value {
-        super::eventually(timeout, what, || async {
+        crate::eventually(timeout, what, || async {
             let value = self.eval(script).await;
             (!value.is_null() && value != Value::Bool(false)).then_some(value)
         })

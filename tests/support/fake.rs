@@ -23,7 +23,7 @@ use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::fixture::{Line, Recorded};
+use crate::fixture::{Line, Recorded};
 
 /// How a scripted live history call ends once its messages are sent.
 #[derive(Debug, Clone, Default)]

@@ -1,6 +1,5 @@
-//! Shared test harness: the daemon in-process, HTTP, metric parsing, golden files, a real engine
-//! and the fixture recorder.
-#![allow(dead_code)]
+//! The test kit: what the tests and benchmarks share. The daemon in-process, HTTP, metric
+//! parsing, golden files, a real engine and the fixture recorder.
 
 pub mod binary;
 pub mod browser;
@@ -14,7 +13,7 @@ pub mod record;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use buildkit_exporter::config::{Config, SourceSpec};
@@ -214,9 +213,9 @@ where
     }
 }
 
-/// Path of a file under `tests/`.
+/// Path of a file under `tests/` (the kit lives in tests/support).
 pub fn test_file(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/").join(relative)
 }
 
 /// Compares `actual` with `tests/golden/NAME`; `BUILDKIT_EXPORTER_UPDATE_GOLDEN=1` rewrites it.
