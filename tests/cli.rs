@@ -4,11 +4,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use testkit::binary::Binary;
 use testkit::engine::{self, Context, ENGINE};
-use testkit::exporter_binary;
 use testkit::fake::{Connection, FakeBuildkit, Script};
-use testkit::{assert_golden, eventually, fixture, sample, test_file};
+use testkit::metrics::{finished_builds, sample};
+use testkit::{assert_golden, eventually, exporter_binary, fixture, http, Binary};
 
 const FAST_RETRY: Duration = Duration::from_secs(10);
 const OPERATOR_RETRY: Duration = Duration::from_secs(35);
@@ -41,7 +40,7 @@ async fn down_with(binary: &Binary, expected: &str, retry_within: Duration) {
     assert!(line.contains("level=warn") && line.contains("msg=\"source down\""), "{line}");
     let m = binary.metrics().await;
     assert_eq!(sample(&m, "buildkit_exporter_source_up", &[]), Some(0.0));
-    let (status, body) = testkit::get(binary.addr, "/healthz").await;
+    let (status, body) = http::get(binary.addr, "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     // Retries are counted, not logged again.
     eventually(retry_within, "a retry", || async {
@@ -56,7 +55,7 @@ async fn down_with(binary: &Binary, expected: &str, retry_within: Duration) {
 async fn unreachable_socket() {
     let dir = tempfile::tempdir().unwrap();
     let source = format!("unix://{}/docker.sock", dir.path().display());
-    let binary = Binary::start(exporter_binary!(), &["--source", &source], &[]).await;
+    let binary = Binary::start(exporter_binary!(), &["--source", &source], &[]);
     down_with(&binary, "no engine at unix://", FAST_RETRY).await;
     assert!(binary.terminate().await.success());
 }
@@ -72,7 +71,7 @@ async fn permission_denied_on_the_socket() {
     let source = format!("unix://{}", socket.display());
     // Root may open anything: run as nobody.
     let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
-    let binary = Binary::start(exporter_binary!(), &["--source", &source], &nobody).await;
+    let binary = Binary::start(exporter_binary!(), &["--source", &source], &nobody);
     down_with(&binary, "permission denied on unix://", OPERATOR_RETRY).await;
     assert!(binary.terminate().await.success());
 }
@@ -91,7 +90,7 @@ async fn engine_too_old() {
         },
     )
     .await;
-    let binary = Binary::start(exporter_binary!(), &["--source", &fake.source()], &[]).await;
+    let binary = Binary::start(exporter_binary!(), &["--source", &fake.source()], &[]);
     down_with(&binary, "is too old: it has no BuildKit build-history API", OPERATOR_RETRY).await;
     fake.stop();
 }
@@ -99,11 +98,10 @@ async fn engine_too_old() {
 #[tokio::test]
 async fn oversized_message() {
     let dir = tempfile::tempdir().unwrap();
-    let lines = fixture::read(&test_file("fixtures/builds.jsonl"));
+    let lines = fixture::recorded();
     let fake = FakeBuildkit::start(dir.path(), Script::from_recording(&lines, 50.0)).await;
     let binary =
-        Binary::start(exporter_binary!(), &["--source", &fake.source(), "--source.max-message-bytes", "200"], &[])
-            .await;
+        Binary::start(exporter_binary!(), &["--source", &fake.source(), "--source.max-message-bytes", "200"], &[]);
     down_with(&binary, "larger than --source.max-message-bytes", FAST_RETRY).await;
     fake.stop();
 }
@@ -127,7 +125,7 @@ async fn malformed_stream() {
             });
         }
     });
-    let binary = Binary::start(exporter_binary!(), &["--source", &format!("unix://{}", socket.display())], &[]).await;
+    let binary = Binary::start(exporter_binary!(), &["--source", &format!("unix://{}", socket.display())], &[]);
     down_with(&binary, "stream from unix://", FAST_RETRY).await;
 }
 
@@ -145,7 +143,7 @@ async fn not_a_docker_engine() {
             let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await;
         }
     });
-    let binary = Binary::start(exporter_binary!(), &["--source", &format!("unix://{}", socket.display())], &[]).await;
+    let binary = Binary::start(exporter_binary!(), &["--source", &format!("unix://{}", socket.display())], &[]);
     down_with(&binary, "refused the BuildKit /grpc upgrade with HTTP 404", OPERATOR_RETRY).await;
 }
 
@@ -153,7 +151,7 @@ async fn not_a_docker_engine() {
 async fn build_arg_values_never_leave_the_daemon() {
     let _engine = ENGINE.lock().await;
     let marker = engine::unique("never-show-this");
-    let binary = Binary::start(exporter_binary!(), &["--source", &engine::source(), "--log.level", "trace"], &[]).await;
+    let binary = Binary::start(exporter_binary!(), &["--source", &engine::source(), "--log.level", "trace"], &[]);
     binary.wait_for_log("source up").await;
     let name = engine::unique("secretive");
     let context = Context::new(&format!(
@@ -169,7 +167,7 @@ async fn build_arg_values_never_leave_the_daemon() {
     let m = loop {
         let m = binary.metrics().await;
         scrapes.push(m.clone());
-        if testkit::finished_builds(&m, &name) > 0.0 {
+        if finished_builds(&m, &name) > 0.0 {
             break m;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -197,7 +195,7 @@ async fn an_engine_behind_tls() {
     };
     // Docker's own conventions: DOCKER_TLS_VERIFY, and the files in DOCKER_CERT_PATH.
     let env = ["env", "DOCKER_TLS_VERIFY=1", &format!("DOCKER_CERT_PATH={certs}")];
-    let binary = Binary::start(exporter_binary!(), &["--source", &host], &env).await;
+    let binary = Binary::start(exporter_binary!(), &["--source", &host], &env);
     binary.wait_for_log("source up").await;
     let name = engine::unique("over-tls");
     let context = Context::new(&format!("FROM tinybase:latest\nRUN echo {} && sleep 1\n", engine::unique("n")));
@@ -214,25 +212,25 @@ async fn an_engine_behind_tls() {
 
     // The same files given on the source itself, overriding the environment.
     let url = format!("{host}?ca={certs}/ca.pem&cert={certs}/cert.pem&key={certs}/key.pem");
-    let binary = Binary::start(exporter_binary!(), &["--source", &url], &["env", "DOCKER_TLS_VERIFY="]).await;
+    let binary = Binary::start(exporter_binary!(), &["--source", &url], &["env", "DOCKER_TLS_VERIFY="]);
     binary.wait_for_log("source up").await;
     assert!(binary.terminate().await.success());
 
     // Plaintext to the TLS port: one line that says TLS and what to set.
-    let plain = Binary::start(exporter_binary!(), &["--source", &host], &["env", "DOCKER_TLS_VERIFY="]).await;
+    let plain = Binary::start(exporter_binary!(), &["--source", &host], &["env", "DOCKER_TLS_VERIFY="]);
     let line = plain.wait_for_log("source down").await;
     assert!(line.contains("answers with TLS") && line.contains("DOCKER_TLS_VERIFY"), "{line}");
     assert!(plain.terminate().await.success());
 
     // No client certificate: the engine refuses the handshake, and the line says so.
-    let anonymous = Binary::start(exporter_binary!(), &["--source", &format!("{host}?ca={certs}/ca.pem")], &[]).await;
+    let anonymous = Binary::start(exporter_binary!(), &["--source", &format!("{host}?ca={certs}/ca.pem")], &[]);
     let line = anonymous.wait_for_log("source down").await;
     assert!(line.contains(&format!("TLS to {host} failed")), "{line}");
     assert!(anonymous.terminate().await.success());
 
     // A CA that did not sign the engine's certificate: refused on our side.
     let foreign = format!("{host}?ca={certs}/cert.pem&cert={certs}/cert.pem&key={certs}/key.pem");
-    let stranger = Binary::start(exporter_binary!(), &["--source", &foreign], &[]).await;
+    let stranger = Binary::start(exporter_binary!(), &["--source", &foreign], &[]);
     let line = stranger.wait_for_log("source down").await;
     assert!(line.contains("TLS handshake failed"), "{line}");
     assert!(stranger.terminate().await.success());

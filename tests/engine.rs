@@ -5,16 +5,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use testkit::engine::{self, build, ml_dockerfile, Build, Context, ENGINE};
-use testkit::{eventually, sample, samples, Daemon};
+use testkit::metrics::{finished_builds, sample, samples, sum};
+use testkit::{eventually, Daemon};
 
 const LABEL: &str = engine::NAME_LABEL;
 
 async fn daemon() -> Daemon {
     Daemon::on_engine().await
-}
-
-fn sum(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples(metrics, name, labels).iter().map(|(_, v)| v).sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,7 +68,7 @@ async fn fifteen_step_build_then_cached_rebuild() {
 
     let m = eventually(Duration::from_secs(10), "build counted", || async {
         let m = daemon.metrics().await;
-        (testkit::finished_builds(&m, &name) > 0.0).then_some(m)
+        (finished_builds(&m, &name) > 0.0).then_some(m)
     })
     .await;
     let labels = [("name", name.as_str()), ("result", "succeeded")];
@@ -179,7 +176,7 @@ async fn failing_and_multi_stage_builds() {
             }
         }
         max_steps = max_steps.max(sum(&m, "buildkit_build_steps", &[]));
-        if testkit::finished_builds(&m, &multi) > 0.0 {
+        if finished_builds(&m, &multi) > 0.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -240,7 +237,7 @@ async fn concurrent_and_canceled_builds() {
     let m = daemon.counted(&canceled, "canceled", 1.0).await;
     assert_eq!(sample(&m, "buildkit_builds_running", &[]), Some(0.0));
     assert!(samples(&m, "buildkit_build_current_step", &[]).is_empty(), "no running series left");
-    assert_eq!(testkit::finished_builds(&m, &canceled), 1.0, "counted once, as canceled");
+    assert_eq!(finished_builds(&m, &canceled), 1.0, "counted once, as canceled");
     daemon.stop().await;
 }
 
@@ -268,7 +265,7 @@ async fn exporter_restart_during_a_build() {
     // BuildKit sends the record again (generation 1, with the trace) ~3 s later: still one.
     second.second_complete(&name).await;
     let m = second.metrics().await;
-    assert_eq!(testkit::finished_builds(&m, &name), 1.0);
+    assert_eq!(finished_builds(&m, &name), 1.0);
     second.stop().await;
 }
 
@@ -308,7 +305,7 @@ async fn connection_cut_during_a_build() {
     daemon.source_up(true, Duration::from_secs(40)).await;
     // Up again means the replay has been applied.
     let m = daemon.metrics().await;
-    assert_eq!(testkit::finished_builds(&m, &name), 1.0);
+    assert_eq!(finished_builds(&m, &name), 1.0);
     assert_eq!(sample(&m, "buildkit_builds_running", &[]), Some(0.0));
     daemon.stop().await;
 }
@@ -345,7 +342,7 @@ async fn engine_restart_during_a_build() {
     let context = Context::new(&format!("FROM tinybase:latest\nRUN echo {}\n", engine::unique("nonce")));
     assert!(build(&context, &after, &["--label", &labelled(&after)]).await.success);
     let m = daemon.counted(&after, "succeeded", 1.0).await;
-    assert_eq!(testkit::finished_builds(&m, &name), 1.0);
+    assert_eq!(finished_builds(&m, &name), 1.0);
     assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(2.0));
     daemon.stop().await;
 }
@@ -362,12 +359,12 @@ async fn a_retagged_dockerfile_is_counted_under_each_tag() {
     // The same Dockerfile again, under another tag: its own tag wins over the learned name.
     assert!(build(&context, &format!("{second}:v1"), &[]).await.success);
     let m = daemon.counted(&second, "succeeded", 1.0).await;
-    assert_eq!(testkit::finished_builds(&m, &first), 1.0, "{m}");
+    assert_eq!(finished_builds(&m, &first), 1.0, "{m}");
     assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(2.0));
     assert_eq!(sum(&m, "buildkit_steps_total", &[("name", &second)]), 2.0);
     daemon.second_complete(&second).await;
     let m = daemon.metrics().await;
-    assert_eq!((testkit::finished_builds(&m, &first), testkit::finished_builds(&m, &second)), (1.0, 1.0));
+    assert_eq!((finished_builds(&m, &first), finished_builds(&m, &second)), (1.0, 1.0));
     daemon.stop().await;
 }
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use buildkit_exporter::config::Link;
 use testkit::engine::{self, Build, Context, ENGINE};
+use testkit::metrics::{sample, samples};
 use testkit::proxy::{Mode, Proxy};
-use testkit::{sample, samples, Daemon};
+use testkit::Daemon;
 
 const LABEL: &str = engine::NAME_LABEL;
 

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use testkit::engine::{self, build, Build, Context, ENGINE};
+use testkit::metrics::sample;
 use testkit::prometheus::{Alert, Prometheus, Sample, Version};
-use testkit::{eventually, sample, Daemon};
+use testkit::{eventually, Daemon};
 
 const RULES: &str = "deploy/prometheus/rules.yml";
 const RULES_TEST: &str = "deploy/prometheus/rules_test.yml";

@@ -6,15 +6,12 @@ use std::time::Duration;
 use bollard_buildkit_proto::moby::buildkit::v1::BuildHistoryEventType;
 use testkit::fake::{status_by_ref, Connection, End, FakeBuildkit, Script};
 use testkit::fixture::{self, Line, Recorded};
-use testkit::{assert_golden, eventually, sample, samples, test_file, Daemon};
+use testkit::metrics::{finished_builds, sample, samples};
+use testkit::{assert_golden, eventually, Daemon};
 
 /// The build-arg value of the recorded builds (see tests/record.rs).
 const MARKER: &str = "fixture-marker-5e3c7";
 const SPEED: f64 = 20.0;
-
-fn recording() -> Vec<Line> {
-    fixture::read(&test_file("fixtures/builds.jsonl"))
-}
 
 fn history(lines: &[Line]) -> Vec<Line> {
     lines.iter().filter(|l| matches!(l.item, Recorded::History(_))).cloned().collect()
@@ -79,7 +76,7 @@ fn stable(metrics: &str) -> String {
 
 #[tokio::test]
 async fn recorded_builds_give_the_golden_metrics() {
-    let lines = recording();
+    let lines = fixture::recorded();
     let dir = tempfile::tempdir().unwrap();
     let (fake, daemon) = start(&dir, Script::from_recording(&lines, SPEED)).await;
     eventually(Duration::from_secs(30), "four builds counted", || async {
@@ -99,7 +96,7 @@ async fn recorded_builds_give_the_golden_metrics() {
         sample(&metrics, "buildkit_builds_completed_total", &[("name", "unknown"), ("result", "failed")]),
         Some(1.0)
     );
-    assert_eq!(testkit::finished_builds(&metrics, "team/multi"), 1.0);
+    assert_eq!(finished_builds(&metrics, "team/multi"), 1.0);
     assert_eq!(sample(&metrics, "buildkit_builds_started_total", &[]), Some(4.0));
     assert!(!metrics.contains(MARKER));
     // The process collector: the daemon's own memory, CPU and descriptors.
@@ -113,7 +110,7 @@ async fn recorded_builds_give_the_golden_metrics() {
 
 #[tokio::test]
 async fn a_build_in_progress_gives_the_golden_metrics() {
-    let lines = recording();
+    let lines = fixture::recorded();
     let first = started_refs(&lines)[0].clone();
     // History stops right after the first build started; its progress stops half-way.
     let history: Vec<Line> = history(&lines)
@@ -153,7 +150,7 @@ async fn a_build_in_progress_gives_the_golden_metrics() {
 
 #[tokio::test]
 async fn history_replayed_at_startup_seeds_and_counts_nothing() {
-    let lines = recording();
+    let lines = fixture::recorded();
     // What a new listener gets: every stored build as COMPLETE.
     let replay: Vec<Line> = history(&lines)
         .into_iter()
@@ -194,7 +191,7 @@ async fn history_replayed_at_startup_seeds_and_counts_nothing() {
 
 #[tokio::test]
 async fn a_build_finishing_during_a_disconnect_is_counted_once() {
-    let lines = recording();
+    let lines = fixture::recorded();
     let first = started_refs(&lines)[0].clone();
     let all = history(&lines);
     let until_started: Vec<Line> = all
@@ -279,7 +276,7 @@ async fn an_engine_without_the_history_api_is_reported_down() {
 
 #[tokio::test]
 async fn several_sources_are_told_apart_by_builder() {
-    let lines = recording();
+    let lines = fixture::recorded();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let fake_a = FakeBuildkit::start(dir_a.path(), Script::from_recording(&lines, SPEED)).await;
     let down = dir_b.path().join("nothing.sock");
@@ -288,7 +285,7 @@ async fn several_sources_are_told_apart_by_builder() {
     let metrics = eventually(Duration::from_secs(30), "builds of one source counted", || async {
         let m = daemon.metrics().await;
         (sample(&m, "buildkit_builds_started_total", &[("builder", "ci")]) == Some(4.0)
-            && testkit::finished_builds(&m, "ml-base") == 2.0)
+            && finished_builds(&m, "ml-base") == 2.0)
             .then_some(m)
     })
     .await;
@@ -313,7 +310,7 @@ async fn several_sources_are_told_apart_by_builder() {
 
 #[tokio::test]
 async fn a_status_stream_that_breaks_is_reopened() {
-    let lines = recording();
+    let lines = fixture::recorded();
     let script = Script { status_failures: 2, ..Script::from_recording(&lines, SPEED) };
     let dir = tempfile::tempdir().unwrap();
     let (fake, daemon) = start(&dir, script).await;
@@ -333,7 +330,7 @@ async fn a_status_stream_that_breaks_is_reopened() {
 
 #[tokio::test]
 async fn an_engine_clock_minutes_ahead_gives_true_times() {
-    let lines = recording();
+    let lines = fixture::recorded();
     let first = started_refs(&lines)[0].clone();
     let started = history(&lines)
         .into_iter()
@@ -380,7 +377,7 @@ async fn a_buildkitd_with_mutual_tls() {
     let pki = Pki::new();
     pki.write_all();
     let server = issue(&pki.ca, ExtendedKeyUsagePurpose::ServerAuth);
-    let lines = recording();
+    let lines = fixture::recorded();
     let (fake, address) =
         FakeBuildkit::start_tls(Script::from_recording(&lines, SPEED), &server.cert, &server.key, &pki.ca.pem()).await;
     let files = |dir: &std::path::Path| {

@@ -114,6 +114,33 @@ impl Progression {
     }
 }
 
+/// A build's own view as it is now, opened in `browser`, once it is drawn: it never reloads, its
+/// list and its timeline's lanes keep the Dockerfile's `order`, and its steps' states only move
+/// forward (`progression`).
+async fn view(browser: &Browser, order: &Value, progression: &mut Progression) -> Option<Value> {
+    let seen = browser.eval(VIEW).await;
+    if seen.is_null() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        return None;
+    }
+    assert_eq!(seen["marker"], "view", "the view reloaded");
+    assert_eq!(seen["labels"], *order, "{seen}");
+    assert_eq!(seen["lanes"], *order, "{seen}");
+    progression.see(&seen["labels"], &seen["states"], &seen);
+    Some(seen)
+}
+
+/// Waits until a finished build's view says it no longer refreshes.
+async fn at_rest(browser: &Browser) {
+    browser
+        .until(
+            Duration::from_secs(30),
+            "the view at rest",
+            "return document.getElementById('updated').textContent.includes('no longer refreshes');",
+        )
+        .await;
+}
+
 /// The newest finished build called `name`, once the daemon has it.
 async fn finished(daemon: &Daemon, name: &str) -> Value {
     eventually(Duration::from_secs(60), &format!("{name} finished"), || async {
@@ -286,15 +313,7 @@ async fn the_page_updates_itself_in_a_real_browser() {
     let mut fallback = None;
     let last = loop {
         assert!(tokio::time::Instant::now() < deadline, "the build never finished in its view");
-        let seen = browser.eval(VIEW).await;
-        if seen.is_null() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        }
-        assert_eq!(seen["marker"], "view", "the view reloaded");
-        assert_eq!(seen["labels"], order, "{seen}");
-        assert_eq!(seen["lanes"], order, "{seen}");
-        progression.see(&seen["labels"], &seen["states"], &seen);
+        let Some(seen) = view(&browser, &order, &mut progression).await else { continue };
         if !seen["badge"].as_str().unwrap().contains("RUNNING") {
             break seen;
         }
@@ -317,13 +336,7 @@ async fn the_page_updates_itself_in_a_real_browser() {
     assert!(currents.iter().filter(|c| c.contains("RUN ")).count() >= 3, "{currents:?}");
     assert!(etas.iter().any(|e| e.contains("left of ~")), "an ETA is shown: {etas:?}");
     // Finished: once BuildKit has sent the build's record again, the view stops asking.
-    browser
-        .until(
-            Duration::from_secs(30),
-            "the view at rest",
-            "return document.getElementById('updated').textContent.includes('no longer refreshes');",
-        )
-        .await;
+    at_rest(&browser).await;
     assert_eq!(last["back"], "/");
     browser.call_rect(390, 844).await;
     assert_eq!(browser.eval(VIEW).await["fits"], true, "the build view at phone width");
@@ -416,13 +429,7 @@ async fn a_finished_build_and_a_failed_one_have_their_own_view() {
     let context = view["context"].as_str().unwrap();
     assert!(context.contains("Dockerfile") && context.contains("TOKEN"), "names of build-args: {view}");
     assert_eq!(view["back"], "/", "the view links back to the list");
-    browser
-        .until(
-            Duration::from_secs(30),
-            "the view at rest",
-            "return document.getElementById('updated').textContent.includes('no longer refreshes');",
-        )
-        .await;
+    at_rest(&browser).await;
 
     // A failed build: the failing step, its error and what it printed last (masked), the step
     // after it not run.
@@ -614,15 +621,7 @@ async fn a_rebuild_whose_cache_breaks_halfway_keeps_order_and_states() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let last = loop {
         assert!(tokio::time::Instant::now() < deadline, "the build never finished in its view");
-        let seen = browser.eval(VIEW).await;
-        if seen.is_null() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        }
-        assert_eq!(seen["marker"], "view", "the view reloaded");
-        assert_eq!(seen["labels"], order, "{seen}");
-        assert_eq!(seen["lanes"], order, "{seen}");
-        progression.see(&seen["labels"], &seen["states"], &seen);
+        let Some(seen) = view(&browser, &order, &mut progression).await else { continue };
         if !seen["badge"].as_str().unwrap().contains("RUNNING") {
             break seen;
         }
