@@ -7,7 +7,8 @@
 //!   message ([`fake`]), the recordings ([`fixture`]) and their recorder ([`record`]);
 //! - real ones: a Docker Engine and its builds ([`engine`]), a fault-injecting proxy in front of
 //!   it ([`proxy`]), and certificates made for a test ([`pki`]);
-//! - the tools around: Prometheus ([`prometheus`]) and Chromium ([`browser`]);
+//! - the tools around: Prometheus ([`prometheus`]), Chromium ([`browser`]) and the Grafana
+//!   dashboard as tests read it ([`dashboard`]);
 //! - for whole-process benchmarks: figures from /proc ([`measure`]) and their report
 //!   ([`report`]).
 //!
@@ -16,6 +17,7 @@
 pub mod binary;
 pub mod browser;
 pub mod daemon;
+pub mod dashboard;
 pub mod engine;
 pub mod fake;
 pub mod fixture;
@@ -54,6 +56,11 @@ where
 /// Path of a file of the repository.
 pub fn repo_file(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().nth(2).expect("the kit is tests/support").join(relative)
+}
+
+/// The text of a file of the repository; panics naming it when it cannot be read.
+pub fn read_repo_file(relative: &str) -> String {
+    std::fs::read_to_string(repo_file(relative)).unwrap_or_else(|e| panic!("{relative}: {e}"))
 }
 
 /// Path of a file under `tests/`.
