@@ -148,6 +148,7 @@ async fn not_a_docker_engine() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn build_arg_values_never_leave_the_daemon() {
     let _engine = ENGINE.lock().await;
     let marker = engine::unique("never-show-this");
@@ -186,6 +187,7 @@ async fn build_arg_values_never_leave_the_daemon() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn an_engine_behind_tls() {
     let _engine = ENGINE.lock().await;
     let Some((host, certs)) = engine::tls() else {

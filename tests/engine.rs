@@ -15,6 +15,7 @@ async fn daemon() -> Daemon {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn fifteen_step_build_then_cached_rebuild() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -133,6 +134,7 @@ fn promtool_check(metrics: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Prometheus: run scripts/test.sh"]
 async fn failing_and_multi_stage_builds() {
     let _engine = ENGINE.lock().await;
     // With the opt-in detail: step counters by instruction too, step durations by name too.
@@ -194,6 +196,7 @@ async fn failing_and_multi_stage_builds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn concurrent_and_canceled_builds() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -242,6 +245,7 @@ async fn concurrent_and_canceled_builds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn exporter_restart_during_a_build() {
     let _engine = ENGINE.lock().await;
     let name = engine::unique("restart");
@@ -270,6 +274,7 @@ async fn exporter_restart_during_a_build() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn connection_cut_during_a_build() {
     let _engine = ENGINE.lock().await;
     let dir = tempfile::tempdir().unwrap();
@@ -311,6 +316,7 @@ async fn connection_cut_during_a_build() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn engine_restart_during_a_build() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -348,6 +354,7 @@ async fn engine_restart_during_a_build() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn a_retagged_dockerfile_is_counted_under_each_tag() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -369,6 +376,7 @@ async fn a_retagged_dockerfile_is_counted_under_each_tag() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn an_untagged_rebuild_takes_the_learned_name() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -387,6 +395,7 @@ async fn an_untagged_rebuild_takes_the_learned_name() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn nested_build_arg_values_never_leak() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -440,6 +449,7 @@ fn client_warnings(raw: &str) -> BTreeSet<(String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn build_context_and_warnings_are_shown_never_as_labels() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -505,6 +515,7 @@ fn docker_version(format: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn engine_versions_workers_and_cache_are_shown() {
     let _engine = ENGINE.lock().await;
     let daemon = Daemon::on_engine_with(|config| config.usage_interval = Duration::from_secs(1)).await;
@@ -584,6 +595,7 @@ fn two_targets(nonce: &str) -> Context {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn bake_and_compose_builds_are_told_apart() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;

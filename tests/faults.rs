@@ -171,6 +171,7 @@ fn heal(fault: Fault, proxy: &mut Proxy) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn faults_on_the_link_lose_and_double_nothing() {
     let _engine = ENGINE.lock().await;
     let dir = tempfile::tempdir().unwrap();
@@ -214,6 +215,7 @@ async fn faults_on_the_link_lose_and_double_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn a_half_open_link_shows_down_within_30_seconds_by_default() {
     let _engine = ENGINE.lock().await;
     let dir = tempfile::tempdir().unwrap();

@@ -158,6 +158,7 @@ async fn running_build(daemon: &Daemon, name: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn json_api_follows_real_builds() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -247,6 +248,7 @@ async fn json_api_follows_real_builds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Chromium: run scripts/test.sh"]
 async fn the_page_updates_itself_in_a_real_browser() {
     let _engine = ENGINE.lock().await;
     // With output lines, so that the page shows what the running step prints.
@@ -373,6 +375,7 @@ async fn the_page_updates_itself_in_a_real_browser() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Chromium: run scripts/test.sh"]
 async fn a_finished_build_and_a_failed_one_have_their_own_view() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon_with_output().await;
@@ -503,6 +506,7 @@ fn assert_bars_match(detail: &Value, view: &Value) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Chromium: run scripts/test.sh"]
 async fn the_timeline_bars_are_as_long_as_the_steps_took() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -533,6 +537,7 @@ async fn the_timeline_bars_are_as_long_as_the_steps_took() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Chromium: run scripts/test.sh"]
 async fn output_lines_show_only_when_enabled_and_never_a_masked_value() {
     let _engine = ENGINE.lock().await;
     let shown = daemon_with_output().await;
@@ -599,6 +604,7 @@ async fn output_lines_show_only_when_enabled_and_never_a_masked_value() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Chromium: run scripts/test.sh"]
 async fn a_rebuild_whose_cache_breaks_halfway_keeps_order_and_states() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -720,6 +726,7 @@ async fn list_until(browser: &Browser, what: &str, done: impl Fn(&Value) -> bool
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Chromium: run scripts/test.sh"]
 async fn many_running_builds_get_compact_cards_keyed_by_build() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -775,6 +782,7 @@ async fn many_running_builds_get_compact_cards_keyed_by_build() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Chromium: run scripts/test.sh"]
 async fn markup_in_build_text_is_shown_as_text() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -811,6 +819,7 @@ async fn markup_in_build_text_is_shown_as_text() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Chromium: run scripts/test.sh"]
 async fn a_source_that_is_down_is_said_at_the_top() {
     let _engine = ENGINE.lock().await;
     let dir = tempfile::tempdir().unwrap();

@@ -69,11 +69,13 @@ mod prometheus_scrapes_over_tls_with_basic_auth {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs Prometheus 2: run scripts/test.sh"]
     async fn prometheus_2() {
         scrape_over_tls_with_basic_auth(Version::V2).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs Prometheus 3: run scripts/test.sh"]
     async fn prometheus_3() {
         scrape_over_tls_with_basic_auth(Version::V3).await;
     }
@@ -401,6 +403,7 @@ async fn gzip_when_the_scraper_asks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium: run scripts/test.sh"]
 async fn the_status_page_runs_under_its_policy_in_a_real_browser() {
     let daemon = Daemon::start(&[NO_SOURCE], |_| {}).await;
     let browser = testkit::browser::Browser::start(900, 700).await;

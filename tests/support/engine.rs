@@ -28,6 +28,8 @@ pub fn source() -> String {
         host.starts_with("unix://"),
         "end-to-end tests need a local engine socket; run scripts/test.sh (DOCKER_HOST={host})"
     );
+    let socket = Path::new(host.trim_start_matches("unix://"));
+    assert!(socket.exists(), "no Docker engine at {host}; run scripts/test.sh, which starts one");
     host
 }
 
