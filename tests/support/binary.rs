@@ -126,7 +126,7 @@ impl Drop for Binary {
 }
 
 /// Sends `child` SIGTERM, unless it has exited, and waits for it at most `within`.
-pub fn sigterm(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+fn sigterm(child: &mut Child, within: Duration) -> Option<ExitStatus> {
     if let Ok(Some(status)) = child.try_wait() {
         return Some(status);
     }

@@ -93,7 +93,7 @@ pub fn request_with(method: &str, path: &str, headers: &[(&str, &str)], body: &s
 
 /// Sends `request` on `stream` and reads the response; a read that fails once the response is
 /// complete (a TLS peer closing without `close_notify`) still gives it.
-pub async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, request: &str) -> std::io::Result<Reply> {
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, request: &str) -> std::io::Result<Reply> {
     stream.write_all(request.as_bytes()).await?;
     let (mut raw, mut chunk) = (Vec::new(), vec![0; CHUNK]);
     loop {

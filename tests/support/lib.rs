@@ -5,10 +5,10 @@
 //!   ([`metrics`]);
 //! - fake engines: a fake BuildKit that replays recorded real streams or is driven message by
 //!   message ([`fake`]), the recordings ([`fixture`]) and their recorder ([`record`]);
-//! - real ones: a Docker Engine and its builds ([`engine`]), a fault-injecting proxy in front of
-//!   it ([`proxy`]), and certificates made for a test ([`pki`]);
-//! - the tools around: Prometheus ([`prometheus`]), Chromium ([`browser`]) and the Grafana
-//!   dashboard as tests read it ([`dashboard`]);
+//! - a real one: a Docker Engine and its builds ([`engine`]), and a fault-injecting proxy in
+//!   front of it ([`proxy`]);
+//! - the tools around: Prometheus ([`prometheus`]), Chromium ([`browser`]), the Grafana
+//!   dashboard as tests read it ([`dashboard`]), certificates made for a test ([`pki`]);
 //! - for whole-process benchmarks: figures from /proc ([`measure`]) and their report
 //!   ([`report`]).
 //!
