@@ -4,16 +4,13 @@
 //!
 //! `eval "$(scripts/engine-up.sh)" && cargo bench --bench eta`
 
-#[path = "../tests/support/mod.rs"]
-#[allow(unused_imports)]
-mod support;
-
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::engine::{self, Build, Context};
-use support::Daemon;
+use testkit::engine::{self, Build, Context};
+use testkit::report::Report;
+use testkit::Daemon;
 
 /// Seconds each RUN step sleeps: uneven, like a real image (the torch step dominates).
 const SLEEPS: [f64; 12] = [3.0, 2.0, 4.0, 1.0, 2.0, 3.0, 5.0, 8.0, 2.0, 3.0, 4.0, 0.5];
@@ -70,13 +67,17 @@ fn main() {
         tokio::time::sleep(Duration::from_secs(3)).await;
         let name = engine::unique("eta-bench");
         let context = Context::new(&dockerfile());
-        let mut report = String::from(
+        let mut report = Report::new("eta");
+        write!(
+            report,
             "# ETA accuracy\n\nThe same 15-step build (12 `RUN` steps sleeping 0.5–8 s, uneven like a real image), run \
              uncached three times on a real Docker Engine while the exporter watches; the third run's estimated \
              remaining time (`/api/v1/builds`, as in `buildkit_build_estimated_remaining_seconds`) is compared with \
              the real remaining time at 25 %, 50 % and 75 % of its real duration. Target: within 10 %.\n\n\
-             Reproduce: `eval \"$(scripts/engine-up.sh)\" && cargo bench --bench eta`\n\n",
-        );
+             **Machine:** {}. Reproduce: `eval \"$(scripts/engine-up.sh)\" && cargo bench --bench eta`\n\n",
+            Report::machine()
+        )
+        .unwrap();
         let mut runs = Vec::new();
         for _ in 0..3 {
             runs.push(run(&daemon, &context, &name).await);
@@ -111,9 +112,7 @@ fn main() {
             .unwrap();
         }
         writeln!(report, "\nWorst error: {:.1} % (target 10 %).", worst * 100.0).unwrap();
-        print!("{report}");
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/eta.md");
-        std::fs::write(path, &report).unwrap();
+        report.finish(true);
         daemon.stop().await;
     });
 }

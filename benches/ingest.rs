@@ -24,16 +24,11 @@
 //! the run it prints a table of per-sample throughput (median and range) read from
 //! criterion's saved samples. `cargo bench --bench ingest`
 
-#[path = "../tests/support/fixture.rs"]
-#[allow(dead_code)]
-mod fixture;
-
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
 use bollard_buildkit_proto::moby::buildkit::v1::{BuildHistoryEvent, BuildHistoryEventType, StatusResponse};
 use buildkit_exporter::builder::Builder;
 use buildkit_exporter::model::{Event, Settings};
@@ -41,9 +36,10 @@ use buildkit_exporter::source::convert::{self, Clock};
 use buildkit_exporter::views::counters::Counters;
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkGroup, Criterion, Throughput};
-use fixture::Recorded;
 use prometheus::Registry;
 use prost::Message;
+use testkit::fixture;
+use testkit::fixture::Recorded;
 
 /// The daemon's default `--build.name-label`.
 const NAME_LABEL: &str = "org.opencontainers.image.title";
@@ -74,15 +70,9 @@ impl Build {
     }
 }
 
-/// The recorded builds, in the order they started, with each message both decoded (by the
-/// tests' fixture reader) and as the protobuf bytes the recording holds.
+/// The recorded builds, in the order they started, with each message both decoded (by the test
+/// kit's fixture reader) and as the protobuf bytes the recording holds.
 fn recording() -> Vec<Build> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/builds.jsonl");
-    let text = std::fs::read_to_string(&path).expect("the recording");
-    let bytes = text.lines().filter(|l| !l.trim().is_empty()).map(|l| {
-        let line: serde_json::Value = serde_json::from_str(l).expect("fixture line is JSON");
-        line["message"].as_str().map(|m| base64::engine::general_purpose::STANDARD.decode(m).expect("base64"))
-    });
     let mut builds: Vec<Build> = Vec::new();
     let find = |builds: &mut Vec<Build>, reference: &str| match builds.iter().position(|b| b.reference == reference) {
         Some(i) => i,
@@ -99,7 +89,7 @@ fn recording() -> Vec<Build> {
             builds.len() - 1
         }
     };
-    for (line, wire) in fixture::read(&path).into_iter().zip(bytes) {
+    for (line, wire) in fixture::read_wire(&fixture::recording()) {
         match line.item {
             Recorded::History(event) => {
                 let Some(record) = &event.record else { continue };

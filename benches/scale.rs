@@ -16,6 +16,8 @@ use buildkit_exporter::views::counters::Counters;
 use buildkit_exporter::views::live::Live;
 use buildkit_exporter::views::metrics::encode;
 use prometheus::Registry;
+use testkit::measure::memory;
+use testkit::report::Report;
 
 const RUNNING: usize = 20;
 const STEPS: usize = 15;
@@ -51,15 +53,6 @@ fn info(reference: &str, n: usize, at: f64) -> BuildInfo {
     }
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 fn time_per_call(mut f: impl FnMut() -> usize) -> (f64, usize) {
     let rounds = 200;
     let mut size = 0;
@@ -81,7 +74,8 @@ fn main() {
         builder.apply(Event::Started(info(&reference, r, 0.0)));
         builder.apply(Event::Progress(progress(&reference, 1.0, r % STEPS)));
     }
-    let mut report = String::from(
+    let mut report = Report::new("scale");
+    report.write_str(
         "# Scale: scrape cost and memory against history length\n\n\
          Synthetic 15-step builds of 100 names go through the real model, counters and views, with 20 builds \
          always running. After each checkpoint: mean time to render `/metrics` and `/api/v1/builds` (200 \
@@ -89,7 +83,8 @@ fn main() {
          Reproduce: `cargo bench --bench scale`\n\n\
          | finished builds | feed time per build | /metrics render | /metrics size | /api/v1/builds render | JSON size | RSS |\n\
          |---|---|---|---|---|---|---|\n",
-    );
+    )
+    .unwrap();
     let mut fed = 0usize;
     for checkpoint in [1_000usize, 10_000, 100_000] {
         let start = Instant::now();
@@ -118,10 +113,9 @@ fn main() {
             "| {checkpoint} | {feed_us:.0} µs | {metrics_us:.0} µs | {} KiB | {json_us:.0} µs | {} KiB | {} MiB |",
             metrics_size / 1024,
             json_size / 1024,
-            rss_kib() / 1024
+            memory(std::process::id()).0 / 1024
         )
         .unwrap();
     }
-    print!("{report}");
-    std::fs::write(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/scale.md"), report).unwrap();
+    report.finish(true);
 }

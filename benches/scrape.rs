@@ -9,49 +9,37 @@
 //!   (b) fewer names, about 1 000 series, the size the p99 ≤ 2 ms target is set for, (c)
 //!   `--metrics.step-detail` at 100 names, and (a) again with the binary before the cut (commit
 //!   `dac8f9b`, built in a temporary git worktree with its own target dir).
-//! - Event → /metrics latency: a fake of its own in this file, driven message by message, sends
-//!   a running build's next step (and later its `COMPLETE`) at an instant taken just before the
-//!   message is handed to the gRPC stream; a client scrapes /metrics back to back until the
-//!   change shows.
+//! - Event → /metrics latency: the test kit's fake, driven message by message, sends a running
+//!   build's next step (and later its `COMPLETE`) at an instant taken just before the message is
+//!   handed to the gRPC stream; a client scrapes /metrics back to back until the change shows.
 //! - The daemon's resident memory, idle and in scenario (a).
 //!
 //! The builds are the real one recorded in tests/fixtures/builds.jsonl (`ml-base`, 20 steps),
-//! cloned with fresh refs and names through the tests' fake (`tests/support/fake.rs`): per image
-//! name one build that succeeded, one that failed and one canceled, played through the fake's
-//! live history call; running builds are `STARTED` with the first half of their `Status` stream,
-//! and the live call then hangs open. Writes `benches/scrape.md`.
+//! cloned with fresh refs and names through the test kit's fake (`tests/support/fake.rs`): per
+//! image name one build that succeeded, one that failed and one canceled, played through the
+//! fake's live history call; running builds are `STARTED` with the first half of their `Status`
+//! stream, and the live call then hangs open. Writes `benches/scrape.md`.
 //!
 //! `cargo bench --bench scrape` (`-- --no-before` skips the old binary, `-- --quick` makes every
 //! run short and writes nothing).
 
-#[path = "../tests/support/fixture.rs"]
-#[allow(dead_code)]
-mod fixture;
-
-#[path = "../tests/support/fake.rs"]
-#[allow(dead_code)]
-mod fake;
-
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write as _};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard_buildkit_proto::google::protobuf::Timestamp;
 use bollard_buildkit_proto::google::rpc;
-use bollard_buildkit_proto::moby::buildkit::v1::control_server::{Control, ControlServer};
 use bollard_buildkit_proto::moby::buildkit::v1::*;
-use fake::{Connection, FakeBuildkit, Script};
-use fixture::{Line, Recorded};
+use testkit::fake::{self, Connection, Driven, FakeBuildkit, Script};
+use testkit::fixture::{self, Line, Recorded};
+use testkit::http::Client;
+use testkit::measure::{cpu, machine_busy, memory, wait_quiet, QUIET_LOAD};
+use testkit::metrics::{self, count, label, sum};
+use testkit::report::{kib, mib, ms, quantile, Report};
+use testkit::{exporter_binary, repo_file, Binary};
 use tokio::runtime::Runtime;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
-use tonic::{Request, Response, Status};
 
 /// Image names in scenarios (a) and (c).
 const NAMES: usize = 100;
@@ -59,18 +47,13 @@ const NAMES: usize = 100;
 const NAMES_NEAR_1000: usize = 30;
 /// Builds running in every scenario.
 const RUNNING: usize = 20;
-/// `wrk` runs per measurement, and seconds each.
-const RUNS: usize = 3;
-const SECONDS: u64 = 10;
 /// `wrk` connections for throughput; latency is also measured with one, as Prometheus scrapes.
 const CONNECTIONS: usize = 4;
 /// Builds driven through the latency measurement.
 const ITERATIONS: usize = 200;
 /// The commit before the cut to 25 series per name.
 const BEFORE: &str = "dac8f9b";
-/// Figures are taken once the 1-minute load average is below this.
-const QUIET_LOAD: f64 = 0.7;
-/// Longest wait for it, before each scenario.
+/// Longest wait for a quiet machine (see `measure::QUIET_LOAD`), before each scenario.
 const QUIET_WAIT: Duration = Duration::from_secs(300);
 /// Longest wait, before each `wrk` run, for other processes to leave the cores alone.
 const IDLE_WAIT: Duration = Duration::from_secs(90);
@@ -78,7 +61,7 @@ const IDLE_WAIT: Duration = Duration::from_secs(90);
 const FOREIGN_MAX: f64 = 0.15;
 /// The target: p99 at about 1 000 series.
 const TARGET_P99_MS: f64 = 2.0;
-/// Replay speed of the tests' fake: recorded gaps shrink to nothing (its timer makes ~1 ms).
+/// Replay speed of the test kit's fake: recorded gaps shrink to nothing (its timer makes ~1 ms).
 const SPEED: f64 = 1e6;
 
 // ---------------------------------------------------------------------------------------------
@@ -87,13 +70,14 @@ const SPEED: f64 = 1e6;
 /// The recorded uncached `ml-base` build, which every build here is cloned from.
 struct Template {
     name: String,
-    started: BuildHistoryEvent,
-    complete: BuildHistoryEvent,
+    /// Its `STARTED` and first `COMPLETE`, at 0 s: clones of them are played back to back.
+    started: Line,
+    complete: Line,
     status: Vec<Line>,
 }
 
 fn template() -> Template {
-    let lines = fixture::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/builds.jsonl"));
+    let lines = fixture::recorded();
     let label = format!("label:{}", buildkit_exporter::defaults::NAME_LABEL);
     let history = |kind: BuildHistoryEventType, reference: Option<&str>| {
         lines.iter().find_map(|l| match &l.item {
@@ -105,14 +89,13 @@ fn template() -> Template {
                             && reference.is_none_or(|reference| r.r#ref == reference)
                     }) =>
             {
-                Some(e.clone())
+                Some((e.record.clone().unwrap(), Line { at: 0.0, item: l.item.clone() }))
             }
             _ => None,
         })
     };
-    let started = history(BuildHistoryEventType::Started, None).expect("a recorded build with a name label");
-    let record = started.record.as_ref().unwrap();
-    let complete = history(BuildHistoryEventType::Complete, Some(&record.r#ref)).expect("its completion");
+    let (record, started) = history(BuildHistoryEventType::Started, None).expect("a recorded build with a name label");
+    let (_, complete) = history(BuildHistoryEventType::Complete, Some(&record.r#ref)).expect("its completion");
     let name = record.frontend_attrs[&label].clone();
     let status = fake::status_by_ref(&lines).remove(&record.r#ref).expect("its Status stream");
     Template { name, started, complete, status }
@@ -135,17 +118,9 @@ fn clone_build(
     result: Option<Ending>,
     shift: f64,
 ) -> (Line, Option<Line>, Vec<Line>) {
-    let rename = |value: &mut String| *value = value.replace(t.name.as_str(), name);
-    let history = |event: &BuildHistoryEvent| {
-        let mut event = event.clone();
-        let record = event.record.as_mut().unwrap();
-        record.r#ref = reference.to_string();
-        record.frontend_attrs.values_mut().for_each(rename);
-        record.exporter_response.values_mut().for_each(rename);
-        Line { at: 0.0, item: Recorded::History(event) }.shifted(shift)
-    };
+    let clone = |line: &Line| line.cloned_as(reference, Some((t.name.as_str(), name))).shifted(shift);
     let complete = result.map(|result| {
-        let mut line = history(&t.complete);
+        let mut line = clone(&t.complete);
         let Recorded::History(event) = &mut line.item else { unreachable!() };
         let record = event.record.as_mut().unwrap();
         record.error = match result {
@@ -160,27 +135,14 @@ fn clone_build(
         line
     });
     let lines = if result.is_some() { &t.status[..] } else { &t.status[..t.status.len() / 2] };
-    let status = lines
-        .iter()
-        .map(|l| {
-            let mut l = l.shifted(shift);
-            if let Recorded::Status { reference: r, message } = &mut l.item {
-                *r = reference.to_string();
-                for s in &mut message.statuses {
-                    rename(&mut s.id);
-                    rename(&mut s.name);
-                }
-            }
-            l
-        })
-        .collect();
-    (history(&t.started), complete, status)
+    (clone(&t.started), complete, lines.iter().map(clone).collect())
 }
 
 /// A fake engine whose live history has `names` image names with one build of each result, and
 /// `running` builds (of the first names) that stay running; then it hangs open.
 fn scenario_script(t: &Template, names: usize, running: usize) -> Script {
-    let created = t.started.record.as_ref().unwrap().created_at.as_ref().unwrap().seconds as f64;
+    let Recorded::History(started) = &t.started.item else { unreachable!("a history line") };
+    let created = started.record.as_ref().unwrap().created_at.as_ref().unwrap().seconds as f64;
     // Finished builds ended about a minute ago; the running ones are half-way.
     let shift = now() - created - 60.0;
     let (mut starts, mut completes) = (Vec::new(), Vec::new());
@@ -213,130 +175,7 @@ fn now() -> f64 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A fake driven message by message, for the latency.
-
-type Tx<T> = mpsc::Sender<Result<T, Status>>;
-type Stream_<T> = Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
-
-/// The open streams of the driven fake: its live history call and each build's `Status` call.
-#[derive(Default)]
-struct Driven {
-    live: Mutex<Option<Tx<BuildHistoryEvent>>>,
-    status: Mutex<HashMap<String, Tx<StatusResponse>>>,
-}
-
-struct DrivenServer(Arc<Driven>);
-
-#[tonic::async_trait]
-impl Control for DrivenServer {
-    async fn listen_build_history(
-        &self,
-        request: Request<BuildHistoryRequest>,
-    ) -> Result<Response<Self::ListenBuildHistoryStream>, Status> {
-        if request.into_inner().early_exit {
-            return Ok(Response::new(Box::pin(tokio_stream::iter(Vec::new()))));
-        }
-        let (tx, rx) = mpsc::channel(1024);
-        *self.0.live.lock().unwrap() = Some(tx);
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-
-    type ListenBuildHistoryStream = Stream_<BuildHistoryEvent>;
-
-    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<Self::StatusStream>, Status> {
-        let (tx, rx) = mpsc::channel(1024);
-        self.0.status.lock().unwrap().insert(request.into_inner().r#ref, tx);
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-
-    type StatusStream = Stream_<StatusResponse>;
-
-    async fn disk_usage(&self, _: Request<DiskUsageRequest>) -> Result<Response<DiskUsageResponse>, Status> {
-        Err(Status::unimplemented("driven fake"))
-    }
-
-    type PruneStream = Stream_<UsageRecord>;
-
-    async fn prune(&self, _: Request<PruneRequest>) -> Result<Response<Self::PruneStream>, Status> {
-        Err(Status::permission_denied("read-only"))
-    }
-
-    async fn solve(&self, _: Request<SolveRequest>) -> Result<Response<SolveResponse>, Status> {
-        Err(Status::permission_denied("read-only"))
-    }
-
-    type SessionStream = Stream_<BytesMessage>;
-
-    async fn session(
-        &self,
-        _: Request<tonic::Streaming<BytesMessage>>,
-    ) -> Result<Response<Self::SessionStream>, Status> {
-        Err(Status::permission_denied("read-only"))
-    }
-
-    async fn list_workers(&self, _: Request<ListWorkersRequest>) -> Result<Response<ListWorkersResponse>, Status> {
-        Err(Status::unimplemented("driven fake"))
-    }
-
-    async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
-        Ok(Response::new(InfoResponse::default()))
-    }
-
-    async fn update_build_history(
-        &self,
-        _: Request<UpdateBuildHistoryRequest>,
-    ) -> Result<Response<UpdateBuildHistoryResponse>, Status> {
-        Err(Status::permission_denied("read-only"))
-    }
-}
-
-impl Driven {
-    /// Serves on `dir`/driven.sock; returns the `--source` address.
-    fn start(runtime: &Runtime, dir: &Path) -> (Arc<Driven>, String) {
-        let socket = dir.join("driven.sock");
-        let driven = Arc::new(Driven::default());
-        let server = DrivenServer(driven.clone());
-        let listener = runtime.block_on(async { tokio::net::UnixListener::bind(&socket) }).expect("bind driven fake");
-        runtime.spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(ControlServer::new(server))
-                .serve_with_incoming(UnixListenerStream::new(listener))
-                .await
-                .expect("driven fake");
-        });
-        (driven, format!("latency=buildkitd+unix://{}", socket.display()))
-    }
-
-    /// Hands `event` to the live history stream; returns the instant just before.
-    fn history(&self, event: BuildHistoryEvent) -> Instant {
-        let tx = self.live.lock().unwrap().clone().expect("the daemon's live history call");
-        let at = Instant::now();
-        tx.try_send(Ok(event)).expect("history stream open");
-        at
-    }
-
-    /// Hands `message` to the `Status` stream of `reference`; returns the instant just before.
-    fn status(&self, reference: &str, message: StatusResponse) -> Instant {
-        let tx = self.status.lock().unwrap().get(reference).cloned().expect("a Status call for the build");
-        let at = Instant::now();
-        tx.try_send(Ok(message)).expect("Status stream open");
-        at
-    }
-
-    /// Waits until the daemon has asked for the `Status` of `reference`.
-    fn wait_status(&self, reference: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.status.lock().unwrap().contains_key(reference) {
-            assert!(Instant::now() < deadline, "no Status call for {reference}");
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-
-    /// Ends the `Status` stream of `reference`, as BuildKit does when a build finishes.
-    fn end_status(&self, reference: &str) {
-        self.status.lock().unwrap().remove(reference);
-    }
-}
+// The latency, through a fake driven message by message.
 
 fn timestamp(t: f64) -> Option<Timestamp> {
     Some(Timestamp { seconds: t.floor() as i64, nanos: ((t - t.floor()) * 1e9) as i32 })
@@ -385,10 +224,10 @@ struct Latency {
 }
 
 /// Drives `ITERATIONS` builds through `driven` and times each step and completion to /metrics.
-fn latency(driven: &Driven, daemon: &Daemon, iterations: usize) -> Latency {
-    let pid = daemon.pid().to_string();
-    let (busy, own, theirs, start) = (machine_busy(), cpu("self").0, cpu(&pid).0, Instant::now());
-    let mut http = Http::new(daemon.addr);
+fn latency(driven: &Driven, daemon: &Binary, iterations: usize) -> Latency {
+    let (pid, me) = (daemon.pid(), std::process::id());
+    let (busy, own, theirs, start) = (machine_busy(), cpu(me).0, cpu(pid).0, Instant::now());
+    let mut http = Client::new(daemon.addr);
     let mut out = Latency::default();
     // Returns the time from `from` to the scrape that shows `marker`, and how long that took.
     let mut wait = |marker: &str, from: Instant, scrapes: &mut Vec<f64>| -> (f64, f64) {
@@ -435,7 +274,7 @@ fn latency(driven: &Driven, daemon: &Daemon, iterations: usize) -> Latency {
         out.complete.push(took);
         out.complete_scrape.push(scrape);
     }
-    let ours = (cpu("self").0 - own) + (cpu(&pid).0 - theirs);
+    let ours = (cpu(me).0 - own) + (cpu(pid).0 - theirs);
     out.foreign = ((machine_busy() - busy - ours) / start.elapsed().as_secs_f64()).max(0.0);
     out
 }
@@ -446,255 +285,24 @@ fn memmem(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// HTTP, the daemon process, /proc.
+// The daemon process and the machine.
 
-/// A keep-alive HTTP/1.1 client for GETs.
-struct Http {
-    addr: SocketAddr,
-    conn: Option<BufReader<TcpStream>>,
-}
-
-struct Reply {
-    status: u16,
-    gzip: bool,
-    body: Vec<u8>,
-}
-
-impl Http {
-    fn new(addr: SocketAddr) -> Http {
-        Http { addr, conn: None }
-    }
-
-    fn get(&mut self, path: &str, gzip: bool) -> Reply {
-        match self.try_get(path, gzip) {
-            Ok(reply) => reply,
-            // A keep-alive connection the server closed: once more on a new one.
-            Err(_) => {
-                self.conn = None;
-                self.try_get(path, gzip).unwrap_or_else(|e| panic!("GET {path} from {}: {e}", self.addr))
-            }
-        }
-    }
-
-    fn try_get(&mut self, path: &str, gzip: bool) -> std::io::Result<Reply> {
-        if self.conn.is_none() {
-            let stream = TcpStream::connect(self.addr)?;
-            stream.set_nodelay(true)?;
-            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-            self.conn = Some(BufReader::with_capacity(1 << 16, stream));
-        }
-        let conn = self.conn.as_mut().unwrap();
-        let encoding = if gzip { "Accept-Encoding: gzip\r\n" } else { "" };
-        write!(conn.get_mut(), "GET {path} HTTP/1.1\r\nHost: bench\r\n{encoding}\r\n")?;
-        let mut line = String::new();
-        conn.read_line(&mut line)?;
-        let status = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("status line {line:?}")))?;
-        let (mut length, mut gzipped) = (0, false);
-        loop {
-            line.clear();
-            conn.read_line(&mut line)?;
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            let (name, value) = header.split_once(':').unwrap_or((header, ""));
-            match name.to_ascii_lowercase().as_str() {
-                "content-length" => length = value.trim().parse().unwrap_or(0),
-                "content-encoding" => gzipped = value.trim() == "gzip",
-                _ => {}
-            }
-        }
-        let mut body = vec![0; length];
-        conn.read_exact(&mut body)?;
-        Ok(Reply { status, gzip: gzipped, body })
-    }
-
-    /// /metrics as text.
-    fn metrics(&mut self) -> String {
-        let reply = self.get("/metrics", false);
-        assert_eq!(reply.status, 200, "/metrics answered {}", reply.status);
-        String::from_utf8(reply.body).expect("UTF-8 metrics")
-    }
-}
-
-/// `(metric, labels, value)` of every sample.
-fn samples(metrics: &str) -> impl Iterator<Item = (&str, &str, f64)> {
-    metrics.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).filter_map(|l| {
-        let (series, value) = l.rsplit_once(' ')?;
-        let (metric, labels) = series.split_once('{').unwrap_or((series, ""));
-        Some((metric, labels, value.parse().ok()?))
-    })
-}
-
-fn sum(metrics: &str, metric: &str) -> f64 {
-    samples(metrics).filter(|(m, ..)| *m == metric).map(|(.., v)| v).sum()
-}
-
-fn count(metrics: &str, metric: &str) -> usize {
-    samples(metrics).filter(|(m, ..)| *m == metric).count()
-}
-
-fn label<'a>(labels: &'a str, name: &str) -> &'a str {
-    let Some(start) = labels.find(&format!("{name}=\"")).map(|i| i + name.len() + 2) else { return "" };
-    let end = labels[start..].find('"').map_or(labels.len(), |i| start + i);
-    &labels[start..end]
-}
-
-/// util-linux's `setpriv`, which execs the daemon with a parent-death signal.
-const SETPRIV: &str = "/usr/bin/setpriv";
-
-/// The daemon binary in a child process, its log in a file.
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(binary: &Path, sources: &[String], flags: &[&str], dir: &Path) -> Daemon {
-        let log = dir.join(format!("daemon-{}.log", now() as u64));
-        let file = std::fs::File::create(&log).unwrap();
-        // The daemon gets SIGTERM should this process die first.
-        let mut command = if Path::new(SETPRIV).exists() {
-            let mut c = Command::new(SETPRIV);
-            c.args(["--pdeathsig", "TERM", "--"]).arg(binary);
-            c
-        } else {
-            Command::new(binary)
-        };
-        command.args(["--web.listen-address", "127.0.0.1:0"]);
-        for source in sources {
-            command.args(["--source", source]);
-        }
-        let child = command
-            .args(flags)
-            .env_remove("DOCKER_HOST")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(addr) = text.lines().find_map(|l| l.split("msg=listening address=").nth(1)) {
-                break addr.trim().parse().expect("listening address");
-            }
-            assert!(Instant::now() < deadline, "the daemon did not say where it listens:\n{text}");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Daemon { child, addr, log }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// Stops it with SIGTERM; returns its log.
-    fn stop(mut self) -> String {
-        self.terminate();
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn terminate(&mut self) {
-        if self.child.try_wait().ok().flatten().is_some() {
-            return;
-        }
-        let _ = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.child.try_wait(), Ok(None)) {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    /// A failed assertion leaves no daemon behind.
-    fn drop(&mut self) {
-        self.terminate();
-    }
-}
-
-/// VmRSS and VmHWM of `pid`, KiB.
-fn memory(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// Clock ticks per second of /proc's CPU times.
-const TICKS: f64 = 100.0;
-
-/// CPU seconds of a process: its own (user + system) and its waited-for children's.
-fn cpu(pid: &str) -> (f64, f64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<f64> =
-        stat.rsplit_once(") ").map_or("", |(_, rest)| rest).split(' ').map(|f| f.parse().unwrap_or(0.0)).collect();
-    if fields.len() < 15 {
-        return (0.0, 0.0);
-    }
-    ((fields[11] + fields[12]) / TICKS, (fields[13] + fields[14]) / TICKS)
-}
-
-/// Busy CPU seconds of the whole machine.
-fn machine_busy() -> f64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap();
-    let fields: Vec<f64> =
-        stat.lines().next().unwrap().split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0.0)).collect();
-    // user nice system idle iowait irq softirq steal (guest is inside user).
-    (fields.iter().take(8).sum::<f64>() - fields[3] - fields[4]) / TICKS
-}
-
-fn load() -> f64 {
-    std::fs::read_to_string("/proc/loadavg").unwrap().split_whitespace().next().unwrap().parse().unwrap()
-}
-
-/// Waits until the 1-minute load is below `QUIET_LOAD`; returns the load then, and whether it
-/// got there.
-fn wait_quiet(quick: bool) -> (f64, bool) {
-    let deadline = Instant::now() + if quick { Duration::ZERO } else { QUIET_WAIT };
-    let mut said = false;
-    loop {
-        let load = load();
-        if load < QUIET_LOAD {
-            return (load, true);
-        }
-        if Instant::now() > deadline {
-            eprintln!("load still {load:.2}: measuring under load");
-            return (load, false);
-        }
-        if !said {
-            eprintln!("load {load:.2}: waiting for it to fall below {QUIET_LOAD}");
-            said = true;
-        }
-        std::thread::sleep(Duration::from_secs(5));
-    }
+/// The daemon binary `binary` in a child process, following `sources`, with `flags`.
+fn start_daemon(binary: &Path, sources: &[String], flags: &[&str]) -> Binary {
+    let mut args: Vec<&str> = sources.iter().flat_map(|s| ["--source", s.as_str()]).collect();
+    args.extend_from_slice(flags);
+    Binary::start(binary, &args, &[])
 }
 
 /// Waits (at most `IDLE_WAIT`) until the machine, apart from the daemon and this process, uses
 /// less than `FOREIGN_MAX` cores over a second.
-fn wait_idle(daemon: u32, quick: bool) {
+fn wait_idle(pid: u32, quick: bool) {
     let deadline = Instant::now() + if quick { Duration::ZERO } else { IDLE_WAIT };
-    let pid = daemon.to_string();
+    let me = std::process::id();
     loop {
-        let (busy, own, theirs) = (machine_busy(), cpu("self").0, cpu(&pid).0);
+        let (busy, own, theirs) = (machine_busy(), cpu(me).0, cpu(pid).0);
         std::thread::sleep(Duration::from_secs(1));
-        let foreign = machine_busy() - busy - (cpu("self").0 - own) - (cpu(&pid).0 - theirs);
+        let foreign = machine_busy() - busy - (cpu(me).0 - own) - (cpu(pid).0 - theirs);
         if foreign < FOREIGN_MAX || Instant::now() > deadline {
             return;
         }
@@ -735,10 +343,10 @@ fn parse_ms(text: &str) -> f64 {
 }
 
 /// One `wrk` run against /metrics of `daemon`.
-fn wrk_once(daemon: &Daemon, gzip: bool, connections: usize, seconds: u64) -> Wrk {
-    let pid = daemon.pid().to_string();
-    let (daemon_before, _) = cpu(&pid);
-    let (self_before, children_before) = cpu("self");
+fn wrk_once(daemon: &Binary, gzip: bool, connections: usize, seconds: u64) -> Wrk {
+    let (pid, me) = (daemon.pid(), std::process::id());
+    let (daemon_before, _) = cpu(pid);
+    let (self_before, children_before) = cpu(me);
     let busy_before = machine_busy();
     let mut command = Command::new("wrk");
     command.args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s"), "--latency"]);
@@ -747,8 +355,8 @@ fn wrk_once(daemon: &Daemon, gzip: bool, connections: usize, seconds: u64) -> Wr
     }
     let output = command.arg(format!("http://{}/metrics", daemon.addr)).output().expect("run wrk");
     let busy = machine_busy() - busy_before;
-    let (daemon_after, _) = cpu(&pid);
-    let (self_after, children_after) = cpu("self");
+    let (daemon_after, _) = cpu(pid);
+    let (self_after, children_after) = cpu(me);
     let text = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(output.status.success(), "wrk failed: {text}{}", String::from_utf8_lossy(&output.stderr));
     assert!(!text.contains("Non-2xx") && !text.contains("Socket errors"), "wrk saw errors against the daemon:\n{text}");
@@ -776,8 +384,8 @@ fn wrk_once(daemon: &Daemon, gzip: bool, connections: usize, seconds: u64) -> Wr
     }
 }
 
-/// `RUNS` runs, each repeated (up to three times) if other processes used the cores meanwhile.
-fn wrk(daemon: &Daemon, gzip: bool, connections: usize, opts: &Opts) -> Vec<Wrk> {
+/// `opts.runs` runs, each repeated (up to three times) if other processes used the cores meanwhile.
+fn wrk(daemon: &Binary, gzip: bool, connections: usize, opts: &Opts) -> Vec<Wrk> {
     (0..opts.runs)
         .map(|_| {
             wait_idle(daemon.pid(), opts.quick);
@@ -807,10 +415,19 @@ fn wrk(daemon: &Daemon, gzip: bool, connections: usize, opts: &Opts) -> Vec<Wrk>
 // ---------------------------------------------------------------------------------------------
 // Scenarios.
 
+/// How much is measured.
 struct Opts {
+    /// `wrk` runs per measurement, and seconds each.
     runs: usize,
     seconds: u64,
+    /// No waiting for a quiet machine, and nothing written.
     quick: bool,
+}
+
+impl Opts {
+    const FULL: Opts = Opts { runs: 3, seconds: 10, quick: false };
+    /// `-- --quick`: every run short.
+    const QUICK: Opts = Opts { runs: 1, seconds: 3, quick: true };
 }
 
 /// What one scenario measured.
@@ -837,13 +454,13 @@ struct Measured {
 }
 
 /// Polls /metrics until the scenario's builds are all in; returns it.
-fn wait_ready(http: &mut Http, sources: usize, finished: usize, running: usize) -> String {
+fn wait_ready(http: &mut Client, sources: usize, finished: usize, running: usize) -> String {
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let metrics = http.metrics();
-        let up = sum(&metrics, "buildkit_exporter_source_up");
-        let counted = sum(&metrics, "buildkit_builds_completed_total");
-        let now_running = sum(&metrics, "buildkit_builds_running");
+        let up = sum(&metrics, "buildkit_exporter_source_up", &[]);
+        let counted = sum(&metrics, "buildkit_builds_completed_total", &[]);
+        let now_running = sum(&metrics, "buildkit_builds_running", &[]);
         let steps = count(&metrics, "buildkit_build_step_running_info");
         if up == sources as f64 && counted == finished as f64 && now_running == running as f64 && steps == running {
             return metrics;
@@ -866,20 +483,20 @@ fn with_scenario<T>(
     names: usize,
     flags: &[&str],
     extra_sources: &[String],
-    f: impl FnOnce(&Daemon, String) -> T,
+    f: impl FnOnce(&Binary, String) -> T,
 ) -> (T, String) {
     let dir = tempfile::tempdir().unwrap();
     let script = scenario_script(t, names, if names == 0 { 0 } else { RUNNING });
     let fake = runtime.block_on(FakeBuildkit::start(dir.path(), script));
     let mut sources = vec![format!("bench={}", fake.source())];
     sources.extend(extra_sources.iter().cloned());
-    let daemon = Daemon::start(binary, &sources, flags, dir.path());
-    let mut http = Http::new(daemon.addr);
+    let daemon = start_daemon(binary, &sources, flags);
+    let mut http = Client::new(daemon.addr);
     let running = if names == 0 { 0 } else { RUNNING };
     let metrics = wait_ready(&mut http, sources.len(), names * 3, running);
-    let names_seen: BTreeSet<&str> = samples(&metrics)
-        .filter(|(m, ..)| *m == "buildkit_builds_completed_total")
-        .map(|(_, labels, _)| label(labels, "name"))
+    let names_seen: BTreeSet<&str> = metrics::all(&metrics)
+        .filter(|s| s.metric == "buildkit_builds_completed_total")
+        .map(|s| label(s.labels, "name"))
         .filter(|n| n.starts_with(&t.name))
         .collect();
     assert_eq!(names_seen.len(), names, "image names in /metrics");
@@ -888,7 +505,7 @@ fn with_scenario<T>(
     let metrics = http.metrics();
     std::thread::sleep(Duration::from_secs(1));
     let again = http.metrics();
-    assert_eq!(samples(&metrics).count(), samples(&again).count(), "series still changing");
+    assert_eq!(metrics::all(&metrics).count(), metrics::all(&again).count(), "series still changing");
     drop(http);
     let out = f(&daemon, again);
     let log = daemon.stop();
@@ -906,11 +523,11 @@ fn scenario(
     opts: &Opts,
 ) -> Measured {
     eprintln!("{title}: {names} names, {RUNNING} running, flags {flags:?}");
-    let (load, quiet) = wait_quiet(opts.quick);
+    let (load, quiet) = wait_quiet(if opts.quick { Duration::ZERO } else { QUIET_WAIT });
     let (mut m, log) = with_scenario(runtime, t, binary, names, flags, &[], |daemon, metrics| {
-        let mut http = Http::new(daemon.addr);
+        let mut http = Client::new(daemon.addr);
         let gzip = http.get("/metrics", true);
-        assert!(gzip.gzip, "no gzip answer to Accept-Encoding: gzip");
+        assert_eq!(gzip.header("content-encoding"), Some("gzip"), "no gzip answer to Accept-Encoding: gzip");
         drop(http);
         let (rss_setup, _) = memory(daemon.pid());
         let plain = wrk(daemon, false, CONNECTIONS, opts);
@@ -922,7 +539,7 @@ fn scenario(
             title: title.to_string(),
             flags: if flags.is_empty() { "default".to_string() } else { flags.join(" ") },
             names,
-            series: samples(&metrics).count(),
+            series: metrics::all(&metrics).count(),
             plain_bytes: metrics.len(),
             gzip_bytes: gzip.body.len(),
             rss_setup,
@@ -944,11 +561,11 @@ fn scenario(
 /// Builds the binary of commit `BEFORE` in a temporary worktree, its own target dir kept under
 /// target/ for next time; removes the worktree.
 fn build_before() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = repo_file("");
     let worktree = std::env::temp_dir().join(format!("bk-before-{}", std::process::id()));
     let target = root.join("target/bench-before");
     let git = |args: &[&str]| {
-        let status = Command::new("git").arg("-C").arg(root).args(args).status().expect("git");
+        let status = Command::new("git").arg("-C").arg(&root).args(args).status().expect("git");
         assert!(status.success(), "git {args:?} failed");
     };
     eprintln!("building {BEFORE} in {}", worktree.display());
@@ -981,20 +598,6 @@ fn max(values: impl Iterator<Item = f64>) -> f64 {
     values.fold(f64::NEG_INFINITY, f64::max)
 }
 
-fn kib(bytes: usize) -> String {
-    format!("{:.0} KiB", bytes as f64 / 1024.0)
-}
-
-fn mib(kib: u64) -> String {
-    format!("{:.1} MiB", kib as f64 / 1024.0)
-}
-
-fn quantile(values: &[f64], q: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
 /// Marks figures that include a run disturbed by other processes.
 fn mark(runs: &[Wrk]) -> &'static str {
     if runs.iter().any(|r| r.foreign > FOREIGN_MAX) {
@@ -1015,10 +618,6 @@ fn wrk_cells(runs: &[Wrk]) -> String {
     )
 }
 
-fn warnings(log: &str) -> Vec<String> {
-    log.lines().filter(|l| l.contains("level=warn") || l.contains("level=error")).map(str::to_string).collect()
-}
-
 fn median(runs: &[Wrk], f: impl Fn(&Wrk) -> f64) -> f64 {
     quantile(&runs.iter().map(f).collect::<Vec<_>>(), 0.5)
 }
@@ -1029,41 +628,19 @@ fn report(
     iterations: usize,
     alone: &Latency,
     beside: &(Latency, usize),
-    logs: &[(&str, &String)],
-) -> String {
+    logs: &[(&str, &str)],
+) -> Report {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_default();
-    let date = time::OffsetDateTime::now_utc().date();
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(env!("CARGO_MANIFEST_DIR"))
-            .args(args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    };
-    let commit = git(&["rev-parse", "--short", "HEAD"]);
-    let dirty =
-        if git(&["status", "--porcelain", "src"]).is_empty() { "" } else { " with uncommitted changes in `src/`" };
     let (idle, a, b, c) = (&scenarios[0], &scenarios[1], &scenarios[2], &scenarios[3]);
     let old = scenarios.get(4);
     let worst = |runs: &[&Vec<Wrk>]| max(runs.iter().flat_map(|r| r.iter()).map(|r| r.p99));
     let b_one = worst(&[&b.plain_one, &b.gzip_one]);
     let b_many = worst(&[&b.plain, &b.gzip]);
     let verdict = |p99: f64| if p99 <= TARGET_P99_MS { "met" } else { "missed" };
-    let mut md = String::new();
-    let w = &mut md;
-    writeln!(w, "# Scrape cost, event latency and memory\n").unwrap();
+    let mut md = Report::new("scrape");
+    writeln!(md, "# Scrape cost, event latency and memory\n").unwrap();
     writeln!(
-        w,
+        md,
         "**In short.** At about 1 000 series (scenario (b): {} series) one scraper sees p99 {} ms: the target of \
          p99 ≤ {TARGET_P99_MS} ms is **{}** for a single scraper, as Prometheus scrapes; with {CONNECTIONS} \
          connections at once p99 is {} ms (**{}**), requests queueing on {cores} cores shared with `wrk`. The \
@@ -1084,19 +661,20 @@ fn report(
     )
     .unwrap();
     writeln!(
-        w,
-        "**Machine:** {cores} cores ({cpu}), {date}; the daemon built from `{commit}`{dirty}. The daemon \
+        md,
+        "**Machine:** {}. The daemon \
          (release build), `wrk` and the fake engines share the {cores} cores. **Reproduce:** `apt-get install -y wrk`, then `cargo bench --bench scrape`. It builds \
          `{BEFORE}` (the commit before the cut to 25 series per name) in a temporary git worktree with its own \
          target dir under `target/bench-before` and removes the worktree (`-- --no-before` skips it); waits for a \
          1-minute load below {QUIET_LOAD} before each scenario (at most {} min); and writes this file.\n",
+        Report::machine(),
         QUIET_WAIT.as_secs() / 60,
     )
     .unwrap();
     writeln!(
-        w,
-        "**Method.** The daemon runs as a child process on loopback, following a fake BuildKit (the tests' fake, \
-         in the benchmark's process) on a unix socket. Builds are clones of the recorded 20-step `ml-base` build \
+        md,
+        "**Method.** The daemon runs as a child process on loopback, following a fake BuildKit (the test kit's \
+         fake, in the benchmark's process) on a unix socket. Builds are clones of the recorded 20-step `ml-base` build \
          with fresh refs and image names `ml-base-000`, `-001`, …: per name one that succeeded, one that failed \
          and one canceled (so each name has all its series), played through the live history call with their \
          recorded `Status` streams. {RUNNING} more builds, of the first {RUNNING} names, are `STARTED` with the \
@@ -1112,9 +690,9 @@ fn report(
         runs = opts.runs,
     )
     .unwrap();
-    writeln!(w, "## Scrapes\n").unwrap();
+    writeln!(md, "## Scrapes\n").unwrap();
     writeln!(
-        w,
+        md,
         "| scenario | flags | names | series | body plain | body gzip | encoding | req/s (c{CONNECTIONS}) | p50 ms | \
          p99 ms | daemon CPU µs/req | p99 ms (c1) | req/s (c1) |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
@@ -1122,7 +700,7 @@ fn report(
     for m in scenarios {
         for (encoding, runs, one) in [("plain", &m.plain, &m.plain_one), ("gzip", &m.gzip, &m.gzip_one)] {
             writeln!(
-                w,
+                md,
                 "| {} | {} | {} | {} | {} | {} | {encoding} | {} | {}{} | {} |",
                 m.title,
                 m.flags,
@@ -1143,14 +721,14 @@ fn report(
     });
     if disturbed {
         writeln!(
-            w,
+            md,
             "\n† includes a run during which other processes used more than {FOREIGN_MAX} cores after three \
              repeats (see Conditions)."
         )
         .unwrap();
     }
     writeln!(
-        w,
+        md,
         "\nScenario (b) is {} names + {RUNNING} running builds. **Target p99 ≤ {TARGET_P99_MS} ms at about 1 000 \
          series:** {} with one connection (worst run {b_one:.2} ms), {} with {CONNECTIONS} (worst run \
          {b_many:.2} ms).\n",
@@ -1160,9 +738,9 @@ fn report(
     )
     .unwrap();
     if let Some(old) = old {
-        writeln!(w, "## Before and after the cut, scenario (a)\n").unwrap();
+        writeln!(md, "## Before and after the cut, scenario (a)\n").unwrap();
         writeln!(
-            w,
+            md,
             "| binary | series | body plain | body gzip | req/s plain (c{CONNECTIONS}) | p99 ms plain | req/s gzip | \
              p99 ms gzip | p99 ms plain (c1) | daemon CPU µs/req plain | RSS after the runs |\n\
              |---|---|---|---|---|---|---|---|---|---|---|"
@@ -1170,7 +748,7 @@ fn report(
         .unwrap();
         for (which, m) in [(format!("before (`{BEFORE}`)"), old), ("after".to_string(), a)] {
             writeln!(
-                w,
+                md,
                 "| {which} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 m.series,
                 kib(m.plain_bytes),
@@ -1186,7 +764,7 @@ fn report(
             .unwrap();
         }
         writeln!(
-            w,
+            md,
             "\nAfter against before (medians): {:.1}× fewer series, {:.1}× smaller plain body, {:.1}× smaller gzip \
              body, {:.1}× the plain req/s, {:.1}× the gzip req/s, {:.1}× less daemon CPU per scrape.\n",
             old.series as f64 / a.series as f64,
@@ -1198,10 +776,10 @@ fn report(
         )
         .unwrap();
     }
-    writeln!(w, "## Event → /metrics latency\n").unwrap();
+    writeln!(md, "## Event → /metrics latency\n").unwrap();
     writeln!(
-        w,
-        "A fake of the benchmark's own (the same tonic server types) is driven message by message. Each of \
+        md,
+        "The test kit's fake BuildKit is driven message by message. Each of \
          {iterations} builds is `STARTED` and gets a first `Status` message (step 1 of 3 running); once a scrape \
          shows that, the next message (step 1 complete, step 2 started) is handed to the fake's gRPC stream, and \
          the clock starts just before. A client scrapes `/metrics` back to back on one keep-alive connection until \
@@ -1213,18 +791,17 @@ fn report(
     )
     .unwrap();
     writeln!(
-        w,
+        md,
         "| daemon | event | median | p99 | max | one scrape while polling, median |\n|---|---|---|---|---|---|"
     )
     .unwrap();
-    let ms = |v: f64| format!("{:.2} ms", v * 1e3);
     for (which, l) in [
         ("only the driven source".to_string(), alone),
         (format!("beside scenario (a), {} series", beside.1), &beside.0),
     ] {
         for (event, values) in [("next step", &l.step), ("`COMPLETE` → counted", &l.complete)] {
             writeln!(
-                w,
+                md,
                 "| {which} | {event} | {} | {} | {} | {} |",
                 ms(quantile(values, 0.5)),
                 ms(quantile(values, 0.99)),
@@ -1235,26 +812,26 @@ fn report(
         }
     }
     writeln!(
-        w,
+        md,
         "\nOther processes used {:.2} and {:.2} cores during the two latency runs.\n",
         alone.foreign, beside.0.foreign
     )
     .unwrap();
-    writeln!(w, "## Memory of the daemon\n").unwrap();
-    writeln!(w, "| scenario | series | RSS before the wrk runs | RSS after | peak (VmHWM) |\n|---|---|---|---|---|")
+    writeln!(md, "## Memory of the daemon\n").unwrap();
+    writeln!(md, "| scenario | series | RSS before the wrk runs | RSS after | peak (VmHWM) |\n|---|---|---|---|---|")
         .unwrap();
     for m in scenarios {
-        writeln!(w, "| {} | {} | {} | {} | {} |", m.title, m.series, mib(m.rss_setup), mib(m.rss_after), mib(m.hwm))
+        writeln!(md, "| {} | {} | {} | {} | {} |", m.title, m.series, mib(m.rss_setup), mib(m.rss_after), mib(m.hwm))
             .unwrap();
     }
-    writeln!(w, "\nFor memory after 10 000 builds see `benches/soak.md`.\n").unwrap();
-    writeln!(w, "## What it shows\n").unwrap();
+    writeln!(md, "\nFor memory after 10 000 builds see `benches/soak.md`.\n").unwrap();
+    writeln!(md, "## What it shows\n").unwrap();
     let per_name = (a.series as f64 - b.series as f64) / (a.names - b.names) as f64;
     let detail = (c.series as f64 - a.series as f64) / a.names as f64;
     let cpu_one =
         |m: &Measured, gzip: bool| median(if gzip { &m.gzip_one } else { &m.plain_one }, |r| r.cpu_per_request) * 1e6;
     writeln!(
-        w,
+        md,
         "- Each image name costs {per_name:.0} series by default and {detail:.0} more with \
          `--metrics.step-detail` (instruction × name); (c) has {:.1}× the series of (a) and takes {:.1}× the \
          daemon CPU per scrape.",
@@ -1263,7 +840,7 @@ fn report(
     )
     .unwrap();
     writeln!(
-        w,
+        md,
         "- Daemon CPU per plain scrape (c1, medians): {:.0} µs with no builds, {:.0} µs at {} series, {:.0} µs at \
          {} series: about {:.0} µs per 1 000 series beyond the fixed cost.",
         cpu_one(idle, false),
@@ -1276,7 +853,7 @@ fn report(
     .unwrap();
     let (gzip_idle, gzip_b) = (cpu_one(idle, true) - cpu_one(idle, false), cpu_one(b, true) - cpu_one(b, false));
     writeln!(
-        w,
+        md,
         "- gzip adds {gzip_idle:.0} µs of daemon CPU to a scrape with no builds (a {} body) and {gzip_b:.0} µs at {} \
          series{}.",
         kib(idle.plain_bytes),
@@ -1286,7 +863,7 @@ fn report(
     .unwrap();
     let (step, complete) = (quantile(&alone.step, 0.5), quantile(&alone.complete, 0.5));
     writeln!(
-        w,
+        md,
         "- With small scrapes a change shows on `/metrics` {} (medians {} for a step, {} for a completion); beside \
          scenario (a) the medians ({} and {}) are about one scrape, the resolution of the method.\n",
         if step.max(complete) < 1e-3 { "within a millisecond" } else { "within a few milliseconds" },
@@ -1297,7 +874,7 @@ fn report(
     )
     .unwrap();
     writeln!(
-        w,
+        md,
         "- No build finishes during the `wrk` runs, so the counters' text is rendered once and served again \
          until a counter changes; each scrape renders the running builds' series and the process metrics. Beside \
          scenario (a), the scrape that first shows a completion takes {} (median; max {}) against {} for all \
@@ -1307,11 +884,11 @@ fn report(
         ms(quantile(&beside.0.scrapes, 0.5)),
     )
     .unwrap();
-    writeln!(w, "## Conditions\n").unwrap();
+    writeln!(md, "## Conditions\n").unwrap();
     for m in scenarios {
         let foreign = max(m.plain.iter().chain(&m.gzip).chain(&m.plain_one).chain(&m.gzip_one).map(|r| r.foreign));
         writeln!(
-            w,
+            md,
             "- {}: 1-minute load {:.2} at the start{}; other processes used at most {foreign:.2} cores during a run.",
             m.title,
             m.load,
@@ -1319,20 +896,10 @@ fn report(
         )
         .unwrap();
     }
-    let mut logged = Vec::new();
-    for (which, log) in logs.iter().copied().chain(scenarios.iter().map(|m| (m.title.as_str(), &m.log))) {
-        for line in warnings(log) {
-            logged.push(format!("{which}: {line}"));
-        }
-    }
-    if logged.is_empty() {
-        writeln!(w, "- The daemon logged no warnings or errors.").unwrap();
-    } else {
-        writeln!(w, "- The daemon logged:").unwrap();
-        for l in &logged {
-            writeln!(w, "  - `{l}`").unwrap();
-        }
-    }
+    writeln!(md).unwrap();
+    let logs: Vec<(&str, &str)> =
+        logs.iter().copied().chain(scenarios.iter().map(|m| (m.title.as_str(), m.log.as_str()))).collect();
+    md.daemon_logs(&logs);
     md
 }
 
@@ -1340,12 +907,12 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str| args.iter().any(|a| a == name);
     let quick = flag("--quick");
-    let opts = Opts { runs: if quick { 1 } else { RUNS }, seconds: if quick { 3 } else { SECONDS }, quick };
+    let opts = if quick { Opts::QUICK } else { Opts::FULL };
     if !wrk_installed() {
         eprintln!("scrape bench: `wrk` is not installed (Debian: apt-get install -y wrk)");
         std::process::exit(2);
     }
-    let binary = PathBuf::from(env!("CARGO_BIN_EXE_buildkit-exporter"));
+    let binary = exporter_binary!().to_path_buf();
     let t = template();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     if let Some(i) = args.iter().position(|a| a == "--hold") {
@@ -1358,7 +925,7 @@ fn main() {
                 "daemon pid {} on {} with {} series; holding {seconds} s",
                 daemon.pid(),
                 daemon.addr,
-                samples(&metrics).count()
+                metrics::all(&metrics).count()
             );
             std::thread::sleep(Duration::from_secs(seconds));
         });
@@ -1384,34 +951,20 @@ fn main() {
 
     // Latency: the driven fake alone, then beside scenario (a).
     eprintln!("latency");
-    wait_quiet(quick);
-    let dir = tempfile::tempdir().unwrap();
+    wait_quiet(if quick { Duration::ZERO } else { QUIET_WAIT });
     let iterations = if quick { 20 } else { ITERATIONS };
-    let (driven, source) = Driven::start(&runtime, dir.path());
-    let daemon = Daemon::start(&binary, std::slice::from_ref(&source), &[], dir.path());
-    wait_ready(&mut Http::new(daemon.addr), 1, 0, 0);
+    let (alone_dir, beside_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (fake, driven) = runtime.block_on(FakeBuildkit::start_driven(alone_dir.path()));
+    let daemon = start_daemon(&binary, &[format!("latency={}", fake.source())], &[]);
+    wait_ready(&mut Client::new(daemon.addr), 1, 0, 0);
     let alone = latency(&driven, &daemon, iterations);
     let alone_log = daemon.stop();
-    let (driven, source) = {
-        let dir2 = dir.path().join("beside");
-        std::fs::create_dir(&dir2).unwrap();
-        Driven::start(&runtime, &dir2)
-    };
-    let (beside, beside_log) =
-        with_scenario(&runtime, &t, &binary, NAMES, &[], std::slice::from_ref(&source), |daemon, metrics| {
-            (latency(&driven, daemon, iterations), samples(&metrics).count())
-        });
+    let (fake, driven) = runtime.block_on(FakeBuildkit::start_driven(beside_dir.path()));
+    let sources = [format!("latency={}", fake.source())];
+    let (beside, beside_log) = with_scenario(&runtime, &t, &binary, NAMES, &[], &sources, |daemon, metrics| {
+        (latency(&driven, daemon, iterations), metrics::all(&metrics).count())
+    });
 
-    let md = report(
-        &scenarios,
-        &opts,
-        iterations,
-        &alone,
-        &beside,
-        &[("latency alone", &alone_log), ("latency beside (a)", &beside_log)],
-    );
-    print!("{md}");
-    if !quick {
-        std::fs::write(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/scrape.md"), &md).unwrap();
-    }
+    let logs = [("latency alone", alone_log.as_str()), ("latency beside (a)", beside_log.as_str())];
+    report(&scenarios, &opts, iterations, &alone, &beside, &logs).finish(!quick);
 }

@@ -14,14 +14,6 @@
 //!
 //! `cargo bench --bench soak`
 
-#[path = "../tests/support/fixture.rs"]
-#[allow(dead_code)]
-mod fixture;
-
-#[path = "../tests/support/fake.rs"]
-#[allow(dead_code)]
-mod fake;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Read, Write as _};
@@ -31,18 +23,16 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bollard_buildkit_proto::google::protobuf::Timestamp;
-use bollard_buildkit_proto::moby::buildkit::v1::{BuildHistoryEventType, BuildHistoryRecord, StatusResponse};
-use buildkit_exporter::config::Config;
+use bollard_buildkit_proto::moby::buildkit::v1::{BuildHistoryEventType, BuildHistoryRecord};
 use buildkit_exporter::defaults;
 use buildkit_exporter::model::name::{naming_to, repository};
 use buildkit_exporter::model::Settings;
-use buildkit_exporter::source::spec::SourceSpec;
-use fake::{Connection, FakeBuildkit, Script};
-use fixture::{Line, Recorded};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use testkit::fake::{self, Connection, FakeBuildkit, Script};
+use testkit::fixture::{self, Line, Recorded};
+use testkit::measure::{memory, open_fds};
+use testkit::metrics::{self, label, sum};
+use testkit::report::{mib, Report};
+use testkit::{http, Daemon};
 
 /// Builds played by default (`--builds N` plays N, a multiple of 1 000).
 const BUILDS: usize = 10_000;
@@ -56,8 +46,8 @@ const SPEED: f64 = 1e6;
 const POLL_MS: u64 = 500;
 /// Seconds the stream pauses at each checkpoint: the longest gap the fake plays.
 const PAUSE: f64 = 5.0;
-/// Engine time between two rounds of the recorded builds.
-const ROUND_SECONDS: i64 = 10;
+/// Engine time between two rounds of the recorded builds, in seconds.
+const ROUND_SECONDS: f64 = 10.0;
 /// Checkpoints judged for flatness: the last five.
 const JUDGED: usize = 5;
 /// Allowed spread of RSS over the judged checkpoints.
@@ -98,7 +88,7 @@ fn record_of(line: &Line) -> Option<(i32, &BuildHistoryRecord)> {
 }
 
 fn recording(builds: usize) -> Recording {
-    let lines = fixture::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/builds.jsonl"));
+    let lines = fixture::recorded();
     let label = format!("label:{}", defaults::NAME_LABEL);
     let history: Vec<Line> = lines.iter().filter(|l| matches!(l.item, Recorded::History(_))).cloned().collect();
     let status = fake::status_by_ref(&lines);
@@ -177,39 +167,18 @@ impl Recording {
             if (round * self.templates.len()).is_multiple_of(EVERY) {
                 base += PAUSE * SPEED;
             }
-            let shift = round as i64 * ROUND_SECONDS;
+            let shift = round as f64 * ROUND_SECONDS;
             for line in &self.history {
-                let Recorded::History(event) = &line.item else { continue };
-                let mut event = event.clone();
-                let record = event.record.as_mut().expect("recorded history has records");
+                let Some((kind, record)) = record_of(line) else { continue };
                 let t = self.template(&record.r#ref);
                 let rename = Self::rename(t, round);
+                let rename = rename.as_ref().map(|(from, to)| (from.as_str(), to.as_str()));
                 let reference = Self::reference(t, round);
-                if event.r#type == BuildHistoryEventType::Started as i32 {
-                    let lines = self.status[&t.reference]
-                        .iter()
-                        .map(|l| match &l.item {
-                            Recorded::Status { message, .. } => Line {
-                                at: l.at,
-                                item: Recorded::Status {
-                                    reference: reference.clone(),
-                                    message: clone_status(message, rename.as_ref(), shift),
-                                },
-                            },
-                            _ => unreachable!("status_by_ref keeps Status lines"),
-                        })
-                        .collect();
-                    status.insert(reference.clone(), lines);
+                let clone = |line: &Line| line.cloned_as(&reference, rename).shifted(shift);
+                if kind == BuildHistoryEventType::Started as i32 {
+                    status.insert(reference.clone(), self.status[&t.reference].iter().map(clone).collect());
                 }
-                record.r#ref = reference;
-                move_time(&mut record.created_at, shift);
-                move_time(&mut record.completed_at, shift);
-                if let Some((from, to)) = &rename {
-                    for value in record.frontend_attrs.values_mut().chain(record.exporter_response.values_mut()) {
-                        *value = value.replace(from.as_str(), to);
-                    }
-                }
-                live.push(Line { at: base + line.at - first, item: Recorded::History(event) });
+                live.push(Line { at: base + line.at - first, ..clone(line) });
             }
             base += span;
         }
@@ -220,33 +189,6 @@ impl Recording {
             ..Default::default()
         }
     }
-}
-
-fn move_time(ts: &mut Option<Timestamp>, seconds: i64) {
-    if let Some(ts) = ts {
-        ts.seconds += seconds;
-    }
-}
-
-fn clone_status(message: &StatusResponse, rename: Option<&(String, String)>, shift: i64) -> StatusResponse {
-    let mut message = message.clone();
-    for v in &mut message.vertexes {
-        move_time(&mut v.started, shift);
-        move_time(&mut v.completed, shift);
-    }
-    for s in &mut message.statuses {
-        move_time(&mut s.timestamp, shift);
-        move_time(&mut s.started, shift);
-        move_time(&mut s.completed, shift);
-        if let Some((from, to)) = rename {
-            s.id = s.id.replace(from.as_str(), to);
-            s.name = s.name.replace(from.as_str(), to);
-        }
-    }
-    for l in &mut message.logs {
-        move_time(&mut l.timestamp, shift);
-    }
-    message
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -303,7 +245,7 @@ impl Fake {
 
     fn rss_kib(&self) -> Option<u64> {
         match self {
-            Fake::Child { process, .. } => rss_kib(&format!("/proc/{}/status", process.id())),
+            Fake::Child { process, .. } => Some(memory(process.id()).0),
             Fake::InProcess(_) => None,
         }
     }
@@ -330,53 +272,12 @@ impl Fake {
 // ---------------------------------------------------------------------------------------------
 // Measuring.
 
-fn rss_kib(path: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(path).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
-fn open_fds() -> usize {
-    // Minus the one reading the directory.
-    std::fs::read_dir("/proc/self/fd").unwrap().count() - 1
-}
-
-/// A plain HTTP/1.1 GET of /metrics.
-async fn scrape(addr: SocketAddr) -> String {
-    let mut stream = TcpStream::connect(addr).await.expect("connect to daemon");
-    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8(raw).expect("utf-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_string()
-}
-
-/// `(metric, labels, value)` of every sample.
-fn samples(metrics: &str) -> impl Iterator<Item = (&str, &str, f64)> {
-    metrics.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).filter_map(|l| {
-        let (series, value) = l.rsplit_once(' ')?;
-        let (metric, labels) = series.split_once('{').unwrap_or((series, ""));
-        Some((metric, labels, value.parse().ok()?))
-    })
-}
-
-fn sum(metrics: &str, metric: &str) -> f64 {
-    samples(metrics).filter(|(m, ..)| *m == metric).fold(0.0, |total, (.., v)| total + v)
-}
-
-fn label<'a>(labels: &'a str, name: &str) -> &'a str {
-    let start = labels.find(&format!("{name}=\"")).map(|i| i + name.len() + 2).unwrap_or(labels.len());
-    let end = labels[start..].find('"').map_or(labels.len(), |i| start + i);
-    &labels[start..end]
-}
-
 /// Builds counted by name and result (series at zero left out).
 fn counted(metrics: &str) -> BTreeMap<(String, String), f64> {
     let mut counts = BTreeMap::new();
-    for (_, labels, value) in samples(metrics).filter(|(m, _, v)| *m == "buildkit_builds_completed_total" && *v != 0.0)
-    {
-        *counts.entry((label(labels, "name").to_string(), label(labels, "result").to_string())).or_default() += value;
+    for s in metrics::all(metrics).filter(|s| s.metric == "buildkit_builds_completed_total" && s.value != 0.0) {
+        *counts.entry((label(s.labels, "name").to_string(), label(s.labels, "result").to_string())).or_default() +=
+            s.value;
     }
     counts
 }
@@ -399,13 +300,14 @@ impl Checkpoint {
     fn take(builds: usize, metrics: &str, fake: &Fake, seconds: f64) -> Checkpoint {
         Checkpoint {
             builds,
-            counted: sum(metrics, "buildkit_builds_completed_total"),
-            started: sum(metrics, "buildkit_builds_started_total"),
-            running: sum(metrics, "buildkit_builds_running"),
-            rss_kib: rss_kib("/proc/self/status").unwrap(),
+            counted: sum(metrics, "buildkit_builds_completed_total", &[]),
+            started: sum(metrics, "buildkit_builds_started_total", &[]),
+            running: sum(metrics, "buildkit_builds_running", &[]),
+            rss_kib: memory(std::process::id()).0,
             fake_rss_kib: fake.rss_kib(),
-            fds: open_fds(),
-            series: samples(metrics).count(),
+            // Minus the one reading the list.
+            fds: open_fds(std::process::id()) - 1,
+            series: metrics::all(metrics).count(),
             bytes: metrics.len(),
             seconds,
         }
@@ -414,12 +316,12 @@ impl Checkpoint {
     fn row(&self) -> String {
         let fake = self.fake_rss_kib.map_or("–".to_string(), |k| format!("{:.0} MiB", k as f64 / 1024.0));
         format!(
-            "| {} | {} | {} | {} | {:.1} MiB | {} | {} | {} | {:.0} KiB | {:.1} s | {fake} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.0} KiB | {:.1} s | {fake} |",
             self.builds,
             self.counted,
             self.started,
             self.running,
-            self.rss_kib as f64 / 1024.0,
+            mib(self.rss_kib),
             self.fds,
             self.series,
             self.bytes,
@@ -436,8 +338,8 @@ const HEADER: &str = "| builds played | counted | started | running | RSS | open
 async fn wait_for(addr: SocketAddr, builds: usize, failures: &mut Vec<String>) -> String {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let metrics = scrape(addr).await;
-        let counted = sum(&metrics, "buildkit_builds_completed_total");
+        let metrics = http::metrics(addr).await;
+        let counted = sum(&metrics, "buildkit_builds_completed_total", &[]);
         if counted >= builds as f64 {
             if counted > builds as f64 {
                 failures.push(format!("checkpoint {builds}: {counted} counted when first seen (pause too short?)"));
@@ -460,18 +362,14 @@ struct Run {
 }
 
 async fn soak(fake: &Fake, socket: &Path, builds: usize, failures: &mut Vec<String>) -> Run {
-    let source = format!("buildkitd+unix://{}", socket.display());
-    let config = Config::new(vec![SourceSpec::parse(&source, true, &Default::default()).expect("valid source")]);
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().unwrap();
-    let (stop, shutdown) = watch::channel(false);
-    let daemon = tokio::spawn(buildkit_exporter::serve(config, vec![listener], shutdown));
+    let daemon = Daemon::start(&[&format!("buildkitd+unix://{}", socket.display())], |_| {}).await;
+    let addr = daemon.addr;
     let start = Instant::now();
-    let mut metrics = scrape(addr).await;
-    while sum(&metrics, "buildkit_exporter_source_up") != 1.0 {
+    let mut metrics = daemon.metrics().await;
+    while sum(&metrics, "buildkit_exporter_source_up", &[]) != 1.0 {
         assert!(start.elapsed() < Duration::from_secs(PAUSE as u64 - 1), "source not up before the first build");
         tokio::time::sleep(Duration::from_millis(50)).await;
-        metrics = scrape(addr).await;
+        metrics = daemon.metrics().await;
     }
     let mut checkpoints = vec![Checkpoint::take(0, &metrics, fake, 0.0)];
     let mut last = Instant::now();
@@ -485,9 +383,8 @@ async fn soak(fake: &Fake, socket: &Path, builds: usize, failures: &mut Vec<Stri
     let seconds = start.elapsed().as_secs_f64();
     // BuildKit's second COMPLETE of the last builds is sent by now; nothing more may count.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let last = scrape(addr).await;
-    let _ = stop.send(true);
-    tokio::time::timeout(Duration::from_secs(10), daemon).await.expect("daemon stops").unwrap();
+    let last = daemon.metrics().await;
+    daemon.stop().await;
     Run { checkpoints, last, seconds }
 }
 
@@ -497,7 +394,7 @@ async fn soak(fake: &Fake, socket: &Path, builds: usize, failures: &mut Vec<Stri
 /// Series by metric family, most first.
 fn families(metrics: &str) -> Vec<(String, usize)> {
     let mut by: HashMap<String, usize> = HashMap::new();
-    for (metric, ..) in samples(metrics) {
+    for metric in metrics::all(metrics).map(|s| s.metric) {
         let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| metric.strip_suffix(s)).unwrap_or(metric);
         *by.entry(family.to_string()).or_default() += 1;
     }
@@ -516,8 +413,8 @@ fn spread(values: &[f64]) -> (f64, f64, f64) {
 fn judge(run: &Run, recording: &Recording, calls: &str, failures: &mut Vec<String>) -> Vec<String> {
     let builds = recording.builds;
     let mut findings = Vec::new();
-    let counted_now = sum(&run.last, "buildkit_builds_completed_total");
-    let started_now = sum(&run.last, "buildkit_builds_started_total");
+    let counted_now = sum(&run.last, "buildkit_builds_completed_total", &[]);
+    let started_now = sum(&run.last, "buildkit_builds_started_total", &[]);
     // A name is kept from the first build of it counted while fewer than --build.max-names are
     // kept, else all its builds are `other`: so each declared name has all its builds or none.
     let played = recording.played();
@@ -581,12 +478,12 @@ fn judge(run: &Run, recording: &Recording, calls: &str, failures: &mut Vec<Strin
     ));
     // Every `name` label value in /metrics, and those that never counted a build.
     let mut values: BTreeMap<&str, f64> = BTreeMap::new();
-    for (metric, labels, value) in samples(&run.last) {
-        let name = label(labels, "name");
+    for s in metrics::all(&run.last) {
+        let name = label(s.labels, "name");
         if !name.is_empty() {
             let total = values.entry(name).or_default();
-            if metric == "buildkit_builds_completed_total" {
-                *total += value;
+            if s.metric == "buildkit_builds_completed_total" {
+                *total += s.value;
             }
         }
     }
@@ -651,7 +548,7 @@ fn judge(run: &Run, recording: &Recording, calls: &str, failures: &mut Vec<Strin
     let top: Vec<String> = families(&run.last).iter().take(3).map(|(family, n)| format!("`{family}` {n}")).collect();
     findings.push(format!("Largest families at the end (series): {}.", top.join(", ")));
     findings.push(format!("The fake answered {calls}."));
-    let reconnects = sum(&run.last, "buildkit_exporter_source_reconnects_total");
+    let reconnects = sum(&run.last, "buildkit_exporter_source_reconnects_total", &[]);
     if !calls.starts_with("live history calls 1,") || reconnects != 0.0 {
         failures.push(format!("the source reconnected ({reconnects} reconnects; fake: {calls})"));
     }
@@ -682,22 +579,13 @@ fn main() {
     };
     let socket = dir.path().join("buildkitd.sock");
     println!("{HEADER}");
-    let mut failures = Vec::new();
-    let run = runtime.block_on(soak(&fake, &socket, builds, &mut failures));
+    let mut report = Report::new("soak");
+    let run = runtime.block_on(soak(&fake, &socket, builds, &mut report.failures));
     let calls = runtime.block_on(async { fake.stop() });
-    let findings = judge(&run, &recording, &calls, &mut failures);
+    let findings = judge(&run, &recording, &calls, &mut report.failures);
 
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_default();
-    let date = time::OffsetDateTime::now_utc().date();
-    let mut report = format!(
+    write!(
+        report,
         "# Soak: {builds} builds through one connection\n\n\
          **Method.** The four builds recorded from a real engine (`ml-base` uncached and cached, one that fails \
          before naming its image, a multi-stage `team/multi`) are cloned {rounds} times in recorded order, with fresh \
@@ -713,11 +601,13 @@ fn main() {
          size, builds counted (sum of `buildkit_builds_completed_total`), started and running. Time is since the \
          previous checkpoint, pause included. **Flat** means, over the last {JUDGED} checkpoints: RSS within {:.0} % \
          (max against min), open fds within ±{FD_SPREAD}, series equal.\n\n\
-         **Machine:** {cores} cores ({cpu}), release build, {date}. **Reproduce:** `cargo bench --bench soak` \
+         **Machine:** {}, release build. **Reproduce:** `cargo bench --bench soak` \
          (`cargo bench --bench soak -- --builds 30000` for a longer run).\n\n{HEADER}\n",
         RSS_SPREAD * 100.0,
+        Report::machine(),
         rounds = recording.rounds(),
-    );
+    )
+    .unwrap();
     for c in &run.checkpoints {
         writeln!(report, "{}", c.row()).unwrap();
     }
@@ -725,15 +615,9 @@ fn main() {
     for f in &findings {
         writeln!(report, "- {f}").unwrap();
     }
-    if failures.is_empty() {
-        writeln!(report, "\n**Result: pass.**").unwrap();
-    } else {
-        writeln!(report, "\n**Result: FAIL.**\n").unwrap();
-        for f in &failures {
-            writeln!(report, "- {f}").unwrap();
-        }
-    }
-    report.push_str(
+    report.verdict();
+    write!(
+        report,
         "\n**What it shows.** Counting, fds and series are exact and constant once the name set is full (by 1 000 \
          builds). Most of the ~25 000 series and 2.5 MiB per scrape are the step-duration histogram (per name and \
          instruction) and the build-duration histogram (per name and result) of 200 names. After the first 1 000 \
@@ -743,13 +627,7 @@ fn main() {
          six 10 000-build runs, this one included, had an RSS spread over the last five checkpoints of 0.8–10.9 % \
          (one over the bound), and a 30 000-build run stayed within 35.6–35.9 MiB from 12 000 builds to 30 000. \
          The `name` label has 202 values: the 200 names kept, `unknown` and `other` (a name is admitted when a build declares it, so the zero-valued series made for a running build are those of the name it will be counted under).\n",
-    );
-    print!("{report}");
-    if !in_process && builds == BUILDS {
-        std::fs::write(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/soak.md"), &report).unwrap();
-    }
-    if !failures.is_empty() {
-        eprintln!("\nSOAK FAILED:\n- {}", failures.join("\n- "));
-        std::process::exit(1);
-    }
+    )
+    .unwrap();
+    report.finish(!in_process && builds == BUILDS);
 }

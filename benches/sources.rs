@@ -1,5 +1,5 @@
 //! Does one daemon keep up with many sources? It follows 52 at once: 50 fake BuildKit servers
-//! (the tests' fake, in this process, each on its own unix socket, each playing the four builds
+//! (the test kit's fake, in this process, each on its own unix socket, each playing the four builds
 //! recorded in tests/fixtures/builds.jsonl at their recorded pace and then holding its history
 //! stream open) and two real Docker Engines 26.1, on which real multi-step builds run for a few
 //! minutes. The daemon is the release binary in a child process, so its memory and CPU are its
@@ -19,22 +19,18 @@
 //!
 //! `cargo bench --bench sources` (`-- --quick`: fewer, closer builds, and writes nothing).
 
-#[path = "../tests/support/fixture.rs"]
-#[allow(dead_code)]
-mod fixture;
-
-#[path = "../tests/support/fake.rs"]
-#[allow(dead_code)]
-mod fake;
-
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write as _};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use fake::{FakeBuildkit, Script};
+use testkit::binary::{stop, with_deathsig};
+use testkit::fake::{FakeBuildkit, Script};
+use testkit::http::Client;
+use testkit::measure::{cpu, load, memory, open_fds, threads, wait_quiet};
+use testkit::metrics::{self, label, sum};
+use testkit::report::{kib, mib, ms, quantile, Report};
+use testkit::{exporter_binary, fixture, repo_file, Binary};
 
 /// Fake BuildKit servers followed.
 const FAKES: usize = 50;
@@ -45,8 +41,7 @@ const BUILDS: usize = 8;
 const GAP: Duration = Duration::from_secs(20);
 /// Scrapes timed at the end.
 const SCRAPES: usize = 200;
-/// Figures are taken once the 1-minute load average is below this, waiting at most this long.
-const QUIET_LOAD: f64 = 0.7;
+/// Longest wait for a quiet machine (see `measure::QUIET_LOAD`).
 const QUIET_WAIT: Duration = Duration::from_secs(600);
 /// The bridges of the engines started here (address ranges nothing else here uses).
 const BRIDGES: [(&str, &str); 2] = [("srcbench0", "10.250.29.1/24"), ("srcbench1", "10.250.30.1/24")];
@@ -73,170 +68,27 @@ fn now() -> f64 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// HTTP, metrics, /proc.
-
-/// A keep-alive HTTP/1.1 client for GETs.
-struct Http {
-    addr: SocketAddr,
-    conn: Option<BufReader<TcpStream>>,
-}
-
-impl Http {
-    fn new(addr: SocketAddr) -> Http {
-        Http { addr, conn: None }
-    }
-
-    /// Status, body (as sent: gzipped when asked and given).
-    fn get(&mut self, path: &str, gzip: bool) -> (u16, Vec<u8>) {
-        match self.try_get(path, gzip) {
-            Ok(reply) => reply,
-            Err(_) => {
-                self.conn = None;
-                self.try_get(path, gzip).unwrap_or_else(|e| panic!("GET {path} from {}: {e}", self.addr))
-            }
-        }
-    }
-
-    fn try_get(&mut self, path: &str, gzip: bool) -> std::io::Result<(u16, Vec<u8>)> {
-        if self.conn.is_none() {
-            let stream = TcpStream::connect(self.addr)?;
-            stream.set_nodelay(true)?;
-            stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-            self.conn = Some(BufReader::with_capacity(1 << 16, stream));
-        }
-        let conn = self.conn.as_mut().unwrap();
-        let encoding = if gzip { "Accept-Encoding: gzip\r\n" } else { "" };
-        write!(conn.get_mut(), "GET {path} HTTP/1.1\r\nHost: bench\r\n{encoding}\r\n")?;
-        let mut line = String::new();
-        conn.read_line(&mut line)?;
-        let status = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("status line {line:?}")))?;
-        let mut length = 0;
-        loop {
-            line.clear();
-            conn.read_line(&mut line)?;
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        conn.read_exact(&mut body)?;
-        Ok((status, body))
-    }
-
-    fn metrics(&mut self) -> String {
-        let (status, body) = self.get("/metrics", false);
-        assert_eq!(status, 200, "/metrics answered {status}");
-        String::from_utf8(body).expect("UTF-8 metrics")
-    }
-}
-
-/// `(metric, labels, value)` of every sample.
-fn samples(metrics: &str) -> impl Iterator<Item = (&str, &str, f64)> {
-    metrics.lines().filter(|l| !l.is_empty() && !l.starts_with('#')).filter_map(|l| {
-        let (series, value) = l.rsplit_once(' ')?;
-        let (metric, labels) = series.split_once('{').unwrap_or((series, ""));
-        Some((metric, labels, value.parse().ok()?))
-    })
-}
-
-fn label<'a>(labels: &'a str, name: &str) -> &'a str {
-    let Some(start) = labels.find(&format!("{name}=\"")).map(|i| i + name.len() + 2) else { return "" };
-    let end = labels[start..].find('"').map_or(labels.len(), |i| start + i);
-    &labels[start..end]
-}
-
-/// Sum of `metric` over the series whose labels contain all of `with`.
-fn sum(metrics: &str, metric: &str, with: &[(&str, &str)]) -> f64 {
-    samples(metrics)
-        .filter(|(m, labels, _)| *m == metric && with.iter().all(|(k, v)| label(labels, k) == *v))
-        .map(|(.., v)| v)
-        .sum()
-}
+// What the daemon counted.
 
 /// Builds counted by the fake sources.
 fn fake_count(metrics: &str) -> f64 {
-    samples(metrics)
-        .filter(|(m, labels, _)| {
-            *m == "buildkit_builds_completed_total" && label(labels, "builder").starts_with("fake-")
-        })
-        .map(|(.., v)| v)
+    metrics::all(metrics)
+        .filter(|s| s.metric == "buildkit_builds_completed_total" && label(s.labels, "builder").starts_with("fake-"))
+        .map(|s| s.value)
         .sum()
+}
+
+/// Builds of `name` an engine's source counted with `result`.
+fn engine_count(metrics: &str, engine: &str, name: &str, result: &str) -> f64 {
+    sum(metrics, "buildkit_builds_completed_total", &[("builder", engine), ("name", name), ("result", result)])
 }
 
 /// `buildkit_exporter_source_up` by builder.
 fn up(metrics: &str) -> Vec<(String, f64)> {
-    samples(metrics)
-        .filter(|(m, ..)| *m == "buildkit_exporter_source_up")
-        .map(|(_, labels, v)| (label(labels, "builder").to_string(), v))
+    metrics::all(metrics)
+        .filter(|s| s.metric == "buildkit_exporter_source_up")
+        .map(|s| (label(s.labels, "builder").to_string(), s.value))
         .collect()
-}
-
-/// VmRSS and VmHWM of `pid`, KiB.
-fn memory(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// User + system CPU seconds of `pid`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<f64> = stat.rsplit_once(") ").unwrap().1.split(' ').map(|f| f.parse().unwrap_or(0.0)).collect();
-    (fields[11] + fields[12]) / 100.0
-}
-
-fn threads(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
-fn load() -> f64 {
-    std::fs::read_to_string("/proc/loadavg").unwrap().split_whitespace().next().unwrap().parse().unwrap()
-}
-
-fn wait_quiet(quick: bool) -> (f64, bool) {
-    let deadline = Instant::now() + if quick { Duration::ZERO } else { QUIET_WAIT };
-    let mut said = false;
-    loop {
-        let load = load();
-        if load < QUIET_LOAD {
-            return (load, true);
-        }
-        if Instant::now() > deadline {
-            eprintln!("load still {load:.2}: measuring under load");
-            return (load, false);
-        }
-        if !said {
-            eprintln!("load {load:.2}: waiting for it to fall below {QUIET_LOAD}");
-            said = true;
-        }
-        std::thread::sleep(Duration::from_secs(5));
-    }
-}
-
-fn quantile(values: &[f64], q: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -255,7 +107,7 @@ fn engine_version(host: &str) -> Option<String> {
 /// Runs scripts/engine-up.sh with `host` as DOCKER_HOST: it finds the engine answering there and
 /// imports tinybase into it.
 fn import_tinybase(host: &str) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/engine-up.sh");
+    let script = repo_file("scripts/engine-up.sh");
     let out = Command::new(&script)
         .env("DOCKER_HOST", host)
         .stdin(Stdio::null())
@@ -283,27 +135,14 @@ fn ip(args: &[&str]) -> bool {
     Command::new("ip").args(args).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
 }
 
-/// util-linux's `setpriv`, which execs a program with a parent-death signal.
-const SETPRIV: &str = "/usr/bin/setpriv";
-
-/// A command running `program` that gets SIGTERM should this process die first.
-fn with_deathsig(program: &Path) -> Command {
-    if Path::new(SETPRIV).exists() {
-        let mut command = Command::new(SETPRIV);
-        command.args(["--pdeathsig", "TERM", "--"]).arg(program);
-        command
-    } else {
-        Command::new(program)
-    }
-}
-
-/// A Docker Engine started here, on its own bridge, stopped and removed on drop.
+/// A Docker Engine started here, on its own bridge, stopped and removed on drop. Its directory
+/// is laid out as that of the engine scripts/engine-up.sh starts (data and exec roots, socket,
+/// pidfile, and the bridge made for it), so that scripts/engine-down.sh takes it down.
 struct Engine {
     dir: tempfile::TempDir,
     child: Child,
     host: String,
     version: String,
-    bridge: &'static str,
 }
 
 impl Engine {
@@ -317,6 +156,8 @@ impl Engine {
         assert!(ip(&["link", "add", bridge, "type", "bridge"]), "ip link add {bridge} (root needed)");
         assert!(ip(&["addr", "add", address, "dev", bridge]));
         assert!(ip(&["link", "set", bridge, "up"]));
+        std::fs::write(d.join("created-bridge"), format!("{bridge}\n")).unwrap();
+        std::fs::write(d.join(".buildkit-exporter-engine"), "").unwrap();
         std::fs::write(d.join("daemon.json"), "{}\n").unwrap();
         let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
         let sbin = dockerd.parent().unwrap();
@@ -340,7 +181,7 @@ impl Engine {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", dockerd.display()));
-        let mut engine = Engine { dir, child, host, version: String::new(), bridge };
+        let mut engine = Engine { dir, child, host, version: String::new() };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if let Some(version) = engine_version(&engine.host) {
@@ -361,38 +202,19 @@ impl Engine {
 }
 
 impl Drop for Engine {
+    /// Its dockerd, a child of this process, is stopped and reaped here; what it leaves (its
+    /// containerd and shims, by their pidfiles, its mounts, its bridge, its directory) goes as
+    /// scripts/engine-down.sh takes down its own engine.
     fn drop(&mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(40);
-        while matches!(self.child.try_wait(), Ok(None)) {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        stop(&mut self.child, Duration::from_secs(40));
+        let down = Command::new(repo_file("scripts/engine-down.sh"))
+            .env("BUILDKIT_EXPORTER_ENGINE_DIR", self.dir.path())
+            .env_remove("BUILDKIT_EXPORTER_ENGINE_VERSION")
+            .stdin(Stdio::null())
+            .status();
+        if !down.is_ok_and(|s| s.success()) {
+            eprintln!("scripts/engine-down.sh could not take down the engine in {}", self.dir.path().display());
         }
-        // Anything of it left (its containerd, shims), then its mounts, its dir, its bridge.
-        let dir = self.dir.path().to_string_lossy().to_string();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains(&format!("{dir}/")) && pid != std::process::id() {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-            }
-        }
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut mounts: Vec<&str> = mountinfo
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|m| m.starts_with(&format!("{dir}/")))
-            .collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-        for m in mounts {
-            let _ = Command::new("umount").arg(m).status();
-        }
-        ip(&["link", "delete", self.bridge]);
     }
 }
 
@@ -442,61 +264,6 @@ fn builds(host: &str, name: &str, count: usize, gap: Duration) -> (usize, usize)
 
 // ---------------------------------------------------------------------------------------------
 
-/// The daemon binary in a child process, its log in a file.
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(sources: &[String], dir: &Path) -> Daemon {
-        let log = dir.join("daemon.log");
-        let file = std::fs::File::create(&log).unwrap();
-        let mut command = with_deathsig(Path::new(env!("CARGO_BIN_EXE_buildkit-exporter")));
-        command.args(["--web.listen-address", "127.0.0.1:0"]);
-        for source in sources {
-            command.args(["--source", source]);
-        }
-        let child = command
-            .env_remove("DOCKER_HOST")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("start the daemon");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(addr) = text.lines().find_map(|l| l.split("msg=listening address=").nth(1)) {
-                break addr.trim().parse().expect("listening address");
-            }
-            assert!(Instant::now() < deadline, "the daemon did not say where it listens:\n{text}");
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        Daemon { child, addr, log }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while matches!(self.child.try_wait(), Ok(None)) {
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (count, gap) = if quick { (2, Duration::from_secs(2)) } else { (BUILDS, GAP) };
@@ -525,11 +292,11 @@ fn main() {
         second.host,
         dockerd.display()
     );
-    let (load_start, quiet) = wait_quiet(quick);
+    let (load_start, quiet) = wait_quiet(if quick { Duration::ZERO } else { QUIET_WAIT });
 
     // The fakes.
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let lines = fixture::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/builds.jsonl"));
+    let lines = fixture::recorded();
     let dirs: Vec<tempfile::TempDir> = (0..FAKES).map(|_| tempfile::tempdir().unwrap()).collect();
     let fakes: Vec<FakeBuildkit> = dirs
         .iter()
@@ -537,20 +304,15 @@ fn main() {
         .collect();
     let mut sources: Vec<String> =
         fakes.iter().enumerate().map(|(i, f)| format!("fake-{i:02}={}", f.source())).collect();
-    // Through a link of our own: scripts/engine-down.sh ends every process whose command line
-    // names its state dir, which a `--source` with the engine's own socket path would.
-    let links = tempfile::tempdir().unwrap();
-    let link = links.path().join("engine-a.sock");
-    std::os::unix::fs::symlink(first.trim_start_matches("unix://"), &link).unwrap();
-    sources.push(format!("engine-a=unix://{}", link.display()));
+    sources.push(format!("engine-a={first}"));
     sources.push(format!("engine-b={}", second.host));
 
     // The daemon, until every source is up.
-    let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let daemon = Daemon::start(&sources, dir.path());
-    let pid = daemon.child.id();
-    let mut http = Http::new(daemon.addr);
+    let args: Vec<&str> = sources.iter().flat_map(|s| ["--source", s.as_str()]).collect();
+    let daemon = Binary::start(exporter_binary!(), &args, &[]);
+    let pid = daemon.pid();
+    let mut http = Client::new(daemon.addr);
     let all_up = loop {
         let metrics = http.metrics();
         let up = up(&metrics);
@@ -567,7 +329,7 @@ fn main() {
     };
     eprintln!("all {} sources up after {all_up:.2} s", sources.len());
     let (rss_up, _) = memory(pid);
-    let cpu_up = cpu_seconds(pid);
+    let cpu_up = cpu(pid).0;
 
     // Real builds on both engines at once, the sources checked every second meanwhile.
     let run = format!("{}", now() as u64 % 100_000);
@@ -601,11 +363,7 @@ fn main() {
         failures.clear();
         for (engine, name, (ok, failed)) in [("engine-a", &names[0], done_a), ("engine-b", &names[1], done_b)] {
             for (result, expected) in [("succeeded", ok), ("failed", failed)] {
-                let counted = sum(
-                    &metrics,
-                    "buildkit_builds_completed_total",
-                    &[("builder", engine), ("name", name), ("result", result)],
-                );
+                let counted = engine_count(&metrics, engine, name, result);
                 if counted != expected as f64 {
                     failures.push(format!("{engine}: {counted} builds of {name} counted as {result}, ran {expected}"));
                 }
@@ -634,28 +392,24 @@ fn main() {
         failures.push(format!("not all up at the end: {up_end:?}"));
     }
     let lasted = started.elapsed().as_secs_f64();
-    let cpu_end = cpu_seconds(pid);
+    let cpu_end = cpu(pid).0;
     let (rss_end, hwm) = memory(pid);
     let (thread_count, fds) = (threads(pid), open_fds(pid));
 
-    // Scrapes, back to back.
-    let mut plain = Vec::new();
-    let mut size = 0;
-    for _ in 0..SCRAPES {
-        let t = Instant::now();
-        let (_, body) = http.get("/metrics", false);
-        plain.push(t.elapsed().as_secs_f64());
-        size = body.len();
-    }
-    let mut gzip = Vec::new();
-    let mut gzip_size = 0;
-    for _ in 0..SCRAPES {
-        let t = Instant::now();
-        let (_, body) = http.get("/metrics", true);
-        gzip.push(t.elapsed().as_secs_f64());
-        gzip_size = body.len();
-    }
-    let series = samples(&metrics).count();
+    // Scrapes, back to back: their times, and the size of the last.
+    let mut scrapes = |gzip: bool| {
+        let mut times = Vec::new();
+        let mut size = 0;
+        for _ in 0..SCRAPES {
+            let t = Instant::now();
+            size = http.get("/metrics", gzip).body.len();
+            times.push(t.elapsed().as_secs_f64());
+        }
+        (times, size)
+    };
+    let (plain, size) = scrapes(false);
+    let (gzip, gzip_size) = scrapes(true);
+    let series = metrics::all(&metrics).count();
     let load_end = load();
     let log = daemon.log();
     drop(http);
@@ -664,38 +418,15 @@ fn main() {
     drop(second);
     drop(first_engine);
 
-    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("level=warn") || l.contains("level=error")).collect();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_default();
-    let date = time::OffsetDateTime::now_utc().date();
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(env!("CARGO_MANIFEST_DIR"))
-            .args(args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default()
-    };
-    let commit = git(&["rev-parse", "--short", "HEAD"]);
-    let dirty =
-        if git(&["status", "--porcelain", "src"]).is_empty() { "" } else { " with uncommitted changes in `src/`" };
-    let ms = |v: f64| format!("{:.2} ms", v * 1e3);
-    let mut md = String::new();
+    let mut md = Report::new("sources");
+    md.failures = failures;
     writeln!(md, "# Many sources: 50 fake BuildKit servers and 2 real engines\n").unwrap();
     writeln!(
         md,
-        "**Machine:** {cores} cores ({cpu}), {date}; the daemon built from `{commit}`{dirty}. The daemon, both \
-         engines and the fakes share the cores. \
+        "**Machine:** {}. The daemon, both engines and the fakes share the cores. \
          **Reproduce:** as root, after `scripts/provision.sh`, `cargo bench --bench sources` (with \
-         `DOCKER_HOST` unset, so that it starts both engines). Writes this file.\n"
+         `DOCKER_HOST` unset, so that it starts both engines). Writes this file.\n",
+        Report::machine()
     )
     .unwrap();
     writeln!(
@@ -723,6 +454,11 @@ fn main() {
     .unwrap();
     writeln!(md, "| measure | value |\n|---|---|").unwrap();
     let ups = up_end.iter().filter(|(_, v)| *v == 1.0).count();
+    let engine_row = |which: &str, engine: &str, name: &str, (ok, failed): (usize, usize)| {
+        let counted = |result| engine_count(&metrics, engine, name, result);
+        let counts = format!("{} succeeded, {} failed (ran {ok}, {failed})", counted("succeeded"), counted("failed"));
+        (format!("builds of the run counted, {which} engine"), counts)
+    };
     let not_up: Vec<String> = up_end.iter().filter(|(_, v)| *v != 1.0).map(|(b, v)| format!("{b}={v}")).collect();
     let rows = [
         (
@@ -740,48 +476,11 @@ fn main() {
         ("time from start to all sources up".into(), format!("{all_up:.2} s")),
         ("source reconnects".into(), format!("{reconnects}")),
         ("builds counted, fakes".into(), format!("{fake_counted} ({FAKE_BUILDS} per fake: 3 succeeded, 1 failed)")),
-        (
-            "builds of the run counted, first engine".into(),
-            format!(
-                "{} succeeded, {} failed (ran {}, {})",
-                sum(
-                    &metrics,
-                    "buildkit_builds_completed_total",
-                    &[("builder", "engine-a"), ("name", &names[0]), ("result", "succeeded")]
-                ),
-                sum(
-                    &metrics,
-                    "buildkit_builds_completed_total",
-                    &[("builder", "engine-a"), ("name", &names[0]), ("result", "failed")]
-                ),
-                done_a.0,
-                done_a.1
-            ),
-        ),
-        (
-            "builds of the run counted, second engine".into(),
-            format!(
-                "{} succeeded, {} failed (ran {}, {})",
-                sum(
-                    &metrics,
-                    "buildkit_builds_completed_total",
-                    &[("builder", "engine-b"), ("name", &names[1]), ("result", "succeeded")]
-                ),
-                sum(
-                    &metrics,
-                    "buildkit_builds_completed_total",
-                    &[("builder", "engine-b"), ("name", &names[1]), ("result", "failed")]
-                ),
-                done_b.0,
-                done_b.1
-            ),
-        ),
+        engine_row("first", "engine-a", &names[0], done_a),
+        engine_row("second", "engine-b", &names[1], done_b),
         ("builds running at the end".into(), format!("{running}")),
         ("series in /metrics".into(), format!("{series}")),
-        (
-            "/metrics size, plain / gzip".into(),
-            format!("{:.0} KiB / {:.0} KiB", size as f64 / 1024.0, gzip_size as f64 / 1024.0),
-        ),
+        ("/metrics size, plain / gzip".into(), format!("{} / {}", kib(size), kib(gzip_size))),
         (
             "scrape time plain, median / p99 / max".into(),
             format!("{} / {} / {}", ms(quantile(&plain, 0.5)), ms(quantile(&plain, 0.99)), ms(quantile(&plain, 1.0))),
@@ -790,15 +489,12 @@ fn main() {
             "scrape time gzip, median / p99 / max".into(),
             format!("{} / {} / {}", ms(quantile(&gzip, 0.5)), ms(quantile(&gzip, 0.99)), ms(quantile(&gzip, 1.0))),
         ),
-        ("RSS once all were up".into(), format!("{:.1} MiB", rss_up as f64 / 1024.0)),
+        ("RSS once all were up".into(), mib(rss_up)),
         (
             "RSS once the fakes' 200 builds were counted".into(),
-            fakes_done.map_or("not seen".into(), |(t, rss)| format!("{:.1} MiB (after {t:.0} s)", rss as f64 / 1024.0)),
+            fakes_done.map_or("not seen".into(), |(t, rss)| format!("{} (after {t:.0} s)", mib(rss))),
         ),
-        (
-            format!("RSS after {:.1} min (peak)", lasted / 60.0),
-            format!("{:.1} MiB ({:.1} MiB)", rss_end as f64 / 1024.0, hwm as f64 / 1024.0),
-        ),
+        (format!("RSS after {:.1} min (peak)", lasted / 60.0), format!("{} ({})", mib(rss_end), mib(hwm))),
         ("CPU time until all up".into(), format!("{cpu_up:.2} s")),
         (
             format!("CPU time over {:.1} min, of which {:.1} min of builds", lasted / 60.0, build_seconds / 60.0),
@@ -810,28 +506,7 @@ fn main() {
         writeln!(md, "| {k} | {v} |").unwrap();
     }
     writeln!(md, "\n**Conditions.** 1-minute load {load_start:.2} when the daemon started{}, {load_end:.2} at the end (the builds' own load included).", if quiet { "" } else { " (taken under load)" }).unwrap();
-    if warnings.is_empty() {
-        writeln!(md, "The daemon logged no warnings or errors.").unwrap();
-    } else {
-        writeln!(md, "The daemon logged:\n").unwrap();
-        for w in &warnings {
-            writeln!(md, "- `{w}`").unwrap();
-        }
-    }
-    if failures.is_empty() {
-        writeln!(md, "\n**Result: pass.**").unwrap();
-    } else {
-        writeln!(md, "\n**Result: FAIL.**\n").unwrap();
-        for f in &failures {
-            writeln!(md, "- {f}").unwrap();
-        }
-    }
-    print!("{md}");
-    if !quick {
-        std::fs::write(Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/sources.md"), &md).unwrap();
-    }
-    if !failures.is_empty() {
-        eprintln!("\nSOURCES FAILED:\n- {}", failures.join("\n- "));
-        std::process::exit(1);
-    }
+    md.daemon_logs(&[("", &log)]);
+    md.verdict();
+    md.finish(!quick);
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Stops the dockerd that scripts/engine-up.sh started (found by its pidfile in the state dir),
-# waits for it to exit and removes the state dir (and the bridge it made). Does nothing when
+# Stops the dockerd that scripts/engine-up.sh started, waits for it to exit, stops what it
+# started that outlived it, and removes the state dir (and the bridge it made). Each process is
+# found by the pidfile it keeps below the state dir, never by its command line, so nothing of
+# anyone else's stops (say, an exporter watching the same socket). Does nothing when
 # engine-up.sh used an engine it did not start.
 #
 #   BUILDKIT_EXPORTER_ENGINE_VERSION  which of our engines: unset or 26.1, or 28.5 (engine-up.sh
@@ -21,13 +23,13 @@ exec 9>"$STATE.lock"
 flock -w 120 9 || die "could not lock $STATE.lock"
 
 
-# Processes still running from our state dir (dockerd's managed containerd, shims), by pid.
+# What our dockerd started that may outlive it, by the pidfiles they keep below its exec root:
+# its containerd, and each container's shim and first process.
 leftover_pids() {
-  local d pid
-  for d in /proc/[0-9]*; do
-    pid="${d#/proc/}"
-    [ "$pid" != "$$" ] || continue
-    if tr '\0' ' ' 2>/dev/null <"$d/cmdline" | grep -qF -- "$STATE/"; then printf '%s\n' "$pid"; fi
+  local file
+  for file in "$STATE/exec/containerd/containerd.pid" \
+    "$STATE"/exec/containerd/daemon/io.containerd.runtime.v2.task/*/*/{shim,init}.pid; do
+    pid_of "$file" || true
   done
 }
 

@@ -132,10 +132,8 @@ emit() { # $1: docker host, $2: started by us (0/1)
   if [ -n "$ENGINE_VERSION" ]; then printf 'export BUILDKIT_EXPORTER_ENGINE_VERSION=%q\n' "$ENGINE_VERSION"; fi
   if [ -n "${CLIENT_CONFIG:-}" ]; then printf 'export DOCKER_CONFIG=%q\n' "$CLIENT_CONFIG"; fi
   # Our own engine also listens with TLS (client certificate required), for the TLS tests.
-  if [ "$2" = 1 ] && [ -f "$TLS_DIR/key.pem" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -- "--tlsverify"; then
-    local port
-    port="$(tr '\0' '\n' <"/proc/$pid/cmdline" | sed -n 's|^tcp://127\.0\.0\.1:\([0-9]*\)$|\1|p' | head -n1)"
-    printf 'export BUILDKIT_EXPORTER_ENGINE_TLS_HOST=%q\n' "tcp://127.0.0.1:${port:-$TLS_PORT}"
+  if [ "$2" = 1 ] && [ -f "$TLS_DIR/key.pem" ] && [ -f "$STATE/tls-port" ]; then
+    printf 'export BUILDKIT_EXPORTER_ENGINE_TLS_HOST=%q\n' "tcp://127.0.0.1:$(cat "$STATE/tls-port")"
     printf 'export BUILDKIT_EXPORTER_ENGINE_TLS_CERTS=%q\n' "$TLS_DIR"
   fi
 }
@@ -258,7 +256,7 @@ else
   for b in containerd containerd-shim-runc-v2 runc; do
     PATH="$ENGINE_PATH" command -v "$b" >/dev/null 2>&1 || die "$b missing (run scripts/provision.sh)"
   done
-  rm -f "$PIDFILE" "$SOCK"
+  rm -f "$PIDFILE" "$SOCK" "$STATE/tls-port"
   mkdir -p "$STATE/data" "$STATE/exec"
   touch "$MARKER"
   if [ "$ENGINE_VERSION" = 28.5 ]; then
@@ -273,6 +271,8 @@ else
     log "loopback port $TLS_PORT is taken; trying $((TLS_PORT + 1)) for the TLS listener"
     TLS_PORT=$((TLS_PORT + 1))
   done
+  # The port it listens on with TLS, for the environment printed for this engine, now and later.
+  printf '%s\n' "$TLS_PORT" >"$STATE/tls-port"
   log "starting dockerd $("$DOCKERD" --version | awk '{print $3}' | tr -d ,) on $OWN_HOST (log: $LOGFILE)"
   # Own data-root, exec-root, socket, pidfile and config. No iptables rules and no ip_forward
   # change, so the host's firewall and routing are left alone. The default bridge must exist

@@ -7,11 +7,17 @@
 # stopped here. Extra arguments go to `cargo test` (and skip both extra passes);
 # BUILDKIT_EXPORTER_SKIP_LOADED=1 skips the loaded run, BUILDKIT_EXPORTER_SKIP_ENGINE_28_5=1 the
 # 28.5 one. BUILDKIT_EXPORTER_KEEP_ENGINE=1 leaves the engines running.
+#
+# A bare `cargo test` ignores the tests that need the engine, Prometheus, Chromium or docker
+# compose, each saying what it needs; every pass here runs them (`--include-ignored`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The suites that run real builds on the engine.
 ENGINE_SUITES=(--test engine --test faults --test cli --test status_page --test prometheus)
+# Test binaries' arguments for every test: the ignored ones too, but the fixture recorder, which
+# rewrites tests/fixtures on purpose only (see tests/record.rs).
+EVERY_TEST=(--include-ignored --skip record_fixture_builds)
 
 scripts/provision.sh
 # Not `eval "$(...)"`, whose status is eval's: a failed engine-up.sh must stop here.
@@ -24,9 +30,17 @@ export DOCKER_HOST
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings
-cargo test --locked "$@"
+if [ "$#" -eq 0 ]; then
+  cargo test --locked -- "${EVERY_TEST[@]}"
+else
+  # The tests the arguments name, ignored ones included (after their own `--`, if they have one).
+  case " $* " in
+    *" -- "*) cargo test --locked "$@" --include-ignored ;;
+    *) cargo test --locked "$@" -- --include-ignored ;;
+  esac
+fi
 if [ "$#" -eq 0 ] && [ -z "${BUILDKIT_EXPORTER_SKIP_LOADED:-}" ]; then
-  scripts/loaded.sh cargo test --locked
+  scripts/loaded.sh cargo test --locked -- "${EVERY_TEST[@]}"
 fi
 
 if [ "$#" -eq 0 ] && [ -z "${BUILDKIT_EXPORTER_SKIP_ENGINE_28_5:-}" ] \
@@ -41,7 +55,7 @@ if [ "$#" -eq 0 ] && [ -z "${BUILDKIT_EXPORTER_SKIP_ENGINE_28_5:-}" ] \
       trap 'scripts/engine-down.sh' EXIT
     fi
     echo "[test] the engine suites against Docker Engine 28.5 (containerd image store) at $DOCKER_HOST" >&2
-    cargo test --locked "${ENGINE_SUITES[@]}"
+    cargo test --locked "${ENGINE_SUITES[@]}" -- --include-ignored
     echo "[test] Docker Engine 28.5 pass: $((SECONDS - started)) s" >&2
   )
 fi

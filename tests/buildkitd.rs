@@ -139,11 +139,8 @@ async fn failed_canceled_and_concurrent_builds_counted_exactly() {
     }
 
     let canceled = unique("bk-canceled");
-    let running = bk.build(
-        &context(&format!("{BASE}RUN echo {nonce} started && sleep 60\n")),
-        &format!("{canceled}:1"),
-        &[],
-    );
+    let running =
+        bk.build(&context(&format!("{BASE}RUN echo {nonce} started && sleep 60\n")), &format!("{canceled}:1"), &[]);
     running.wait_printed(&format!("{nonce} started")).await;
     running.interrupt();
     assert!(!running.finish().await.success);
@@ -160,7 +157,10 @@ async fn failed_canceled_and_concurrent_builds_counted_exactly() {
     for builder in [UNIX, TLS] {
         counted(&daemon, builder, &first, "succeeded", 1.0).await;
         let m = counted(&daemon, builder, &second, "succeeded", 1.0).await;
-        assert_eq!(sum(&m, "buildkit_steps_total", &[("builder", builder), ("name", &second)]), b.finished_steps() as f64);
+        assert_eq!(
+            sum(&m, "buildkit_steps_total", &[("builder", builder), ("name", &second)]),
+            b.finished_steps() as f64
+        );
         assert_eq!(sample(&m, "buildkit_builds_started_total", &[("builder", builder)]), Some(4.0), "{m}");
         for name in [&failing, &canceled, &first, &second] {
             assert_eq!(finished_builds(&m, name), 2.0, "{name} once per builder:\n{m}");

@@ -1,22 +1,20 @@
 //! The binary as users run it: flags, log lines for every way a source can fail, signals, and
 //! build-arg values kept out of every output.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use support::binary::{Binary, PATH};
-use support::engine::{self, Context, ENGINE};
-use support::fake::{Connection, FakeBuildkit, Script};
-use support::{assert_golden, eventually, fixture, sample, test_file};
+use testkit::engine::{self, Context, ENGINE};
+use testkit::fake::{Connection, FakeBuildkit, Script};
+use testkit::metrics::{finished_builds, sample};
+use testkit::{assert_golden, eventually, exporter_binary, fixture, http, Binary};
 
 const FAST_RETRY: Duration = Duration::from_secs(10);
 const OPERATOR_RETRY: Duration = Duration::from_secs(35);
 
 #[test]
 fn help_is_pinned() {
-    let output = std::process::Command::new(PATH).arg("--help").output().unwrap();
+    let output = std::process::Command::new(exporter_binary!()).arg("--help").output().unwrap();
     assert!(output.status.success());
     assert_golden("help.txt", &String::from_utf8(output.stdout).unwrap());
 }
@@ -26,7 +24,7 @@ fn bad_flags_exit_with_one_line() {
     for args in
         [&["--source", "ssh://builder"][..], &["--web.listen-address", "nowhere"][..], &["--log.level", "chatty=="][..]]
     {
-        let output = std::process::Command::new(PATH).args(args).output().unwrap();
+        let output = std::process::Command::new(exporter_binary!()).args(args).output().unwrap();
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
@@ -42,7 +40,7 @@ async fn down_with(binary: &Binary, expected: &str, retry_within: Duration) {
     assert!(line.contains("level=warn") && line.contains("msg=\"source down\""), "{line}");
     let m = binary.metrics().await;
     assert_eq!(sample(&m, "buildkit_exporter_source_up", &[]), Some(0.0));
-    let (status, body) = support::get(binary.addr, "/healthz").await;
+    let (status, body) = http::get(binary.addr, "/healthz").await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     // Retries are counted, not logged again.
     eventually(retry_within, "a retry", || async {
@@ -57,7 +55,7 @@ async fn down_with(binary: &Binary, expected: &str, retry_within: Duration) {
 async fn unreachable_socket() {
     let dir = tempfile::tempdir().unwrap();
     let source = format!("unix://{}/docker.sock", dir.path().display());
-    let binary = Binary::start(&["--source", &source], &[]).await;
+    let binary = Binary::start(exporter_binary!(), &["--source", &source], &[]);
     down_with(&binary, "no engine at unix://", FAST_RETRY).await;
     assert!(binary.terminate().await.success());
 }
@@ -73,7 +71,7 @@ async fn permission_denied_on_the_socket() {
     let source = format!("unix://{}", socket.display());
     // Root may open anything: run as nobody.
     let nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
-    let binary = Binary::start(&["--source", &source], &nobody).await;
+    let binary = Binary::start(exporter_binary!(), &["--source", &source], &nobody);
     down_with(&binary, "permission denied on unix://", OPERATOR_RETRY).await;
     assert!(binary.terminate().await.success());
 }
@@ -92,7 +90,7 @@ async fn engine_too_old() {
         },
     )
     .await;
-    let binary = Binary::start(&["--source", &fake.source()], &[]).await;
+    let binary = Binary::start(exporter_binary!(), &["--source", &fake.source()], &[]);
     down_with(&binary, "is too old: it has no BuildKit build-history API", OPERATOR_RETRY).await;
     fake.stop();
 }
@@ -100,9 +98,10 @@ async fn engine_too_old() {
 #[tokio::test]
 async fn oversized_message() {
     let dir = tempfile::tempdir().unwrap();
-    let lines = fixture::read(&test_file("fixtures/builds.jsonl"));
+    let lines = fixture::recorded();
     let fake = FakeBuildkit::start(dir.path(), Script::from_recording(&lines, 50.0)).await;
-    let binary = Binary::start(&["--source", &fake.source(), "--source.max-message-bytes", "200"], &[]).await;
+    let binary =
+        Binary::start(exporter_binary!(), &["--source", &fake.source(), "--source.max-message-bytes", "200"], &[]);
     down_with(&binary, "larger than --source.max-message-bytes", FAST_RETRY).await;
     fake.stop();
 }
@@ -126,7 +125,7 @@ async fn malformed_stream() {
             });
         }
     });
-    let binary = Binary::start(&["--source", &format!("unix://{}", socket.display())], &[]).await;
+    let binary = Binary::start(exporter_binary!(), &["--source", &format!("unix://{}", socket.display())], &[]);
     down_with(&binary, "stream from unix://", FAST_RETRY).await;
 }
 
@@ -144,15 +143,16 @@ async fn not_a_docker_engine() {
             let _ = stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n").await;
         }
     });
-    let binary = Binary::start(&["--source", &format!("unix://{}", socket.display())], &[]).await;
+    let binary = Binary::start(exporter_binary!(), &["--source", &format!("unix://{}", socket.display())], &[]);
     down_with(&binary, "refused the BuildKit /grpc upgrade with HTTP 404", OPERATOR_RETRY).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn build_arg_values_never_leave_the_daemon() {
     let _engine = ENGINE.lock().await;
     let marker = engine::unique("never-show-this");
-    let binary = Binary::start(&["--source", &engine::source(), "--log.level", "trace"], &[]).await;
+    let binary = Binary::start(exporter_binary!(), &["--source", &engine::source(), "--log.level", "trace"], &[]);
     binary.wait_for_log("source up").await;
     let name = engine::unique("secretive");
     let context = Context::new(&format!(
@@ -168,7 +168,7 @@ async fn build_arg_values_never_leave_the_daemon() {
     let m = loop {
         let m = binary.metrics().await;
         scrapes.push(m.clone());
-        if support::finished_builds(&m, &name) > 0.0 {
+        if finished_builds(&m, &name) > 0.0 {
             break m;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -187,6 +187,7 @@ async fn build_arg_values_never_leave_the_daemon() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn an_engine_behind_tls() {
     let _engine = ENGINE.lock().await;
     let Some((host, certs)) = engine::tls() else {
@@ -196,7 +197,7 @@ async fn an_engine_behind_tls() {
     };
     // Docker's own conventions: DOCKER_TLS_VERIFY, and the files in DOCKER_CERT_PATH.
     let env = ["env", "DOCKER_TLS_VERIFY=1", &format!("DOCKER_CERT_PATH={certs}")];
-    let binary = Binary::start(&["--source", &host], &env).await;
+    let binary = Binary::start(exporter_binary!(), &["--source", &host], &env);
     binary.wait_for_log("source up").await;
     let name = engine::unique("over-tls");
     let context = Context::new(&format!("FROM tinybase:latest\nRUN echo {} && sleep 1\n", engine::unique("n")));
@@ -213,25 +214,25 @@ async fn an_engine_behind_tls() {
 
     // The same files given on the source itself, overriding the environment.
     let url = format!("{host}?ca={certs}/ca.pem&cert={certs}/cert.pem&key={certs}/key.pem");
-    let binary = Binary::start(&["--source", &url], &["env", "DOCKER_TLS_VERIFY="]).await;
+    let binary = Binary::start(exporter_binary!(), &["--source", &url], &["env", "DOCKER_TLS_VERIFY="]);
     binary.wait_for_log("source up").await;
     assert!(binary.terminate().await.success());
 
     // Plaintext to the TLS port: one line that says TLS and what to set.
-    let plain = Binary::start(&["--source", &host], &["env", "DOCKER_TLS_VERIFY="]).await;
+    let plain = Binary::start(exporter_binary!(), &["--source", &host], &["env", "DOCKER_TLS_VERIFY="]);
     let line = plain.wait_for_log("source down").await;
     assert!(line.contains("answers with TLS") && line.contains("DOCKER_TLS_VERIFY"), "{line}");
     assert!(plain.terminate().await.success());
 
     // No client certificate: the engine refuses the handshake, and the line says so.
-    let anonymous = Binary::start(&["--source", &format!("{host}?ca={certs}/ca.pem")], &[]).await;
+    let anonymous = Binary::start(exporter_binary!(), &["--source", &format!("{host}?ca={certs}/ca.pem")], &[]);
     let line = anonymous.wait_for_log("source down").await;
     assert!(line.contains(&format!("TLS to {host} failed")), "{line}");
     assert!(anonymous.terminate().await.success());
 
     // A CA that did not sign the engine's certificate: refused on our side.
     let foreign = format!("{host}?ca={certs}/cert.pem&cert={certs}/cert.pem&key={certs}/key.pem");
-    let stranger = Binary::start(&["--source", &foreign], &[]).await;
+    let stranger = Binary::start(exporter_binary!(), &["--source", &foreign], &[]);
     let line = stranger.wait_for_log("source down").await;
     assert!(line.contains("TLS handshake failed"), "{line}");
     assert!(stranger.terminate().await.success());

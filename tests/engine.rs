@@ -1,13 +1,12 @@
 //! End to end on a real Docker Engine: real builds, the exporter watching them, every value
 //! checked against what the docker client itself saw of the same build.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use support::engine::{self, build, ml_dockerfile, Build, Context, ENGINE};
-use support::{eventually, sample, samples, Daemon};
+use testkit::engine::{self, build, ml_dockerfile, Build, Context, ENGINE};
+use testkit::metrics::{finished_builds, sample, samples, sum};
+use testkit::{eventually, Daemon};
 
 const LABEL: &str = engine::NAME_LABEL;
 
@@ -15,11 +14,8 @@ async fn daemon() -> Daemon {
     Daemon::on_engine().await
 }
 
-fn sum(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    samples(metrics, name, labels).iter().map(|(_, v)| v).sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn fifteen_step_build_then_cached_rebuild() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -73,7 +69,7 @@ async fn fifteen_step_build_then_cached_rebuild() {
 
     let m = eventually(Duration::from_secs(10), "build counted", || async {
         let m = daemon.metrics().await;
-        (support::finished_builds(&m, &name) > 0.0).then_some(m)
+        (finished_builds(&m, &name) > 0.0).then_some(m)
     })
     .await;
     let labels = [("name", name.as_str()), ("result", "succeeded")];
@@ -99,7 +95,7 @@ async fn fifteen_step_build_then_cached_rebuild() {
     );
     assert!(duration > 11.0, "eleven steps sleep 1 s: {duration}");
     let last = sample(&m, "buildkit_build_last_completion_time_seconds", &labels).unwrap();
-    assert!((support::metrics_now() - last).abs() < 15.0);
+    assert!((testkit::metrics_now() - last).abs() < 15.0);
 
     // The cached rebuild: same Dockerfile, everything from cache.
     let again = build(&context, &format!("{name}:latest"), &args).await;
@@ -134,10 +130,11 @@ fn labelled(name: &str) -> String {
 /// Runs `promtool check metrics` of Prometheus 2 and 3 on a real scrape: neither may find
 /// anything.
 fn promtool_check(metrics: &str) {
-    support::prometheus::assert_promtool_finds_nothing(metrics);
+    testkit::prometheus::assert_promtool_finds_nothing(metrics);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Prometheus: run scripts/test.sh"]
 async fn failing_and_multi_stage_builds() {
     let _engine = ENGINE.lock().await;
     // With the opt-in detail: step counters by instruction too, step durations by name too.
@@ -181,7 +178,7 @@ async fn failing_and_multi_stage_builds() {
             }
         }
         max_steps = max_steps.max(sum(&m, "buildkit_build_steps", &[]));
-        if support::finished_builds(&m, &multi) > 0.0 {
+        if finished_builds(&m, &multi) > 0.0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -199,6 +196,7 @@ async fn failing_and_multi_stage_builds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn concurrent_and_canceled_builds() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -242,11 +240,12 @@ async fn concurrent_and_canceled_builds() {
     let m = daemon.counted(&canceled, "canceled", 1.0).await;
     assert_eq!(sample(&m, "buildkit_builds_running", &[]), Some(0.0));
     assert!(samples(&m, "buildkit_build_current_step", &[]).is_empty(), "no running series left");
-    assert_eq!(support::finished_builds(&m, &canceled), 1.0, "counted once, as canceled");
+    assert_eq!(finished_builds(&m, &canceled), 1.0, "counted once, as canceled");
     daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn exporter_restart_during_a_build() {
     let _engine = ENGINE.lock().await;
     let name = engine::unique("restart");
@@ -270,16 +269,17 @@ async fn exporter_restart_during_a_build() {
     // BuildKit sends the record again (generation 1, with the trace) ~3 s later: still one.
     second.second_complete(&name).await;
     let m = second.metrics().await;
-    assert_eq!(support::finished_builds(&m, &name), 1.0);
+    assert_eq!(finished_builds(&m, &name), 1.0);
     second.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn connection_cut_during_a_build() {
     let _engine = ENGINE.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let engine_socket = engine::source().trim_start_matches("unix://").to_string();
-    let mut proxy = support::proxy::Proxy::start(&dir.path().join("engine.sock"), std::path::Path::new(&engine_socket));
+    let mut proxy = testkit::proxy::Proxy::start(&dir.path().join("engine.sock"), std::path::Path::new(&engine_socket));
     let daemon = Daemon::start(&[&proxy.source()], |_| {}).await;
     daemon.wait_up().await;
 
@@ -310,12 +310,13 @@ async fn connection_cut_during_a_build() {
     daemon.source_up(true, Duration::from_secs(40)).await;
     // Up again means the replay has been applied.
     let m = daemon.metrics().await;
-    assert_eq!(support::finished_builds(&m, &name), 1.0);
+    assert_eq!(finished_builds(&m, &name), 1.0);
     assert_eq!(sample(&m, "buildkit_builds_running", &[]), Some(0.0));
     daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn engine_restart_during_a_build() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -347,12 +348,13 @@ async fn engine_restart_during_a_build() {
     let context = Context::new(&format!("FROM tinybase:latest\nRUN echo {}\n", engine::unique("nonce")));
     assert!(build(&context, &after, &["--label", &labelled(&after)]).await.success);
     let m = daemon.counted(&after, "succeeded", 1.0).await;
-    assert_eq!(support::finished_builds(&m, &name), 1.0);
+    assert_eq!(finished_builds(&m, &name), 1.0);
     assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(2.0));
     daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn a_retagged_dockerfile_is_counted_under_each_tag() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -364,16 +366,17 @@ async fn a_retagged_dockerfile_is_counted_under_each_tag() {
     // The same Dockerfile again, under another tag: its own tag wins over the learned name.
     assert!(build(&context, &format!("{second}:v1"), &[]).await.success);
     let m = daemon.counted(&second, "succeeded", 1.0).await;
-    assert_eq!(support::finished_builds(&m, &first), 1.0, "{m}");
+    assert_eq!(finished_builds(&m, &first), 1.0, "{m}");
     assert_eq!(sample(&m, "buildkit_builds_started_total", &[]), Some(2.0));
     assert_eq!(sum(&m, "buildkit_steps_total", &[("name", &second)]), 2.0);
     daemon.second_complete(&second).await;
     let m = daemon.metrics().await;
-    assert_eq!((support::finished_builds(&m, &first), support::finished_builds(&m, &second)), (1.0, 1.0));
+    assert_eq!((finished_builds(&m, &first), finished_builds(&m, &second)), (1.0, 1.0));
     daemon.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn an_untagged_rebuild_takes_the_learned_name() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -392,6 +395,7 @@ async fn an_untagged_rebuild_takes_the_learned_name() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn nested_build_arg_values_never_leak() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -445,6 +449,7 @@ fn client_warnings(raw: &str) -> BTreeSet<(String, String)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn build_context_and_warnings_are_shown_never_as_labels() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -510,6 +515,7 @@ fn docker_version(format: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn engine_versions_workers_and_cache_are_shown() {
     let _engine = ENGINE.lock().await;
     let daemon = Daemon::on_engine_with(|config| config.source.usage_interval = Duration::from_secs(1)).await;
@@ -589,6 +595,7 @@ fn two_targets(nonce: &str) -> Context {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn bake_and_compose_builds_are_told_apart() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;

@@ -3,15 +3,14 @@
 //! that flaps. After each, every count is exact: each build counted once, with the result its
 //! own client saw, and nothing counted that did not happen.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use buildkit_exporter::source::spec::Link;
-use support::engine::{self, Build, Context, ENGINE};
-use support::proxy::{Mode, Proxy};
-use support::{sample, samples, Daemon};
+use testkit::engine::{self, Build, Context, ENGINE};
+use testkit::metrics::{sample, samples};
+use testkit::proxy::{Mode, Proxy};
+use testkit::Daemon;
 
 const LABEL: &str = engine::NAME_LABEL;
 
@@ -172,6 +171,7 @@ fn heal(fault: Fault, proxy: &mut Proxy) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn faults_on_the_link_lose_and_double_nothing() {
     let _engine = ENGINE.lock().await;
     let dir = tempfile::tempdir().unwrap();
@@ -215,6 +215,7 @@ async fn faults_on_the_link_lose_and_double_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn a_half_open_link_shows_down_within_30_seconds_by_default() {
     let _engine = ENGINE.lock().await;
     let dir = tempfile::tempdir().unwrap();

@@ -3,12 +3,10 @@
 //!
 //! `BUILDKIT_EXPORTER_RECORD=1 cargo test --test record -- --ignored`
 
-mod support;
-
 use std::time::Duration;
 
-use support::engine::{self, build, ml_dockerfile, Context, ENGINE};
-use support::{fixture, record, test_file};
+use testkit::engine::{self, build, ml_dockerfile, Context, ENGINE};
+use testkit::{fixture, record};
 
 /// The build-arg value the recorded builds carry; it must never come out of the exporter.
 pub const MARKER: &str = "fixture-marker-5e3c7";
@@ -42,7 +40,7 @@ async fn record_fixture_builds() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     stop.send(()).unwrap();
     let lines = recorder.await.unwrap();
-    let path = test_file("fixtures/builds.jsonl");
+    let path = fixture::recording();
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let mut out = std::fs::File::create(&path).unwrap();
     for line in &lines {

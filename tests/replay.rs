@@ -1,22 +1,17 @@
 //! The daemon against a fake BuildKit replaying streams recorded from real builds
 //! (tests/fixtures, made by tests/record.rs): exact, fast, and diffed against golden files.
 
-mod support;
-
 use std::time::Duration;
 
 use bollard_buildkit_proto::moby::buildkit::v1::BuildHistoryEventType;
-use support::fake::{status_by_ref, Connection, End, FakeBuildkit, Script};
-use support::fixture::{self, Line, Recorded};
-use support::{assert_golden, eventually, sample, samples, test_file, Daemon};
+use testkit::fake::{status_by_ref, Connection, End, FakeBuildkit, Script};
+use testkit::fixture::{self, Line, Recorded};
+use testkit::metrics::{finished_builds, sample, samples};
+use testkit::{assert_golden, eventually, Daemon};
 
 /// The build-arg value of the recorded builds (see tests/record.rs).
 const MARKER: &str = "fixture-marker-5e3c7";
 const SPEED: f64 = 20.0;
-
-fn recording() -> Vec<Line> {
-    fixture::read(&test_file("fixtures/builds.jsonl"))
-}
 
 fn history(lines: &[Line]) -> Vec<Line> {
     lines.iter().filter(|l| matches!(l.item, Recorded::History(_))).cloned().collect()
@@ -81,7 +76,7 @@ fn stable(metrics: &str) -> String {
 
 #[tokio::test]
 async fn recorded_builds_give_the_golden_metrics() {
-    let lines = recording();
+    let lines = fixture::recorded();
     let dir = tempfile::tempdir().unwrap();
     let (fake, daemon) = start(&dir, Script::from_recording(&lines, SPEED)).await;
     eventually(Duration::from_secs(30), "four builds counted", || async {
@@ -101,7 +96,7 @@ async fn recorded_builds_give_the_golden_metrics() {
         sample(&metrics, "buildkit_builds_completed_total", &[("name", "unknown"), ("result", "failed")]),
         Some(1.0)
     );
-    assert_eq!(support::finished_builds(&metrics, "team/multi"), 1.0);
+    assert_eq!(finished_builds(&metrics, "team/multi"), 1.0);
     assert_eq!(sample(&metrics, "buildkit_builds_started_total", &[]), Some(4.0));
     assert!(!metrics.contains(MARKER));
     // The process collector: the daemon's own memory, CPU and descriptors.
@@ -115,7 +110,7 @@ async fn recorded_builds_give_the_golden_metrics() {
 
 #[tokio::test]
 async fn a_build_in_progress_gives_the_golden_metrics() {
-    let lines = recording();
+    let lines = fixture::recorded();
     let first = started_refs(&lines)[0].clone();
     // History stops right after the first build started; its progress stops half-way.
     let history: Vec<Line> = history(&lines)
@@ -155,7 +150,7 @@ async fn a_build_in_progress_gives_the_golden_metrics() {
 
 #[tokio::test]
 async fn history_replayed_at_startup_seeds_and_counts_nothing() {
-    let lines = recording();
+    let lines = fixture::recorded();
     // What a new listener gets: every stored build as COMPLETE.
     let replay: Vec<Line> = history(&lines)
         .into_iter()
@@ -196,7 +191,7 @@ async fn history_replayed_at_startup_seeds_and_counts_nothing() {
 
 #[tokio::test]
 async fn a_build_finishing_during_a_disconnect_is_counted_once() {
-    let lines = recording();
+    let lines = fixture::recorded();
     let first = started_refs(&lines)[0].clone();
     let all = history(&lines);
     let until_started: Vec<Line> = all
@@ -281,7 +276,7 @@ async fn an_engine_without_the_history_api_is_reported_down() {
 
 #[tokio::test]
 async fn several_sources_are_told_apart_by_builder() {
-    let lines = recording();
+    let lines = fixture::recorded();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let fake_a = FakeBuildkit::start(dir_a.path(), Script::from_recording(&lines, SPEED)).await;
     let down = dir_b.path().join("nothing.sock");
@@ -290,7 +285,7 @@ async fn several_sources_are_told_apart_by_builder() {
     let metrics = eventually(Duration::from_secs(30), "builds of one source counted", || async {
         let m = daemon.metrics().await;
         (sample(&m, "buildkit_builds_started_total", &[("builder", "ci")]) == Some(4.0)
-            && support::finished_builds(&m, "ml-base") == 2.0)
+            && finished_builds(&m, "ml-base") == 2.0)
             .then_some(m)
     })
     .await;
@@ -315,7 +310,7 @@ async fn several_sources_are_told_apart_by_builder() {
 
 #[tokio::test]
 async fn a_status_stream_that_breaks_is_reopened() {
-    let lines = recording();
+    let lines = fixture::recorded();
     let script = Script { status_failures: 2, ..Script::from_recording(&lines, SPEED) };
     let dir = tempfile::tempdir().unwrap();
     let (fake, daemon) = start(&dir, script).await;
@@ -335,7 +330,7 @@ async fn a_status_stream_that_breaks_is_reopened() {
 
 #[tokio::test]
 async fn an_engine_clock_minutes_ahead_gives_true_times() {
-    let lines = recording();
+    let lines = fixture::recorded();
     let first = started_refs(&lines)[0].clone();
     let started = history(&lines)
         .into_iter()
@@ -345,7 +340,7 @@ async fn an_engine_clock_minutes_ahead_gives_true_times() {
     let created = event.record.as_ref().unwrap().created_at.unwrap();
     // The engine's clock is five minutes ahead, and by it the build started 20 s ago.
     let ahead = 300.0;
-    let by = support::metrics_now() + ahead - 20.0 - (created.seconds as f64 + f64::from(created.nanos) / 1e9);
+    let by = testkit::metrics_now() + ahead - 20.0 - (created.seconds as f64 + f64::from(created.nanos) / 1e9);
     let mut status = status_by_ref(&lines);
     let progress: Vec<Line> = status.remove(&first).unwrap().iter().map(|l| l.shifted(by)).collect();
     let half = progress.len() / 2;
@@ -363,7 +358,7 @@ async fn an_engine_clock_minutes_ahead_gives_true_times() {
         (sample(&m, "buildkit_build_current_step", &[("ref", &first)])? > 1.0).then_some(m)
     })
     .await;
-    let now = support::metrics_now();
+    let now = testkit::metrics_now();
     let labels = [("ref", first.as_str())];
     let elapsed = sample(&metrics, "buildkit_build_elapsed_seconds", &labels).unwrap();
     assert!((19.0..60.0).contains(&elapsed), "elapsed {elapsed} s, not off by the engine's 300 s");
@@ -378,11 +373,11 @@ async fn an_engine_clock_minutes_ahead_gives_true_times() {
 #[tokio::test]
 async fn a_buildkitd_with_mutual_tls() {
     use rcgen::ExtendedKeyUsagePurpose;
-    use support::pki::{issue, Pki};
+    use testkit::pki::{issue, Pki};
     let pki = Pki::new();
     pki.write_all();
     let server = issue(&pki.ca, ExtendedKeyUsagePurpose::ServerAuth);
-    let lines = recording();
+    let lines = fixture::recorded();
     let (fake, address) =
         FakeBuildkit::start_tls(Script::from_recording(&lines, SPEED), &server.cert, &server.key, &pki.ca.pem()).await;
     let files = |dir: &std::path::Path| {

@@ -1,15 +1,13 @@
 //! The status page and the JSON API during real builds on a real engine, the page in a real
 //! headless browser.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::browser::Browser;
-use support::engine::{self, build, ml_dockerfile, Build, Context, ENGINE};
-use support::{eventually, Daemon};
+use testkit::browser::Browser;
+use testkit::engine::{self, build, ml_dockerfile, Build, Context, ENGINE};
+use testkit::{eventually, Daemon};
 
 const LABEL: &str = engine::NAME_LABEL;
 
@@ -116,6 +114,33 @@ impl Progression {
     }
 }
 
+/// A build's own view as it is now, opened in `browser`, once it is drawn: it never reloads, its
+/// list and its timeline's lanes keep the Dockerfile's `order`, and its steps' states only move
+/// forward (`progression`).
+async fn view(browser: &Browser, order: &Value, progression: &mut Progression) -> Option<Value> {
+    let seen = browser.eval(VIEW).await;
+    if seen.is_null() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        return None;
+    }
+    assert_eq!(seen["marker"], "view", "the view reloaded");
+    assert_eq!(seen["labels"], *order, "{seen}");
+    assert_eq!(seen["lanes"], *order, "{seen}");
+    progression.see(&seen["labels"], &seen["states"], &seen);
+    Some(seen)
+}
+
+/// Waits until a finished build's view says it no longer refreshes.
+async fn at_rest(browser: &Browser) {
+    browser
+        .until(
+            Duration::from_secs(30),
+            "the view at rest",
+            "return document.getElementById('updated').textContent.includes('no longer refreshes');",
+        )
+        .await;
+}
+
 /// The newest finished build called `name`, once the daemon has it.
 async fn finished(daemon: &Daemon, name: &str) -> Value {
     eventually(Duration::from_secs(60), &format!("{name} finished"), || async {
@@ -133,6 +158,7 @@ async fn running_build(daemon: &Daemon, name: &str) -> Value {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
 async fn json_api_follows_real_builds() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -222,6 +248,7 @@ async fn json_api_follows_real_builds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Chromium: run scripts/test.sh"]
 async fn the_page_updates_itself_in_a_real_browser() {
     let _engine = ENGINE.lock().await;
     // With output lines, so that the page shows what the running step prints.
@@ -288,15 +315,7 @@ async fn the_page_updates_itself_in_a_real_browser() {
     let mut fallback = None;
     let last = loop {
         assert!(tokio::time::Instant::now() < deadline, "the build never finished in its view");
-        let seen = browser.eval(VIEW).await;
-        if seen.is_null() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        }
-        assert_eq!(seen["marker"], "view", "the view reloaded");
-        assert_eq!(seen["labels"], order, "{seen}");
-        assert_eq!(seen["lanes"], order, "{seen}");
-        progression.see(&seen["labels"], &seen["states"], &seen);
+        let Some(seen) = view(&browser, &order, &mut progression).await else { continue };
         if !seen["badge"].as_str().unwrap().contains("RUNNING") {
             break seen;
         }
@@ -319,13 +338,7 @@ async fn the_page_updates_itself_in_a_real_browser() {
     assert!(currents.iter().filter(|c| c.contains("RUN ")).count() >= 3, "{currents:?}");
     assert!(etas.iter().any(|e| e.contains("left of ~")), "an ETA is shown: {etas:?}");
     // Finished: once BuildKit has sent the build's record again, the view stops asking.
-    browser
-        .until(
-            Duration::from_secs(30),
-            "the view at rest",
-            "return document.getElementById('updated').textContent.includes('no longer refreshes');",
-        )
-        .await;
+    at_rest(&browser).await;
     assert_eq!(last["back"], "/");
     browser.call_rect(390, 844).await;
     assert_eq!(browser.eval(VIEW).await["fits"], true, "the build view at phone width");
@@ -362,6 +375,7 @@ async fn the_page_updates_itself_in_a_real_browser() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Chromium: run scripts/test.sh"]
 async fn a_finished_build_and_a_failed_one_have_their_own_view() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon_with_output().await;
@@ -418,13 +432,7 @@ async fn a_finished_build_and_a_failed_one_have_their_own_view() {
     let context = view["context"].as_str().unwrap();
     assert!(context.contains("Dockerfile") && context.contains("TOKEN"), "names of build-args: {view}");
     assert_eq!(view["back"], "/", "the view links back to the list");
-    browser
-        .until(
-            Duration::from_secs(30),
-            "the view at rest",
-            "return document.getElementById('updated').textContent.includes('no longer refreshes');",
-        )
-        .await;
+    at_rest(&browser).await;
 
     // A failed build: the failing step, its error and what it printed last (masked), the step
     // after it not run.
@@ -498,6 +506,7 @@ fn assert_bars_match(detail: &Value, view: &Value) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Chromium: run scripts/test.sh"]
 async fn the_timeline_bars_are_as_long_as_the_steps_took() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -528,6 +537,7 @@ async fn the_timeline_bars_are_as_long_as_the_steps_took() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Chromium: run scripts/test.sh"]
 async fn output_lines_show_only_when_enabled_and_never_a_masked_value() {
     let _engine = ENGINE.lock().await;
     let shown = daemon_with_output().await;
@@ -594,6 +604,7 @@ async fn output_lines_show_only_when_enabled_and_never_a_masked_value() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Chromium: run scripts/test.sh"]
 async fn a_rebuild_whose_cache_breaks_halfway_keeps_order_and_states() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -616,15 +627,7 @@ async fn a_rebuild_whose_cache_breaks_halfway_keeps_order_and_states() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     let last = loop {
         assert!(tokio::time::Instant::now() < deadline, "the build never finished in its view");
-        let seen = browser.eval(VIEW).await;
-        if seen.is_null() {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        }
-        assert_eq!(seen["marker"], "view", "the view reloaded");
-        assert_eq!(seen["labels"], order, "{seen}");
-        assert_eq!(seen["lanes"], order, "{seen}");
-        progression.see(&seen["labels"], &seen["states"], &seen);
+        let Some(seen) = view(&browser, &order, &mut progression).await else { continue };
         if !seen["badge"].as_str().unwrap().contains("RUNNING") {
             break seen;
         }
@@ -723,6 +726,7 @@ async fn list_until(browser: &Browser, what: &str, done: impl Fn(&Value) -> bool
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Chromium: run scripts/test.sh"]
 async fn many_running_builds_get_compact_cards_keyed_by_build() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -778,6 +782,7 @@ async fn many_running_builds_get_compact_cards_keyed_by_build() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Chromium: run scripts/test.sh"]
 async fn markup_in_build_text_is_shown_as_text() {
     let _engine = ENGINE.lock().await;
     let daemon = daemon().await;
@@ -814,6 +819,7 @@ async fn markup_in_build_text_is_shown_as_text() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Chromium: run scripts/test.sh"]
 async fn a_source_that_is_down_is_said_at_the_top() {
     let _engine = ENGINE.lock().await;
     let dir = tempfile::tempdir().unwrap();

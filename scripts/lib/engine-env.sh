@@ -28,15 +28,21 @@ MARKER="$STATE/.buildkit-exporter-engine"
 case "$STATE" in /?*) ;; *) die "BUILDKIT_EXPORTER_ENGINE_DIR must be an absolute path (got '$STATE')" ;; esac
 exec </dev/null
 
-# Pid of the dockerd that our pidfile names, if it still runs.
-own_pid() {
-  local pid
-  [ -f "$PIDFILE" ] || return 1
-  pid="$(tr -dc '0-9' <"$PIDFILE")"
-  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || return 1
-  case "$(tr '\0' ' ' <"/proc/$pid/cmdline")" in
-    *dockerd*"--pidfile $PIDFILE "*) ;;
-    *) return 1 ;;
-  esac
+# The pid pidfile $1 names, if that process still runs. It must have started before the file
+# was written (give or take a second of rounding): a pid the system handed to another process
+# after ours ended is not ours. Processes are only ever found this way, never by their command
+# line, which anyone's process may share (say, an exporter watching our socket).
+pid_of() {
+  local pid stat ticks boot
+  [ -f "$1" ] || return 1
+  pid="$(tr -dc '0-9' <"$1")"
+  [ -n "$pid" ] && stat="$(cat "/proc/$pid/stat" 2>/dev/null)" || return 1
+  # Field 22, the start in clock ticks since boot; the command name before it may hold spaces.
+  ticks="$(printf '%s\n' "${stat##*) }" | awk '{ print $20 }')"
+  boot="$(awk '$1 == "btime" { print $2 }' /proc/stat)"
+  [ $((boot + ticks / $(getconf CLK_TCK))) -le $(($(stat -c %Y "$1") + 1)) ] || return 1
   printf '%s\n' "$pid"
 }
+
+# Pid of the dockerd that our pidfile names, if it still runs.
+own_pid() { pid_of "$PIDFILE"; }

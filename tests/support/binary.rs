@@ -1,89 +1,150 @@
-//! The real `buildkit-exporter` binary as a child process, with its log captured.
+//! The real `buildkit-exporter` binary in a child process, its log in a file: for tests of what
+//! users run, and for benchmarks whose figures must be the daemon's own.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use crate::{eventually, http};
 
-pub const PATH: &str = env!("CARGO_BIN_EXE_buildkit-exporter");
+/// The `buildkit-exporter` binary cargo built for the calling test or benchmark. Cargo tells its
+/// path only to the main package's tests and benchmarks, so this expands there.
+#[macro_export]
+macro_rules! exporter_binary {
+    () => {
+        ::std::path::Path::new(env!("CARGO_BIN_EXE_buildkit-exporter"))
+    };
+}
 
+/// How long the binary may take to say where it listens, and to exit after SIGTERM.
+const WITHIN: Duration = Duration::from_secs(10);
+
+/// util-linux's `setpriv`, which execs a program with a parent-death signal.
+const SETPRIV: &str = "/usr/bin/setpriv";
+
+/// A command running `program` that gets SIGTERM should this process die first (a test killed
+/// by a timeout, a benchmark interrupted), where `setpriv` is at hand.
+pub fn with_deathsig(program: &Path) -> Command {
+    if Path::new(SETPRIV).exists() {
+        let mut command = Command::new(SETPRIV);
+        command.args(["--pdeathsig", "TERM", "--"]).arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+/// The binary running; stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
 pub struct Binary {
-    pub child: Child,
+    child: Child,
+    /// Where it listens (the first address it logs).
     pub addr: SocketAddr,
-    pub log: Arc<Mutex<String>>,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
 }
 
 impl Binary {
-    /// Starts the binary on a free loopback port with `args`; `wrap` runs it under another
+    /// Starts `binary` with `args` on a free loopback port (unless `args` name another), without
+    /// `DOCKER_HOST`, and waits until it says where it listens; `wrap` runs it under another
     /// command (e.g. `setpriv ...`).
-    pub async fn start(args: &[&str], wrap: &[&str]) -> Binary {
+    pub fn start(binary: &Path, args: &[&str], wrap: &[&str]) -> Binary {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("daemon.log");
+        let file = std::fs::File::create(&log).unwrap();
         let mut command = match wrap.split_first() {
             Some((program, rest)) => {
-                let mut c = Command::new(program);
-                c.args(rest).arg(PATH);
-                c
+                let mut command = with_deathsig(Path::new(program));
+                command.args(rest).arg(binary);
+                command
             }
-            None => Command::new(PATH),
+            None => with_deathsig(binary),
         };
-        let mut child = command
+        let child = command
             .args(["--web.listen-address", "127.0.0.1:0"])
             .args(args)
             .env_remove("DOCKER_HOST")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
             .spawn()
-            .expect("start buildkit-exporter");
-        let log: Arc<Mutex<String>> = Arc::default();
-        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let sink = log.clone();
-        tokio::spawn(async move {
-            let mut addr_tx = Some(addr_tx);
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(addr) = line.split("msg=listening address=").nth(1) {
-                    if let (Some(tx), Ok(addr)) = (addr_tx.take(), addr.trim().parse::<SocketAddr>()) {
-                        let _ = tx.send(addr);
-                    }
-                }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        let mut binary = Binary { child, addr: SocketAddr::from(([0, 0, 0, 0], 0)), log, _dir: dir };
+        let deadline = Instant::now() + WITHIN;
+        binary.addr = loop {
+            let log = binary.log();
+            if let Some(addr) = log.lines().find_map(|l| l.split("msg=listening address=").nth(1)) {
+                break addr.trim().parse().expect("listening address");
             }
-        });
-        let addr = tokio::time::timeout(Duration::from_secs(10), addr_rx)
-            .await
-            .unwrap_or_else(|_| panic!("no listening line in the log:\n{}", log.lock().unwrap()))
-            .expect("log reader");
-        Binary { child, addr, log }
+            let running = matches!(binary.child.try_wait(), Ok(None));
+            assert!(running && Instant::now() < deadline, "no listening line in the log:\n{log}");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        binary
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything it logged so far.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Waits until the log has a line containing `text`; returns that line.
     pub async fn wait_for_log(&self, text: &str) -> String {
-        super::eventually(Duration::from_secs(15), &format!("log line with {text:?}"), || async {
+        eventually(Duration::from_secs(15), &format!("log line with {text:?}"), || async {
             self.log().lines().find(|l| l.contains(text)).map(str::to_string)
         })
         .await
     }
 
     pub async fn metrics(&self) -> String {
-        let (status, body) = super::get(self.addr, "/metrics").await;
-        assert_eq!(status, 200);
-        body
+        http::metrics(self.addr).await
     }
 
-    /// Sends SIGTERM and waits for the exit status.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().unwrap().to_string();
-        std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.expect("exits after SIGTERM").unwrap()
+    /// Sends SIGTERM and waits for the exit status; panics unless it exits within 10 s.
+    pub async fn terminate(mut self) -> ExitStatus {
+        tokio::task::spawn_blocking(move || sigterm(&mut self.child, WITHIN).expect("exits after SIGTERM"))
+            .await
+            .unwrap()
+    }
+
+    /// Stops it; returns its log.
+    pub fn stop(mut self) -> String {
+        stop(&mut self.child, WITHIN);
+        self.log()
+    }
+}
+
+impl Drop for Binary {
+    /// A failed assertion leaves no daemon behind.
+    fn drop(&mut self) {
+        stop(&mut self.child, WITHIN);
+    }
+}
+
+/// Sends `child` SIGTERM, unless it has exited, and waits for it at most `within`.
+fn sigterm(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let deadline = Instant::now() + within;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Some(status),
+            _ if Instant::now() > deadline => return None,
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Stops `child`: SIGTERM, and SIGKILL if it is still running after `within`.
+pub fn stop(child: &mut Child, within: Duration) {
+    if sigterm(child, within).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

@@ -7,44 +7,17 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
-/// One HTTP/1.1 request with an optional JSON body; returns the status and the JSON answer.
+use crate::{eventually, http};
+
+/// One WebDriver call with an optional JSON body; returns the status and the JSON answer.
 async fn request(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect to chromedriver");
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body.as_bytes()).await.unwrap();
-    // chromedriver keeps the connection open: read the head, then Content-Length bytes.
-    let mut raw = Vec::new();
-    let mut buf = [0u8; 8192];
-    let head_end = loop {
-        let n = stream.read(&mut buf).await.unwrap();
-        assert!(n > 0, "chromedriver closed the connection");
-        raw.extend_from_slice(&buf[..n]);
-        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
-        .expect("Content-Length");
-    while raw.len() < head_end + length {
-        let n = stream.read(&mut buf).await.unwrap();
-        assert!(n > 0, "chromedriver closed the connection early");
-        raw.extend_from_slice(&buf[..n]);
-    }
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = String::from_utf8_lossy(&raw[head_end..head_end + length]).to_string();
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    let request = http::request_with(method, path, &[("Content-Type", "application/json")], &body);
+    let reply = http::plain(addr, &request).await.unwrap_or_else(|e| panic!("chromedriver {method} {path}: {e}"));
+    (reply.status, serde_json::from_slice(&reply.body).unwrap_or(Value::Null))
 }
 
 /// A browser session.
@@ -71,7 +44,7 @@ impl Browser {
             .spawn()
             .expect("chromedriver (installed by scripts/provision.sh)");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        super::eventually(Duration::from_secs(20), "chromedriver ready", || async {
+        eventually(Duration::from_secs(20), "chromedriver ready", || async {
             if TcpStream::connect(addr).await.is_err() {
                 return None;
             }
@@ -122,7 +95,7 @@ impl Browser {
     /// Runs `script` until it returns something other than `null` or `false`, for at most
     /// `timeout`; returns that.
     pub async fn until(&self, timeout: Duration, what: &str, script: &str) -> Value {
-        super::eventually(timeout, what, || async {
+        eventually(timeout, what, || async {
             let value = self.eval(script).await;
             (!value.is_null() && value != Value::Bool(false)).then_some(value)
         })

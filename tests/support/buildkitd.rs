@@ -34,7 +34,8 @@ pub struct Buildkitd {
 /// them with one started.
 pub fn buildkitd() -> Buildkitd {
     let var = |name: &str| {
-        std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run scripts/test.sh (or scripts/buildkitd-up.sh)"))
+        std::env::var(name)
+            .unwrap_or_else(|_| panic!("{name} is not set: run scripts/test.sh (or scripts/buildkitd-up.sh)"))
     };
     Buildkitd {
         socket: var("BUILDKIT_EXPORTER_BUILDKITD_SOCK").into(),

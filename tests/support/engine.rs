@@ -28,6 +28,8 @@ pub fn source() -> String {
         host.starts_with("unix://"),
         "end-to-end tests need a local engine socket; run scripts/test.sh (DOCKER_HOST={host})"
     );
+    let socket = Path::new(host.trim_start_matches("unix://"));
+    assert!(socket.exists(), "no Docker engine at {host}; run scripts/test.sh, which starts one");
     host
 }
 
@@ -163,22 +165,26 @@ impl Build {
     /// An empty `tag` builds without `-t`.
     pub fn start(context: &Context, tag: &str, args: &[&str]) -> Build {
         check_client();
+        let tag_args: &[&str] = if tag.is_empty() { &[] } else { &["-t", tag] };
+        let mut command = Command::new("docker");
+        command.args(["build", "--progress=rawjson"]).args(tag_args).args(args).arg(context.path());
+        Build::spawn(command)
+    }
+
+    /// Starts a build client `command` that writes its progress as rawjson to stderr (`docker
+    /// build`, `buildctl build`).
+    pub fn spawn(mut command: Command) -> Build {
         let output_dir = tempfile::tempdir().unwrap();
         let output = output_dir.path().join("progress.json");
         let file = std::fs::File::create(&output).unwrap();
-        let tag_args: &[&str] = if tag.is_empty() { &[] } else { &["-t", tag] };
-        let child = Command::new("docker")
-            .args(["build", "--progress=rawjson"])
-            .args(tag_args)
-            .args(args)
-            .arg(context.path())
+        let child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)
             // Its own process group, so that interrupting it reaches the buildx plugin too.
             .process_group(0)
             .spawn()
-            .expect("run docker build");
+            .expect("start the build client");
         Build { child, started: Instant::now(), output, _output_dir: output_dir }
     }
 

@@ -1,4 +1,5 @@
-//! A fake BuildKit Control server on a unix socket, replaying recorded real streams.
+//! A fake BuildKit Control server on a unix socket, replaying recorded real streams, or driven
+//! message by message.
 //!
 //! Like BuildKit, it answers two kinds of `ListenBuildHistory` call: a live one (`active_only`),
 //! which opens the next scripted connection and plays its live history messages at their
@@ -7,13 +8,17 @@
 //! until the build's `Status` stream, if one was asked for, has been sent in full, so replays
 //! are deterministic. Every write RPC is refused and counted, so tests can assert the exporter
 //! never calls one.
+//!
+//! A driven fake ([`FakeBuildkit::start_driven`]) plays no script: its live history stream and
+//! each build's `Status` stream carry what the caller hands to its [`Driven`], when it hands it,
+//! so that a benchmark can time a message from the moment it leaves.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bollard_buildkit_proto::moby::buildkit::v1::control_server::{Control, ControlServer};
 use bollard_buildkit_proto::moby::buildkit::v1::*;
@@ -23,7 +28,7 @@ use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::fixture::{Line, Recorded};
+use crate::fixture::{Line, Recorded};
 
 /// How a scripted live history call ends once its messages are sent.
 #[derive(Debug, Clone, Default)]
@@ -102,6 +107,8 @@ pub struct Calls {
 
 struct Fake {
     script: Script,
+    /// Set for a driven fake, which plays no script.
+    driven: Option<Arc<Driven>>,
     calls: Arc<Calls>,
     /// Refs whose `Status` stream has been sent in full.
     status_done: Arc<Mutex<HashSet<String>>>,
@@ -113,10 +120,11 @@ struct Fake {
 }
 
 impl Fake {
-    fn new(script: Script) -> (Fake, Arc<Calls>) {
+    fn new(script: Script, driven: Option<Arc<Driven>>) -> (Fake, Arc<Calls>) {
         let calls = Arc::new(Calls::default());
         let fake = Fake {
             script,
+            driven,
             calls: calls.clone(),
             status_done: Default::default(),
             status_asked: Default::default(),
@@ -137,10 +145,20 @@ pub struct FakeBuildkit {
 impl FakeBuildkit {
     /// Serves `script` on a new socket in `dir`.
     pub async fn start(dir: &Path, script: Script) -> FakeBuildkit {
+        FakeBuildkit::serve(dir, script, None)
+    }
+
+    /// Serves a driven fake on a new socket in `dir`; the [`Driven`] hands it what to send.
+    pub async fn start_driven(dir: &Path) -> (FakeBuildkit, Arc<Driven>) {
+        let driven = Arc::new(Driven::default());
+        (FakeBuildkit::serve(dir, Script::default(), Some(driven.clone())), driven)
+    }
+
+    fn serve(dir: &Path, script: Script, driven: Option<Arc<Driven>>) -> FakeBuildkit {
         let socket = dir.join("buildkitd.sock");
         let _ = std::fs::remove_file(&socket);
         let listener = UnixListener::bind(&socket).expect("bind fake socket");
-        let (fake, calls) = Fake::new(script);
+        let (fake, calls) = Fake::new(script, driven);
         let task = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(ControlServer::new(fake).max_encoding_message_size(256 * 1024 * 1024))
@@ -158,7 +176,7 @@ impl FakeBuildkit {
         use tonic::transport::{Certificate, Identity, ServerTlsConfig};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind fake port");
         let address = listener.local_addr().unwrap().to_string();
-        let (fake, calls) = Fake::new(script);
+        let (fake, calls) = Fake::new(script, None);
         let tls = ServerTlsConfig::new()
             .identity(Identity::from_pem(cert, key))
             .client_ca_root(Certificate::from_pem(client_ca));
@@ -187,6 +205,61 @@ impl FakeBuildkit {
 }
 
 type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+type Tx<T> = mpsc::Sender<Result<T, Status>>;
+
+/// The open streams of a driven fake: the daemon's live history call and its `Status` call of
+/// each build.
+#[derive(Default)]
+pub struct Driven {
+    live: Mutex<Option<Tx<BuildHistoryEvent>>>,
+    status: Mutex<HashMap<String, Tx<StatusResponse>>>,
+}
+
+impl Driven {
+    /// Hands `event` to the live history stream; returns the instant just before.
+    pub fn history(&self, event: BuildHistoryEvent) -> Instant {
+        let tx = self.live.lock().unwrap().clone().expect("the daemon's live history call");
+        let at = Instant::now();
+        tx.try_send(Ok(event)).expect("history stream open");
+        at
+    }
+
+    /// Hands `message` to the `Status` stream of `reference`; returns the instant just before.
+    pub fn status(&self, reference: &str, message: StatusResponse) -> Instant {
+        let tx = self.status.lock().unwrap().get(reference).cloned().expect("a Status call for the build");
+        let at = Instant::now();
+        tx.try_send(Ok(message)).expect("Status stream open");
+        at
+    }
+
+    /// Waits until the daemon has asked for the `Status` of `reference`.
+    pub fn wait_status(&self, reference: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.status.lock().unwrap().contains_key(reference) {
+            assert!(Instant::now() < deadline, "no Status call for {reference}");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Ends the `Status` stream of `reference`, as BuildKit does when a build finishes.
+    pub fn end_status(&self, reference: &str) {
+        self.status.lock().unwrap().remove(reference);
+    }
+
+    /// A live history call: what [`Driven::history`] hands over, from now on.
+    fn open_history(&self) -> Stream_<BuildHistoryEvent> {
+        let (tx, rx) = mpsc::channel(1024);
+        *self.live.lock().unwrap() = Some(tx);
+        Box::pin(ReceiverStream::new(rx))
+    }
+
+    /// A `Status` call: what [`Driven::status`] hands over for `reference`.
+    fn open_status(&self, reference: String) -> Stream_<StatusResponse> {
+        let (tx, rx) = mpsc::channel(1024);
+        self.status.lock().unwrap().insert(reference, tx);
+        Box::pin(ReceiverStream::new(rx))
+    }
+}
 
 /// A response carrying the fake's clock the way BuildKit sends its own: RFC 3339 in the engine's
 /// zone (here UTC+1, to make the zone matter).
@@ -217,6 +290,11 @@ impl Control for Fake {
         if let Some(status) = &self.script.refuse_history {
             self.calls.history.fetch_add(1, Ordering::SeqCst);
             return Err(status.clone());
+        }
+        if let Some(driven) = &self.driven {
+            // Nothing is stored to replay; the live call carries what the driver hands over.
+            let stream = if request.early_exit { Box::pin(tokio_stream::empty()) } else { driven.open_history() };
+            return Ok(Response::new(stream));
         }
         let connections = &self.script.connections;
         if request.early_exit {
@@ -277,6 +355,9 @@ impl Control for Fake {
     async fn status(&self, request: Request<StatusRequest>) -> Result<Response<Self::StatusStream>, Status> {
         self.calls.status.fetch_add(1, Ordering::SeqCst);
         let reference = request.into_inner().r#ref;
+        if let Some(driven) = &self.driven {
+            return Ok(Response::new(driven.open_status(reference)));
+        }
         let Some(lines) = self.script.status.get(&reference).cloned() else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             return Err(Status::not_found("no such job"));

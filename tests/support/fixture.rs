@@ -6,7 +6,7 @@
 //! `{"at":9.10,"stream":"status-end","ref":"abc"}`
 
 use std::io::{BufRead, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use bollard_buildkit_proto::moby::buildkit::v1::{BuildHistoryEvent, StatusResponse};
@@ -73,6 +73,46 @@ impl Line {
         }
         Line { at: self.at, item }
     }
+
+    /// The same message of another build: ref `reference`, and with `rename` = `(from, to)`, the
+    /// image name `from` replaced by `to` wherever a build names its image (its name label, its
+    /// exporter response, its `naming to` status).
+    pub fn cloned_as(&self, reference: &str, rename: Option<(&str, &str)>) -> Line {
+        let renamed = |value: &mut String| {
+            if let Some((from, to)) = rename {
+                *value = value.replace(from, to);
+            }
+        };
+        let mut line = self.clone();
+        match &mut line.item {
+            Recorded::History(event) => {
+                let record = event.record.as_mut().expect("recorded history has records");
+                record.r#ref = reference.to_string();
+                record.frontend_attrs.values_mut().chain(record.exporter_response.values_mut()).for_each(renamed);
+            }
+            Recorded::Status { reference: r, message } => {
+                *r = reference.to_string();
+                for s in &mut message.statuses {
+                    renamed(&mut s.id);
+                    renamed(&mut s.name);
+                }
+            }
+            Recorded::StatusEnd { reference: r } => *r = reference.to_string(),
+        }
+        line
+    }
+}
+
+/// Where the builds recorded from a real engine are kept (tests/record.rs records them).
+pub fn recording() -> PathBuf {
+    crate::test_file("fixtures/builds.jsonl")
+}
+
+/// The builds recorded from a real engine that the replay tests and the benchmarks play:
+/// `ml-base` uncached and cached, one that fails before naming its image, a multi-stage
+/// `team/multi`.
+pub fn recorded() -> Vec<Line> {
+    read(&recording())
 }
 
 /// Encodes one line.
@@ -98,6 +138,12 @@ pub fn write(out: &mut impl Write, line: &Line) -> std::io::Result<()> {
 
 /// Reads a fixture file.
 pub fn read(path: &Path) -> Vec<Line> {
+    read_wire(path).into_iter().map(|(line, _)| line).collect()
+}
+
+/// Reads a fixture file, with each line's message as the protobuf bytes it was recorded in (none
+/// for the end of a stream).
+pub fn read_wire(path: &Path) -> Vec<(Line, Option<Vec<u8>>)> {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     std::io::BufReader::new(file)
         .lines()
@@ -107,19 +153,20 @@ pub fn read(path: &Path) -> Vec<Line> {
         .collect()
 }
 
-fn decode(text: &str) -> Line {
+fn decode(text: &str) -> (Line, Option<Vec<u8>>) {
     let value: serde_json::Value = serde_json::from_str(text).expect("fixture line is JSON");
     let at = value["at"].as_f64().expect("at");
-    let bytes = || b64().decode(value["message"].as_str().expect("message")).expect("base64");
+    let bytes = value["message"].as_str().map(|m| b64().decode(m).expect("base64"));
+    let message = || bytes.as_deref().expect("message");
     let reference = || value["ref"].as_str().expect("ref").to_string();
     let item = match value["stream"].as_str().expect("stream") {
-        "history" => Recorded::History(BuildHistoryEvent::decode(bytes().as_slice()).expect("history protobuf")),
+        "history" => Recorded::History(BuildHistoryEvent::decode(message()).expect("history protobuf")),
         "status" => Recorded::Status {
             reference: reference(),
-            message: StatusResponse::decode(bytes().as_slice()).expect("status protobuf"),
+            message: StatusResponse::decode(message()).expect("status protobuf"),
         },
         "status-end" => Recorded::StatusEnd { reference: reference() },
         other => panic!("unknown stream {other}"),
     };
-    Line { at, item }
+    (Line { at, item }, bytes)
 }

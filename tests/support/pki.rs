@@ -21,7 +21,14 @@ pub struct Issued {
     pub key: String,
 }
 
+impl Default for Pki {
+    fn default() -> Pki {
+        Pki::new()
+    }
+}
+
 impl Pki {
+    /// A new CA and an empty directory.
     pub fn new() -> Pki {
         Pki { dir: tempfile::tempdir().unwrap(), ca: ca("buildkit-exporter test CA") }
     }

@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
+
+use crate::http;
 
 /// How long Prometheus may take to answer `/-/ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -368,19 +368,10 @@ pub fn encode(text: &str) -> String {
         .collect()
 }
 
-/// An HTTP/1.0 GET (so the body is never chunked), bounded by [`REQUEST_TIMEOUT`].
+/// A GET, bounded by [`REQUEST_TIMEOUT`].
 async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let request = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        Ok((status, body.to_string()))
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, request)
+    let reply = tokio::time::timeout(REQUEST_TIMEOUT, http::plain(addr, &http::request(path, &[])))
         .await
-        .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out")))
+        .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "request timed out")))?;
+    Ok((reply.status, reply.text()))
 }

@@ -9,7 +9,7 @@ use bollard_buildkit_proto::moby::buildkit::v1::{BuildHistoryEventType, BuildHis
 use buildkit_exporter::source::dial;
 use buildkit_exporter::source::spec::SourceSpec;
 
-use super::fixture::{Line, Recorded};
+use crate::fixture::{Line, Recorded};
 
 /// Records live events of `source` until `stop` is dropped or sent; returns the lines in
 /// arrival order.

@@ -1,27 +1,16 @@
-//! Shared test harness: the daemon in-process, HTTP, metric parsing, golden files, a real engine
-//! and the fixture recorder.
-#![allow(dead_code)]
+//! The daemon in this process, on a loopback port: `serve` as `main` runs it, with the test's
+//! own shutdown signal and configuration, and waits for what tests look for in it.
 
-pub mod binary;
-pub mod browser;
-pub mod engine;
-pub mod fake;
-pub mod fixture;
-pub mod pki;
-pub mod prometheus;
-pub mod proxy;
-pub mod record;
-
-use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use buildkit_exporter::config::Config;
 use buildkit_exporter::source::spec::SourceSpec;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+use crate::metrics::{sample, samples};
+use crate::{engine, eventually, http};
 
 /// A daemon running in this process on a loopback port.
 pub struct Daemon {
@@ -136,14 +125,12 @@ impl Daemon {
 
     /// GETs `path`; returns status code and body.
     pub async fn get(&self, path: &str) -> (u16, String) {
-        get(self.addr, path).await
+        http::get(self.addr, path).await
     }
 
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
-        let (status, body) = self.get("/metrics").await;
-        assert_eq!(status, 200);
-        body
+        http::metrics(self.addr).await
     }
 
     /// Stops the daemon and waits until it has stopped.
@@ -151,104 +138,4 @@ impl Daemon {
         let _ = self.stop.send(true);
         tokio::time::timeout(Duration::from_secs(10), self.task).await.expect("daemon stops").unwrap();
     }
-}
-
-/// A plain HTTP/1.1 GET.
-pub async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("connect to daemon");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8(raw).expect("utf-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("HTTP response");
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status code");
-    (status, body.to_string())
-}
-
-/// The value of the sample `name{labels}` whose labels include every pair in `labels`; `None`
-/// when there is no such sample, panics when several match.
-pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let found = samples(metrics, name, labels);
-    assert!(found.len() <= 1, "{name} {labels:?} matches {} samples:\n{found:?}", found.len());
-    found.first().map(|(_, v)| *v)
-}
-
-/// Every sample `name{...}` whose labels include every pair in `labels`.
-pub fn samples(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Vec<(String, f64)> {
-    metrics
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (metric, rest) = match series.split_once('{') {
-                Some((m, r)) => (m, r.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            if metric != name {
-                return None;
-            }
-            let all = labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-            all.then(|| (series.to_string(), value.parse().expect("sample value")))
-        })
-        .collect()
-}
-
-/// Builds of `name` counted as finished, whatever their result.
-pub fn finished_builds(metrics: &str, name: &str) -> f64 {
-    samples(metrics, "buildkit_builds_completed_total", &[("name", name)]).iter().map(|(_, v)| v).sum()
-}
-
-/// Polls `check` until it returns `Some`, for at most `timeout`.
-pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Path of a file under `tests/`.
-pub fn test_file(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests").join(relative)
-}
-
-/// Compares `actual` with `tests/golden/NAME`; `BUILDKIT_EXPORTER_UPDATE_GOLDEN=1` rewrites it.
-pub fn assert_golden(name: &str, actual: &str) {
-    let path = test_file(&format!("golden/{name}"));
-    if std::env::var_os("BUILDKIT_EXPORTER_UPDATE_GOLDEN").is_some() {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (set BUILDKIT_EXPORTER_UPDATE_GOLDEN=1 to create it)", path.display()));
-    if expected != actual {
-        let diff: Vec<String> = expected
-            .lines()
-            .zip(actual.lines())
-            .filter(|(e, a)| e != a)
-            .take(10)
-            .map(|(e, a)| format!("- {e}\n+ {a}"))
-            .collect();
-        panic!(
-            "{} differs from the output ({} vs {} lines); first differences:\n{}\n(set BUILDKIT_EXPORTER_UPDATE_GOLDEN=1 to accept)",
-            path.display(),
-            expected.lines().count(),
-            actual.lines().count(),
-            diff.join("\n")
-        );
-    }
-}
-
-/// Unix time now.
-pub fn metrics_now() -> f64 {
-    buildkit_exporter::clock::now()
 }
