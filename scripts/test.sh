@@ -2,7 +2,8 @@
 # The test command. Installs what the tests need (idempotent), makes sure a real Docker Engine
 # with BuildKit answers (starting a private one when none does), runs every test, then runs
 # every test again with all cores busy (scripts/loaded.sh), and stops the engine again if it
-# started it. Then the suites that need an engine run once more against a private Docker Engine
+# started it. A standalone buildkitd (BuildKit v0.32.2, scripts/buildkitd-up.sh) runs beside the
+# engine for the whole run, for tests/buildkitd.rs. Then the suites that need an engine run once more against a private Docker Engine
 # 28.5 with the containerd image store (BuildKit v0.25, buildx 0.29 as the client), started and
 # stopped here. Extra arguments go to `cargo test` (and skip both extra passes);
 # BUILDKIT_EXPORTER_SKIP_LOADED=1 skips the loaded run, BUILDKIT_EXPORTER_SKIP_ENGINE_28_5=1 the
@@ -23,10 +24,15 @@ scripts/provision.sh
 # Not `eval "$(...)"`, whose status is eval's: a failed engine-up.sh must stop here.
 engine_env="$(scripts/engine-up.sh)"
 eval "$engine_env"
+stop_engine=""
 if [ "${BUILDKIT_EXPORTER_ENGINE_STARTED:-}" = 1 ] && [ -z "${BUILDKIT_EXPORTER_KEEP_ENGINE:-}" ]; then
-  trap 'scripts/engine-down.sh' EXIT
+  stop_engine=scripts/engine-down.sh
 fi
-export DOCKER_HOST
+trap '[ -z "$stop_engine" ] || $stop_engine; scripts/buildkitd-down.sh' EXIT
+buildkitd_env="$(scripts/buildkitd-up.sh)"
+eval "$buildkitd_env"
+export DOCKER_HOST BUILDKIT_EXPORTER_BUILDKITD_SOCK BUILDKIT_EXPORTER_BUILDKITD_TCP BUILDKIT_EXPORTER_BUILDKITD_CERTS \
+  BUILDKIT_EXPORTER_BUILDCTL
 
 cargo fmt --check
 cargo clippy --locked --all-targets -- -D warnings

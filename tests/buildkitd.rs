@@ -139,8 +139,9 @@ async fn failed_canceled_and_concurrent_builds_counted_exactly() {
     }
 
     let canceled = unique("bk-canceled");
-    let running =
-        bk.build(&context(&format!("{BASE}RUN echo {nonce} started && sleep 60\n")), &format!("{canceled}:1"), &[]);
+    // The context is read while the build runs: it must outlive the client.
+    let long = context(&format!("{BASE}RUN echo {nonce} started && sleep 60\n"));
+    let running = bk.build(&long, &format!("{canceled}:1"), &[]);
     running.wait_printed(&format!("{nonce} started")).await;
     running.interrupt();
     assert!(!running.finish().await.success);
@@ -177,7 +178,8 @@ async fn buildkitd_killed_mid_build_and_started_again() {
     let daemon = daemon().await;
     let name = unique("bk-killed");
     let nonce = unique("nonce");
-    let running = bk.build(&context(&format!("{BASE}RUN echo {nonce} && sleep 60\n")), &format!("{name}:1"), &[]);
+    let long = context(&format!("{BASE}RUN echo {nonce} && sleep 60\n"));
+    let running = bk.build(&long, &format!("{name}:1"), &[]);
     running.wait_printed(&nonce).await;
     bk.kill_and_restart().await;
     assert!(!running.finish().await.success, "the client sees its build fail");
