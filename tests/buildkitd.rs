@@ -207,3 +207,25 @@ async fn buildkitd_killed_mid_build_and_started_again() {
     }
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a standalone buildkitd: run scripts/test.sh"]
+async fn a_build_through_buildx_remote_driver() {
+    let _bk = BUILDKITD.lock().await;
+    let bk = buildkitd();
+    let daemon = daemon().await;
+    let name = unique("bk-buildx");
+    let builder = bk.remote_builder(&unique("remote"));
+    let context = context(&format!("{BASE}RUN echo {} && sleep 1\nRUN echo two\n", unique("nonce")));
+    let label = format!("{NAME_LABEL}={name}");
+    // No output: the result stays in buildkitd's cache, as buildx warns.
+    let report = bk.buildx(&builder.0, &context, &["--label", &label]).finish().await;
+    assert!(report.success, "{}", report.raw);
+    for builder in [UNIX, TLS] {
+        let m = counted(&daemon, builder, &name, "succeeded", 1.0).await;
+        let labels = [("builder", builder), ("name", name.as_str())];
+        assert_eq!(sum(&m, "buildkit_steps_total", &labels), report.finished_steps() as f64, "{m}");
+        assert_eq!(sample(&m, "buildkit_builds_started_total", &[("builder", builder)]), Some(1.0), "{m}");
+    }
+    daemon.stop().await;
+}

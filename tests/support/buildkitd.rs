@@ -85,6 +85,27 @@ impl Buildkitd {
         self.build(context, image, options).finish().await
     }
 
+    /// Starts `docker buildx build` of `context` through buildx builder `builder` (of the
+    /// remote driver, see [`Buildkitd::remote_builder`]), with extra `args`.
+    pub fn buildx(&self, builder: &str, context: &Context, args: &[&str]) -> Build {
+        let mut command = Command::new("docker");
+        command.args(["buildx", "build", "--builder", builder, "--progress=rawjson"]).args(args).arg(context.path());
+        Build::spawn(command)
+    }
+
+    /// Creates buildx builder `name` of the remote driver, reaching this buildkitd on its unix
+    /// socket; it is removed when the returned guard is dropped.
+    pub fn remote_builder(&self, name: &str) -> RemoteBuilder {
+        let status = std::process::Command::new("docker")
+            .args(["buildx", "create", "--name", name, "--driver", "remote"])
+            .arg(format!("unix://{}", self.socket.display()))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("docker buildx create");
+        assert!(status.success(), "docker buildx create --driver remote");
+        RemoteBuilder(name.to_string())
+    }
+
     /// Kills it (SIGKILL, as an OOM kill or a node failure would) and starts it again on the same
     /// state, sockets and port, as scripts/buildkitd-up.sh does; returns once it answers.
     pub async fn kill_and_restart(&self) {
@@ -104,6 +125,15 @@ impl Buildkitd {
             .await
             .expect("scripts/buildkitd-up.sh");
         assert!(up.success(), "buildkitd started again");
+    }
+}
+
+/// A buildx builder of the remote driver, removed on drop.
+pub struct RemoteBuilder(pub String);
+
+impl Drop for RemoteBuilder {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker").args(["buildx", "rm", &self.0]).output();
     }
 }
 
