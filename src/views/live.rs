@@ -261,6 +261,12 @@ pub(crate) mod tests {
         }
     }
 
+    /// The `COMPLETE` of a build that succeeded at `at`.
+    pub(crate) fn succeeded(reference: &str, at: f64) -> Event {
+        let info = info(reference);
+        Event::Completed(Completion { info, completed_at: at, outcome: Outcome::Succeeded, generation: 0, warnings: 0 })
+    }
+
     /// Progress of a three-step build with `done` steps completed and the next one running.
     pub(crate) fn progress(reference: &str, done: usize, image: Option<&str>) -> Event {
         let vertexes = (0..3)
@@ -318,14 +324,7 @@ pub(crate) mod tests {
         assert_eq!(lines(&registry, r#"buildkit_builds_completed_total{builder="default",name="app""#).len(), 3);
 
         // Finished: every series of the running build is gone, the counters took it.
-        let completion = Completion {
-            info: info("r1"),
-            completed_at: 110.0,
-            outcome: Outcome::Succeeded,
-            generation: 0,
-            warnings: 0,
-        };
-        builder.apply(Event::Completed(completion));
+        builder.apply(succeeded("r1", 110.0));
         assert!(lines(&registry, r#"ref="r1""#).is_empty(), "{:?}", lines(&registry, r#"ref="r1""#));
         assert_eq!(
             lines(&registry, r#"buildkit_builds_completed_total{builder="default",name="app",result="succeeded"}"#),

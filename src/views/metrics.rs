@@ -57,8 +57,8 @@ pub fn encode(registry: &Registry) -> String {
 mod tests {
     use super::*;
     use crate::builder::Builder;
-    use crate::model::{Completion, Event, Outcome, Settings};
-    use crate::views::live::tests::{info, progress};
+    use crate::model::{Event, Settings};
+    use crate::views::live::tests::{info, progress, succeeded};
     use crate::views::live::Live;
 
     /// The daemon's exposition of one builder, wired as `serve` wires it.
@@ -94,14 +94,7 @@ mod tests {
         builder.apply(progress("r1", 1, Some("app")));
         // The scrape that first sees the build shows its counters at zero already.
         assert_eq!(value(&exposition.render(), completed), Some("0"));
-        let completion = Completion {
-            info: info("r1"),
-            completed_at: 110.0,
-            outcome: Outcome::Succeeded,
-            generation: 0,
-            warnings: 0,
-        };
-        builder.apply(Event::Completed(completion));
+        builder.apply(succeeded("r1", 110.0));
         assert_eq!(value(&exposition.render(), completed), Some("1"));
         builder.count_reconnect();
         let text = exposition.render();
