@@ -20,6 +20,11 @@ if pid="$(own_pid)"; then
 fi
 rm -f "$PIDFILE"
 if [ -z "${BUILDKIT_EXPORTER_KEEP_BUILDKITD:-}" ] && [ -d "$STATE/root" ]; then
-  # Its mounts go with it; anything still mounted below the root is left rather than forced.
+  # A buildkitd that was killed (the tests kill it mid-build) leaves its running steps' root
+  # filesystems mounted: unmount what is below its root, deepest first, lazily (a step's
+  # process may still be ending), then remove the state.
+  awk -v root="$STATE/root/" 'index($2, root) == 1 { print $2 }' /proc/mounts | sort -r | while read -r mount; do
+    umount -l "$mount" 2>/dev/null || log "cannot unmount $mount"
+  done
   rm -rf "$STATE/root" 2>/dev/null || log "left $STATE/root (still busy)"
 fi
