@@ -13,14 +13,13 @@
 //!   the views as snapshots; the effects of each write go to a [`builder::Record`] as they
 //!   happen. Beside the model, the builder keeps its [`facts`]: whether its source is watched
 //!   and why not, the engine and BuildKit versions, workers and cache.
-//! - [`views`] show it: the counters (the `Record` fed by effects), point-in-time series built
-//!   from snapshots at scrape, the JSON API and the live status page.
+//! - [`views`] show it, and only read: the counters (the `Record` fed by effects),
+//!   point-in-time series built from snapshots at scrape, the JSON API and the live status page.
 //! - [`server`] serves the views over HTTP, guarded as [`web`] (the web configuration file:
 //!   TLS, client certificates, basic auth, extra headers) says.
 //!
 //! [`run`] wires them together from a [`config::Config`], which [`cli`] makes of the flags
-//! (with [`defaults`], written once); `main.rs` only parses flags and sets
-//! up logging. Around the model, the layers read the time from [`clock`], and their long-lived
+//! (with [`defaults`], written once); `main.rs` only parses flags and sets up logging. Around the model, the layers read the time from [`clock`], and their long-lived
 //! tasks end when [`shutdown`] says so.
 
 pub mod builder;
