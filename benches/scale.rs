@@ -14,7 +14,7 @@ use buildkit_exporter::model::{BuildInfo, Completion, Event, Outcome, Progress, 
 use buildkit_exporter::views::api;
 use buildkit_exporter::views::counters::Counters;
 use buildkit_exporter::views::live::Live;
-use buildkit_exporter::views::metrics::encode;
+use buildkit_exporter::views::metrics::Exposition;
 use prometheus::Registry;
 use testkit::measure::memory;
 use testkit::report::Report;
@@ -68,7 +68,7 @@ fn main() {
     let counters = Counters::new(&registry, false);
     let builder = Builder::new("default", Settings::default(), counters.clone() as _);
     let builders = vec![builder.clone()];
-    registry.register(Box::new(Live::new(builders.clone()))).unwrap();
+    let exposition = Exposition::new(registry, counters, Live::new(builders.clone()), Registry::new());
     for r in 0..RUNNING {
         let reference = format!("running{r}");
         builder.apply(Event::Started(info(&reference, r, 0.0)));
@@ -79,7 +79,7 @@ fn main() {
         "# Scale: scrape cost and memory against history length\n\n\
          Synthetic 15-step builds of 100 names go through the real model, counters and views, with 20 builds \
          always running. After each checkpoint: mean time to render `/metrics` and `/api/v1/builds` (200 \
-         renders each, in process, no HTTP), their size, and the process's resident memory. Release build.\n\n\
+         renders each, in process, no HTTP; as in the daemon, the counters' text is kept from one render to the next), their size, and the process's resident memory. Release build.\n\n\
          Reproduce: `cargo bench --bench scale`\n\n\
          | finished builds | feed time per build | /metrics render | /metrics size | /api/v1/builds render | JSON size | RSS |\n\
          |---|---|---|---|---|---|---|\n",
@@ -106,7 +106,7 @@ fn main() {
             fed += 1;
         }
         let feed_us = start.elapsed().as_secs_f64() * 1e6 / batch as f64;
-        let (metrics_us, metrics_size) = time_per_call(|| encode(&registry).len());
+        let (metrics_us, metrics_size) = time_per_call(|| exposition.render().len());
         let (json_us, json_size) = time_per_call(|| api::list(&builders, 100.0).len());
         writeln!(
             report,

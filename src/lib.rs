@@ -67,9 +67,9 @@ pub async fn run(config: Config, shutdown: watch::Receiver<bool>) -> anyhow::Res
 pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch::Receiver<bool>) {
     let counters_registry = Registry::new();
     let counters = Counters::new(&counters_registry, config.step_detail);
-    let live = Registry::new();
+    let process = Registry::new();
     // The daemon's own CPU, memory and descriptors, as every exporter serves them.
-    live.register(Box::new(views::process::Process::new())).expect("process metric names are unique");
+    process.register(Box::new(views::process::Process::new())).expect("process metric names are unique");
     let builders: Vec<Arc<Builder>> = config
         .sources
         .iter()
@@ -79,8 +79,7 @@ pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch:
             builder
         })
         .collect();
-    live.register(Box::new(Live::new(builders.clone()))).expect("live metric names are unique");
-    let exposition = Exposition::new(counters_registry, counters.clone(), live);
+    let exposition = Exposition::new(counters_registry, counters.clone(), Live::new(builders.clone()), process);
     let views = Arc::new(Views::new(exposition, config.telemetry_path.clone(), builders.clone()));
 
     let server = tokio::spawn(server::serve(listeners, views, config.web.clone(), shutdown.clone()));

@@ -124,6 +124,12 @@ pub struct Model {
     estimates: Estimates,
     /// The latest finished builds, newest last.
     recent: std::collections::VecDeque<FinishedBuild>,
+    /// Counts the events applied: what was computed from the state at one revision holds
+    /// until the next.
+    revision: u64,
+    /// The running builds' views at a revision ([`Model::snapshot`]). A cell, because taking
+    /// a snapshot is a read of the model: the memo only saves doing the same work again.
+    memo: std::cell::RefCell<Option<(u64, snapshot::RunningViews)>>,
 }
 
 impl Model {
@@ -138,6 +144,8 @@ impl Model {
             learned: LearnedNames::new(settings.max_learned),
             estimates: Estimates::new(settings.max_names),
             recent: Default::default(),
+            revision: 0,
+            memo: Default::default(),
             settings,
         }
     }
@@ -159,6 +167,7 @@ impl Model {
 
     /// Folds one event into the state.
     pub fn apply(&mut self, event: Event) -> Vec<Effect> {
+        self.revision += 1;
         let mut effects = Vec::new();
         match event {
             Event::Started(info) => {

@@ -732,7 +732,7 @@ proptest! {
                 .into_iter()
                 .map(|running| {
                     let current = running.current_step();
-                    (running.view, Some(current))
+                    (std::sync::Arc::unwrap_or_clone(running.view), Some(current))
                 })
                 .collect();
             views.extend(step.finished_here().map(|b| (b.view.clone(), None)));
@@ -752,7 +752,7 @@ proptest! {
     #[test]
     fn a_counted_build_is_no_longer_shown_running(trace in scenario()) {
         run(&trace, Settings::default(), |step| {
-            let shown: Vec<String> = step.model.snapshot(step.after.now).into_iter().map(|b| b.view.reference).collect();
+            let shown: Vec<String> = step.model.snapshot(step.after.now).into_iter().map(|b| b.view.reference.clone()).collect();
             prop_assert_eq!(&shown, &step.model.running_refs(), "{}: the snapshot and the running refs disagree", step);
             for reference in &shown {
                 prop_assert!(

@@ -113,8 +113,8 @@ pub struct Warnings {
 /// A running build as of a moment.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunningBuild {
-    /// What every build has.
-    pub view: BuildView,
+    /// What every build has; shared by every snapshot taken at one revision of the model.
+    pub view: Arc<BuildView>,
     /// Its last sign of life.
     pub last_progress: Time,
     /// When it should finish, where every remaining step has an estimate.
@@ -160,19 +160,44 @@ impl FinishedBuild {
     }
 }
 
+/// Each running build's view and its last sign of life, ordered by ref.
+pub(super) type RunningViews = Arc<[(Arc<BuildView>, Time)]>;
+
 impl Model {
     /// The running builds as of `now`, ordered by ref.
     pub fn snapshot(&self, now: Time) -> Vec<RunningBuild> {
-        self.running
+        self.running_views()
+            .iter()
+            .map(|(view, last_progress)| RunningBuild {
+                estimate: self.estimates.eta(&view.name, &view.steps, view.started_at, now),
+                view: view.clone(),
+                last_progress: *last_progress,
+            })
+            .collect()
+    }
+
+    /// The running builds' views and last signs of life, computed once per revision of the
+    /// model: they change only when an event is applied, while scrapes and page loads come
+    /// more often and several at once. Only the estimate depends on the time of asking.
+    fn running_views(&self) -> RunningViews {
+        let mut memo = self.memo.borrow_mut();
+        if let Some((revision, views)) = &*memo {
+            if *revision == self.revision {
+                return views.clone();
+            }
+        }
+        let views: RunningViews = self
+            .running
             .values()
             .map(|build| {
                 let vertices = build.steps();
                 let name = self.names.peek(&self.resolve_name(build, &vertices));
                 let steps = self.step_views(&vertices, &name);
-                let estimate = self.estimates.eta(&name, &steps, build.info.created_at, now);
-                RunningBuild { view: self.view(build, name, steps), estimate, last_progress: build.last_progress }
+                (Arc::new(self.view(build, name, steps)), build.last_progress)
             })
-            .collect()
+            .collect();
+        *memo = Some((self.revision, views.clone()));
+        views
     }
 
     /// What views show of `build`, called `name`, with `steps`.

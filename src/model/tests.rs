@@ -1,6 +1,7 @@
 //! Event sequences through the model, including the quirks BuildKit really shows.
 
 use super::*;
+use std::sync::Arc;
 
 /// Builds the events of one build.
 struct Fixture {
@@ -168,6 +169,33 @@ fn current_step_moves_through_a_single_stage_build() {
     assert!(done[0].finished_steps().all(|s| s.run_time() == Some(1.0)));
     assert_eq!(done[0].finished_steps().filter(|s| s.instruction == "RUN").count(), 12);
     assert!(model.snapshot(0.0).is_empty());
+}
+
+#[test]
+fn snapshots_between_two_events_share_one_view_and_only_the_estimate_moves() {
+    let mut model = model();
+    let (first, second) = (build("r1", 100.0).image("app:latest"), build("r2", 100.0).image("app:latest"));
+    let steps = fifteen_steps();
+    // One finished build teaches the step durations (1 s each), so the next one has an estimate.
+    apply_all(
+        &mut model,
+        vec![first.started(), first.progress(100.5, steps.iter().map(|(d, n)| done(d, n, 101.0, 102.0)).collect())],
+    );
+    model.apply(first.completed(103.0, Outcome::Succeeded));
+    model.apply(second.started());
+    model.apply(second.progress(110.0, vec![running(&steps[0].0, &steps[0].1, 110.0)]));
+
+    // The running step is expected to take 1 s: a quarter of a second in, then three quarters.
+    let (early, late) = (model.snapshot(110.25), model.snapshot(110.75));
+    assert!(Arc::ptr_eq(&early[0].view, &late[0].view), "the view was computed twice");
+    let remaining = |snap: &[RunningBuild]| snap[0].estimate.expect("learned").remaining;
+    assert_eq!(remaining(&early) - remaining(&late), 0.5, "the estimate did not follow the time of asking");
+    let at_120 = model.snapshot(120.0);
+
+    model.apply(second.progress(121.0, vec![done(&steps[0].0, &steps[0].1, 110.0, 121.0)]));
+    let after = model.snapshot(121.0);
+    assert!(!Arc::ptr_eq(&after[0].view, &at_120[0].view), "an event left the old view in place");
+    assert_eq!((at_120[0].view.counts.completed, after[0].view.counts.completed), (0, 1));
 }
 
 #[test]

@@ -99,11 +99,11 @@ mod tests {
 
     /// The views of one builder, wired as the daemon wires them, with the metrics at [`METRICS`].
     fn views() -> (Views, Arc<Builder>) {
-        let (counters_registry, live) = (Registry::new(), Registry::new());
+        let counters_registry = Registry::new();
         let counters = Counters::new(&counters_registry, false);
         let builder = Builder::new("default", Settings::default(), counters.clone() as _);
-        live.register(Box::new(Live::new(vec![builder.clone()]))).unwrap();
-        let exposition = Exposition::new(counters_registry, counters, live);
+        let exposition =
+            Exposition::new(counters_registry, counters, Live::new(vec![builder.clone()]), Registry::new());
         (Views::new(exposition, METRICS.to_string(), vec![builder.clone()]), builder)
     }
 

@@ -146,7 +146,7 @@ fn running(builder: &str, build: RunningBuild, now: Time, detail: bool) -> Build
         estimate: build
             .estimate
             .map(|Estimate { total, remaining }| EstimateJson { total_seconds: total, remaining_seconds: remaining }),
-        ..common(builder, build.view, "running", elapsed, detail)
+        ..common(builder, Arc::unwrap_or_clone(build.view), "running", elapsed, detail)
     }
 }
 

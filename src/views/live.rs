@@ -1,254 +1,111 @@
-//! The point-in-time series: built from the builders' snapshots at each scrape, so a build's
-//! series vanish when it ends.
+//! The point-in-time series: written from the builders' snapshots and facts at each scrape,
+//! so a build's series go when it does.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
+use std::borrow::Cow;
+use std::sync::Arc;
 
 use crate::builder::Builder;
 use crate::facts::Facts;
-use crate::model::{RunningBuild, StepView};
-use crate::views::series::LiveVecs;
+use crate::model::RunningBuild;
+use crate::views::series::{self, Samples};
 
-/// Series built from snapshots at scrape time.
+/// Series of the builders' state as of each scrape.
 pub struct Live {
     builders: Vec<Arc<Builder>>,
-    /// The series served, kept from one scrape to the next.
-    served: Mutex<Served>,
-    /// Empty vectors whose descriptors describe what `collect` returns.
-    prototypes: LiveVecs,
 }
 
 impl Live {
     /// Point-in-time series for `builders`.
     pub fn new(builders: Vec<Arc<Builder>>) -> Live {
-        Live { builders, served: Mutex::new(Served::default()), prototypes: LiveVecs::new() }
-    }
-}
-
-/// What the last scrape served, so the next one only adds and removes what changed: a build's
-/// label sets are made once while it runs, not once per scrape, and go when it does.
-struct Served {
-    vecs: LiveVecs,
-    /// Running builds served, by builder and ref.
-    builds: HashMap<String, HashMap<String, ServedBuild>>,
-    /// The label sets of each builder's facts served: versions, then each worker's.
-    facts: HashMap<String, ServedFacts>,
-    /// Counts scrapes, to find the builds the last one did not see.
-    scrape: u64,
-}
-
-impl Default for Served {
-    fn default() -> Self {
-        Served { vecs: LiveVecs::new(), builds: HashMap::new(), facts: HashMap::new(), scrape: 0 }
-    }
-}
-
-/// The label sets of one running build.
-struct ServedBuild {
-    name: String,
-    /// `step`, `instruction` and `command` of each running step served.
-    running: Vec<[String; 3]>,
-    estimate: bool,
-    scrape: u64,
-}
-
-impl ServedBuild {
-    /// Removes every series of this build, served under `builder` and `reference`.
-    fn remove(&self, vecs: &LiveVecs, builder: &str, reference: &str) {
-        let labels = [builder, reference, self.name.as_str()];
-        for vec in vecs.per_build() {
-            let _ = vec.remove_label_values(&labels);
-        }
-        for [step, instruction, command] in &self.running {
-            let _ =
-                vecs.running_info.remove_label_values(&[builder, reference, &self.name, step, instruction, command]);
-        }
-    }
-}
-
-impl Collector for Live {
-    fn desc(&self) -> Vec<&Desc> {
-        self.prototypes.all().into_iter().flat_map(|v| v.desc()).collect()
+        Live { builders }
     }
 
-    fn collect(&self) -> Vec<MetricFamily> {
-        // A panic while serving leaves nothing half-done that the next scrape would not redo.
-        let mut served = self.served.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Served { vecs, builds: served_builds, facts: served_facts, scrape } = &mut *served;
-        *scrape += 1;
+    /// Appends the series, as of now, to `out` in the text format.
+    pub fn render(&self, out: &mut String) {
         let now = crate::clock::now();
-        for builder in &self.builders {
-            let name = builder.name.as_str();
-            let facts = builder.facts();
-            vecs.up.with_label_values(&[name]).set(if facts.up { 1.0 } else { 0.0 });
-            serve_facts(vecs, served_facts.entry(name.to_string()).or_default(), name, &facts);
-            let builds = builder.snapshot(now);
-            vecs.running.with_label_values(&[name]).set(builds.len() as f64);
-            if !served_builds.contains_key(name) {
-                served_builds.insert(name.to_string(), HashMap::new());
+        // Read first, so the samples can borrow their label values from what was read.
+        let states: Vec<(&str, Facts, Vec<RunningBuild>)> =
+            self.builders.iter().map(|b| (b.name.as_str(), b.facts(), b.snapshot(now))).collect();
+        let mut samples = Samples::default();
+        for (builder, facts, builds) in &states {
+            samples.add(&series::UP, [(*builder).into()], if facts.up { 1.0 } else { 0.0 });
+            add_facts(&mut samples, builder, facts);
+            samples.add(&series::RUNNING, [(*builder).into()], builds.len() as f64);
+            for build in builds {
+                add_build(&mut samples, builder, build, now);
             }
-            let served = served_builds.get_mut(name).expect("inserted above");
-            for build in &builds {
-                self.serve(vecs, served, name, build, now, *scrape);
-            }
-            served.retain(|reference, build| {
-                let stays = build.scrape == *scrape;
-                if !stays {
-                    build.remove(vecs, name, reference);
-                }
-                stays
-            });
         }
-        vecs.all().into_iter().flat_map(|v| v.collect()).collect()
+        samples.write(out);
     }
 }
 
-impl Live {
-    /// Sets the series of one running build, making or removing only the label sets that
-    /// changed since the last scrape.
-    fn serve(
-        &self,
-        vecs: &LiveVecs,
-        served: &mut HashMap<String, ServedBuild>,
-        builder: &str,
-        build: &RunningBuild,
-        now: f64,
-        scrape: u64,
-    ) {
-        let view = &build.view;
-        if let Some(old) = served.get(&view.reference).filter(|old| old.name != view.name) {
-            // Renamed (a learned name gave way to the declared one): the old series go.
-            old.remove(vecs, builder, &view.reference);
-            served.remove(&view.reference);
-        }
-        let entry = served.entry(view.reference.clone()).or_insert_with(|| ServedBuild {
-            name: view.name.clone(),
-            running: Vec::new(),
-            estimate: false,
-            scrape,
-        });
-        entry.scrape = scrape;
-        let labels = [builder, view.reference.as_str(), view.name.as_str()];
-        vecs.steps.with_label_values(&labels).set(view.counts.total.into());
-        vecs.steps_completed.with_label_values(&labels).set(view.counts.completed.into());
-        vecs.steps_cached.with_label_values(&labels).set(view.counts.cached.into());
-        vecs.current_step.with_label_values(&labels).set(build.current_step().into());
-        vecs.start_time.with_label_values(&labels).set(view.started_at);
-        vecs.elapsed.with_label_values(&labels).set((now - view.started_at).max(0.0));
-        vecs.last_progress.with_label_values(&labels).set(build.last_progress);
-        match build.estimate {
-            Some(estimate) => {
-                vecs.estimated_duration.with_label_values(&labels).set(estimate.total);
-                vecs.estimated_remaining.with_label_values(&labels).set(estimate.remaining);
-            }
-            None if entry.estimate => {
-                let _ = vecs.estimated_duration.remove_label_values(&labels);
-                let _ = vecs.estimated_remaining.remove_label_values(&labels);
-            }
-            None => {}
-        }
-        entry.estimate = build.estimate.is_some();
-        let running: Vec<&StepView> = build.running_steps().collect();
-        let same = |served: &[String; 3], step: &StepView| {
-            served[0] == step.label && served[1] == step.instruction && served[2] == step.command
-        };
-        entry.running.retain(|old| {
-            let stays = running.iter().any(|step| same(old, step));
-            if !stays {
-                let [step, instruction, command] = old;
-                let _ = vecs.running_info.remove_label_values(&[
-                    builder,
-                    &view.reference,
-                    &view.name,
-                    step,
-                    instruction,
-                    command,
-                ]);
-            }
-            stays
-        });
-        for step in running {
-            if !entry.running.iter().any(|old| same(old, step)) {
-                vecs.running_info
-                    .with_label_values(&[
-                        builder,
-                        &view.reference,
-                        &view.name,
-                        &step.label,
-                        step.instruction,
-                        &step.command,
-                    ])
-                    .set(1.0);
-                entry.running.push([step.label.clone(), step.instruction.to_string(), step.command.clone()]);
-            }
-        }
+/// The series of one running build.
+fn add_build<'a>(samples: &mut Samples<'a>, builder: &'a str, build: &'a RunningBuild, now: f64) {
+    let view = &build.view;
+    let labels = || [Cow::Borrowed(builder), view.reference.as_str().into(), view.name.as_str().into()];
+    samples.add(&series::STEPS, labels(), view.counts.total.into());
+    samples.add(&series::STEPS_COMPLETED, labels(), view.counts.completed.into());
+    samples.add(&series::STEPS_CACHED, labels(), view.counts.cached.into());
+    samples.add(&series::CURRENT_STEP, labels(), build.current_step().into());
+    samples.add(&series::START_TIME, labels(), view.started_at);
+    samples.add(&series::ELAPSED, labels(), (now - view.started_at).max(0.0));
+    samples.add(&series::LAST_PROGRESS, labels(), build.last_progress);
+    if let Some(estimate) = build.estimate {
+        samples.add(&series::ESTIMATED_DURATION, labels(), estimate.total);
+        samples.add(&series::ESTIMATED_REMAINING, labels(), estimate.remaining);
+    }
+    for step in build.running_steps() {
+        let [builder, reference, name] = labels();
+        let step_labels = [
+            builder,
+            reference,
+            name,
+            Cow::Borrowed(step.label.as_str()),
+            Cow::Borrowed(step.instruction),
+            Cow::Borrowed(step.command.as_str()),
+        ];
+        samples.add(&series::RUNNING_INFO, step_labels, 1.0);
     }
 }
 
-/// The label sets of one builder's facts last served.
-#[derive(Default, PartialEq)]
-struct ServedFacts {
-    /// Engine, BuildKit and API versions.
-    versions: Option<[String; 3]>,
-    /// Each worker's ID and platforms.
-    workers: Vec<[String; 2]>,
-}
-
-/// Sets the series of what `builder` is and holds; `served` holds the label sets served last,
-/// so only a change of version or of workers makes or removes any.
-fn serve_facts(vecs: &LiveVecs, served: &mut ServedFacts, builder: &str, facts: &Facts) {
-    let mut now_served = ServedFacts::default();
+/// The series of what a builder is and holds: its versions, once known, its workers and its
+/// build cache.
+fn add_facts<'a>(samples: &mut Samples<'a>, builder: &'a str, facts: &'a Facts) {
     if facts.engine.is_some() || facts.buildkit.is_some() {
         let buildkit = facts.buildkit.as_ref().map_or("", |b| b.version.as_str());
         let (version, api) = facts.engine.as_ref().map_or(("", ""), |e| (e.version.as_str(), e.api_version.as_str()));
-        now_served.versions = Some([version.to_string(), buildkit.to_string(), api.to_string()]);
+        let labels = [Cow::Borrowed(builder), version.into(), buildkit.into(), api.into()];
+        samples.add(&series::SOURCE_INFO, labels, 1.0);
     }
-    if let Some(buildkit) = &facts.buildkit {
-        now_served.workers = buildkit.workers.iter().map(|w| [w.id.clone(), w.platforms.join(",")]).collect();
-        if let Some(cache) = &buildkit.cache {
-            for (kind, bytes) in &cache.by_type {
-                vecs.cache_bytes.with_label_values(&[builder, kind]).set(*bytes as f64);
-            }
-            vecs.cache_reclaimable.with_label_values(&[builder]).set(cache.reclaimable as f64);
-            vecs.cache_records.with_label_values(&[builder]).set(cache.records as f64);
+    let Some(buildkit) = &facts.buildkit else { return };
+    for worker in &buildkit.workers {
+        let labels = [Cow::Borrowed(builder), worker.id.as_str().into(), worker.platforms.join(",").into()];
+        samples.add(&series::WORKER_INFO, labels, 1.0);
+    }
+    if let Some(cache) = &buildkit.cache {
+        for (kind, bytes) in &cache.by_type {
+            samples.add(&series::CACHE_BYTES, [Cow::Borrowed(builder), Cow::Borrowed(*kind)], *bytes as f64);
         }
+        samples.add(&series::CACHE_RECLAIMABLE, [Cow::Borrowed(builder)], cache.reclaimable as f64);
+        samples.add(&series::CACHE_RECORDS, [Cow::Borrowed(builder)], cache.records as f64);
     }
-    if *served == now_served {
-        return;
-    }
-    if let Some([engine, buildkit, api]) = &served.versions {
-        let _ = vecs.source_info.remove_label_values(&[builder, engine, buildkit, api]);
-    }
-    for [id, platforms] in &served.workers {
-        let _ = vecs.worker_info.remove_label_values(&[builder, id, platforms]);
-    }
-    if let Some([engine, buildkit, api]) = &now_served.versions {
-        vecs.source_info.with_label_values(&[builder, engine, buildkit, api]).set(1.0);
-    }
-    for [id, platforms] in &now_served.workers {
-        vecs.worker_info.with_label_values(&[builder, id, platforms]).set(1.0);
-    }
-    *served = now_served;
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use prometheus::{Registry, TextEncoder};
+    use prometheus::Registry;
 
     use super::*;
     use crate::model::{BuildInfo, Completion, Event, Outcome, Progress, Settings, VertexUpdate};
     use crate::views::counters::Counters;
+    use crate::views::metrics::Exposition;
 
-    /// A builder and the registry serving it, as the daemon wires them.
-    fn daemon() -> (Registry, Arc<Builder>) {
+    /// A builder and the exposition serving it, as the daemon wires them.
+    fn daemon() -> (Exposition, Arc<Builder>) {
         let registry = Registry::new();
         let counters = Counters::new(&registry, false);
         let builder = Builder::new("default", Settings::default(), counters.clone() as _);
-        registry.register(Box::new(Live::new(vec![builder.clone()]))).unwrap();
-        (registry, builder)
+        (Exposition::new(registry, counters, Live::new(vec![builder.clone()]), Registry::new()), builder)
     }
 
     pub(crate) fn info(reference: &str) -> BuildInfo {
@@ -289,13 +146,13 @@ pub(crate) mod tests {
         })
     }
 
-    /// The lines of the exposition that mention `needle`.
-    fn encode(registry: &Registry) -> String {
-        TextEncoder::new().encode_to_string(&registry.gather()).unwrap()
+    fn encode(exposition: &Exposition) -> String {
+        exposition.render()
     }
 
-    fn lines(registry: &Registry, needle: &str) -> Vec<String> {
-        encode(registry).lines().filter(|l| !l.starts_with('#') && l.contains(needle)).map(str::to_string).collect()
+    /// The lines of the exposition that mention `needle`.
+    fn lines(exposition: &Exposition, needle: &str) -> Vec<String> {
+        encode(exposition).lines().filter(|l| !l.starts_with('#') && l.contains(needle)).map(str::to_string).collect()
     }
 
     #[test]

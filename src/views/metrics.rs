@@ -1,11 +1,12 @@
 //! The text exposition of `/metrics`: the counters' text kept between scrapes, and the live
-//! series rendered at each.
+//! series and the process's own rendered at each.
 
 use std::sync::{Arc, Mutex};
 
 use prometheus::{Encoder, Registry, TextEncoder};
 
 use crate::views::counters::Counters;
+use crate::views::live::Live;
 
 /// The content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -18,30 +19,39 @@ pub struct Exposition {
     counters: Registry,
     /// Tells when the counters changed.
     changes: Arc<Counters>,
-    /// The live series ([`Live`](super::live::Live)) and the process collector.
-    live: Registry,
+    /// The builders' state as of each scrape.
+    live: Live,
+    /// The process collector.
+    process: Registry,
     /// The counters' text, and the count of changes it was rendered at.
     cached: Mutex<Option<(u64, String)>>,
 }
 
 impl Exposition {
-    /// The exposition of `counters` (registered in `counters_registry`) and of `live`.
-    pub fn new(counters_registry: Registry, counters: Arc<Counters>, live: Registry) -> Exposition {
-        Exposition { counters: counters_registry, changes: counters, live, cached: Mutex::new(None) }
+    /// The exposition of `counters` (registered in `counters_registry`), of `live` and of
+    /// what is registered in `process`.
+    pub fn new(counters_registry: Registry, counters: Arc<Counters>, live: Live, process: Registry) -> Exposition {
+        Exposition { counters: counters_registry, changes: counters, live, process, cached: Mutex::new(None) }
     }
 
     /// The whole text exposition.
     pub fn render(&self) -> String {
-        let live = encode(&self.live);
         let changes = self.changes.changes();
-        let mut cached = self.cached.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let text = match &*cached {
-            Some((at, text)) if *at == changes => text,
-            _ => &cached.insert((changes, encode(&self.counters))).1,
+        let mut out = {
+            let mut cached = self.cached.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let text = match &*cached {
+                Some((at, text)) if *at == changes => text,
+                _ => &cached.insert((changes, encode(&self.counters))).1,
+            };
+            // Room for the live series too, so that appending them rarely moves the text.
+            let mut out = String::with_capacity(text.len() + text.len() / 2);
+            out.push_str(text);
+            out
         };
-        let mut out = String::with_capacity(text.len() + live.len());
-        out.push_str(text);
-        out.push_str(&live);
+        // Their names (`buildkit_…`) sort before the process's (`process_…`), so the
+        // families stay in the order one registry would give them.
+        self.live.render(&mut out);
+        out.push_str(&encode(&self.process));
         out
     }
 }
@@ -59,15 +69,14 @@ mod tests {
     use crate::builder::Builder;
     use crate::model::{Event, Settings};
     use crate::views::live::tests::{info, progress, succeeded};
-    use crate::views::live::Live;
 
     /// The daemon's exposition of one builder, wired as `serve` wires it.
     fn exposition() -> (Exposition, Arc<Builder>) {
-        let (counters_registry, live) = (Registry::new(), Registry::new());
+        let counters_registry = Registry::new();
         let counters = Counters::new(&counters_registry, false);
         let builder = Builder::new("default", Settings::default(), counters.clone() as _);
-        live.register(Box::new(Live::new(vec![builder.clone()]))).unwrap();
-        (Exposition::new(counters_registry, counters, live), builder)
+        let live = Live::new(vec![builder.clone()]);
+        (Exposition::new(counters_registry, counters, live, Registry::new()), builder)
     }
 
     fn value<'a>(text: &'a str, series: &str) -> Option<&'a str> {

@@ -1,114 +1,238 @@
-//! The point-in-time series' names, help texts and labels: what a scrape of the live state can
-//! show, before any label set is made.
+//! The point-in-time series: their names, help texts and labels, and how one scrape's samples
+//! of them are written in the text format.
+//!
+//! They are written straight from the builders' state, not kept in the prometheus crate's
+//! metric vectors: a vector holds every label set until it is removed, so serving a snapshot
+//! through one meant remembering what the last scrape served and removing what went, and its
+//! `collect` copies every label set into a new protobuf message at each scrape. The text is
+//! the one the crate's `TextEncoder` writes (families by name, series by label values, labels
+//! by name), so the exposition reads the same either way (`tests/golden/in-progress.metrics`).
 
-use prometheus::{GaugeVec, Opts};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
-/// The point-in-time series, filled afresh at each scrape.
-pub(super) struct LiveVecs {
-    pub(super) steps: GaugeVec,
-    pub(super) steps_completed: GaugeVec,
-    pub(super) steps_cached: GaugeVec,
-    pub(super) current_step: GaugeVec,
-    pub(super) running_info: GaugeVec,
-    pub(super) start_time: GaugeVec,
-    pub(super) elapsed: GaugeVec,
-    pub(super) last_progress: GaugeVec,
-    pub(super) estimated_duration: GaugeVec,
-    pub(super) estimated_remaining: GaugeVec,
-    pub(super) running: GaugeVec,
-    pub(super) up: GaugeVec,
-    pub(super) source_info: GaugeVec,
-    pub(super) cache_bytes: GaugeVec,
-    pub(super) cache_reclaimable: GaugeVec,
-    pub(super) cache_records: GaugeVec,
-    pub(super) worker_info: GaugeVec,
+/// A family of gauges.
+pub(super) struct Family {
+    pub(super) name: &'static str,
+    pub(super) help: &'static str,
+    /// Label names, in the order a sample gives their values.
+    pub(super) labels: &'static [&'static str],
 }
 
-impl LiveVecs {
-    pub(super) fn new() -> LiveVecs {
-        let per_build = &["builder", "ref", "name"];
-        let gauge = |name: &str, help: &str, labels: &[&str]| {
-            GaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
-        };
-        LiveVecs {
-            steps: gauge("buildkit_build_steps", "Steps of a running build known so far, all stages.", per_build),
-            steps_completed: gauge("buildkit_build_steps_completed", "Steps of a running build completed (executed or cached).", per_build),
-            steps_cached: gauge("buildkit_build_steps_cached", "Steps of a running build that came from cache.", per_build),
-            current_step: gauge("buildkit_build_current_step", "Step a running build is at: completed steps + 1, at most the number of steps.", per_build),
-            running_info: gauge(
-                "buildkit_build_step_running_info",
-                "A step executing now in a running build; always 1.",
-                &["builder", "ref", "name", "step", "instruction", "command"],
-            ),
-            start_time: gauge("buildkit_build_start_time_seconds", "Unix time a running build started.", per_build),
-            elapsed: gauge("buildkit_build_elapsed_seconds", "Seconds a running build has been running, computed at scrape.", per_build),
-            last_progress: gauge(
-                "buildkit_build_last_progress_time_seconds",
-                "Unix time of a running build's last progress (vertex, status or log); BuildKit sends no heartbeat.",
-                per_build,
-            ),
-            estimated_duration: gauge(
-                "buildkit_build_estimated_duration_seconds",
-                "Expected total duration of a running build, learned from earlier builds of the same name; absent without an estimate.",
-                per_build,
-            ),
-            estimated_remaining: gauge(
-                "buildkit_build_estimated_remaining_seconds",
-                "Expected seconds until a running build finishes, computed at scrape; absent without an estimate.",
-                per_build,
-            ),
-            running: gauge("buildkit_builds_running", "Builds running now.", &["builder"]),
-            up: gauge("buildkit_exporter_source_up", "Whether the build history of a source is watched (1: connected, and the replay that opens the connection received) or not (0).", &["builder"]),
-            source_info: gauge(
-                "buildkit_exporter_source_info",
-                "Versions of a source's Docker Engine (empty for a standalone buildkitd), its API and its BuildKit; always 1.",
-                &["builder", "engine_version", "buildkit_version", "api_version"],
-            ),
-            cache_bytes: gauge("buildkit_cache_bytes", "Size of a builder's build cache by record type, read in the background.", &["builder", "type"]),
-            cache_reclaimable: gauge("buildkit_cache_reclaimable_bytes", "Build cache not in use, which a prune could free.", &["builder"]),
-            cache_records: gauge("buildkit_cache_records", "Records in a builder's build cache.", &["builder"]),
-            worker_info: gauge(
-                "buildkit_worker_info",
-                "A BuildKit worker and the platforms it builds for (comma-separated, native first); always 1.",
-                &["builder", "worker", "platforms"],
-            ),
+const PER_BUILD: &[&str] = &["builder", "ref", "name"];
+
+pub(super) const STEPS: Family = Family {
+    name: "buildkit_build_steps",
+    help: "Steps of a running build known so far, all stages.",
+    labels: PER_BUILD,
+};
+pub(super) const STEPS_COMPLETED: Family = Family {
+    name: "buildkit_build_steps_completed",
+    help: "Steps of a running build completed (executed or cached).",
+    labels: PER_BUILD,
+};
+pub(super) const STEPS_CACHED: Family = Family {
+    name: "buildkit_build_steps_cached",
+    help: "Steps of a running build that came from cache.",
+    labels: PER_BUILD,
+};
+pub(super) const CURRENT_STEP: Family = Family {
+    name: "buildkit_build_current_step",
+    help: "Step a running build is at: completed steps + 1, at most the number of steps.",
+    labels: PER_BUILD,
+};
+pub(super) const RUNNING_INFO: Family = Family {
+    name: "buildkit_build_step_running_info",
+    help: "A step executing now in a running build; always 1.",
+    labels: &["builder", "ref", "name", "step", "instruction", "command"],
+};
+pub(super) const START_TIME: Family =
+    Family { name: "buildkit_build_start_time_seconds", help: "Unix time a running build started.", labels: PER_BUILD };
+pub(super) const ELAPSED: Family = Family {
+    name: "buildkit_build_elapsed_seconds",
+    help: "Seconds a running build has been running, computed at scrape.",
+    labels: PER_BUILD,
+};
+pub(super) const LAST_PROGRESS: Family = Family {
+    name: "buildkit_build_last_progress_time_seconds",
+    help: "Unix time of a running build's last progress (vertex, status or log); BuildKit sends no heartbeat.",
+    labels: PER_BUILD,
+};
+pub(super) const ESTIMATED_DURATION: Family = Family {
+    name: "buildkit_build_estimated_duration_seconds",
+    help: "Expected total duration of a running build, learned from earlier builds of the same name; absent without an estimate.",
+    labels: PER_BUILD,
+};
+pub(super) const ESTIMATED_REMAINING: Family = Family {
+    name: "buildkit_build_estimated_remaining_seconds",
+    help: "Expected seconds until a running build finishes, computed at scrape; absent without an estimate.",
+    labels: PER_BUILD,
+};
+pub(super) const RUNNING: Family =
+    Family { name: "buildkit_builds_running", help: "Builds running now.", labels: &["builder"] };
+pub(super) const UP: Family = Family {
+    name: "buildkit_exporter_source_up",
+    help: "Whether the build history of a source is watched (1: connected, and the replay that opens the connection received) or not (0).",
+    labels: &["builder"],
+};
+pub(super) const SOURCE_INFO: Family = Family {
+    name: "buildkit_exporter_source_info",
+    help:
+        "Versions of a source's Docker Engine (empty for a standalone buildkitd), its API and its BuildKit; always 1.",
+    labels: &["builder", "engine_version", "buildkit_version", "api_version"],
+};
+pub(super) const CACHE_BYTES: Family = Family {
+    name: "buildkit_cache_bytes",
+    help: "Size of a builder's build cache by record type, read in the background.",
+    labels: &["builder", "type"],
+};
+pub(super) const CACHE_RECLAIMABLE: Family = Family {
+    name: "buildkit_cache_reclaimable_bytes",
+    help: "Build cache not in use, which a prune could free.",
+    labels: &["builder"],
+};
+pub(super) const CACHE_RECORDS: Family =
+    Family { name: "buildkit_cache_records", help: "Records in a builder's build cache.", labels: &["builder"] };
+pub(super) const WORKER_INFO: Family = Family {
+    name: "buildkit_worker_info",
+    help: "A BuildKit worker and the platforms it builds for (comma-separated, native first); always 1.",
+    labels: &["builder", "worker", "platforms"],
+};
+
+/// One scrape's samples, borrowed from the state they were read from, by family name.
+#[derive(Default)]
+pub(super) struct Samples<'a> {
+    families: BTreeMap<&'static str, Gathered<'a>>,
+}
+
+/// The samples of one family, each with its label values in the order of the sorted label names.
+struct Gathered<'a> {
+    family: &'static Family,
+    /// `family.labels`' positions, by label name.
+    by_name: Vec<usize>,
+    samples: Vec<(Vec<Cow<'a, str>>, f64)>,
+}
+
+impl<'a> Samples<'a> {
+    /// Adds a sample of `family` with `values` for its labels, in `family.labels`' order.
+    pub(super) fn add<const N: usize>(&mut self, family: &'static Family, values: [Cow<'a, str>; N], value: f64) {
+        debug_assert_eq!(family.labels.len(), N, "{}", family.name);
+        let gathered = self.families.entry(family.name).or_insert_with(|| {
+            let mut by_name: Vec<usize> = (0..family.labels.len()).collect();
+            by_name.sort_by_key(|&i| family.labels[i]);
+            Gathered { family, by_name, samples: Vec::new() }
+        });
+        let mut values = values.map(Some);
+        let ordered = gathered.by_name.iter().map(|&i| values[i].take().expect("each label once")).collect();
+        gathered.samples.push((ordered, value));
+    }
+
+    /// Writes every family that has samples to `out`: by name, each with its help and type,
+    /// then its series ordered by label values.
+    pub(super) fn write(mut self, out: &mut String) {
+        for gathered in self.families.values_mut() {
+            let family = gathered.family;
+            gathered.samples.sort_by(|(a, _), (b, _)| a.cmp(b));
+            out.push_str("# HELP ");
+            out.push_str(family.name);
+            out.push(' ');
+            escape(out, family.help, false);
+            out.push_str("\n# TYPE ");
+            out.push_str(family.name);
+            out.push_str(" gauge\n");
+            for (values, value) in &gathered.samples {
+                out.push_str(family.name);
+                for (n, (&i, text)) in gathered.by_name.iter().zip(values).enumerate() {
+                    out.push_str(if n == 0 { "{" } else { "," });
+                    out.push_str(family.labels[i]);
+                    out.push_str("=\"");
+                    escape(out, text, true);
+                    out.push('"');
+                }
+                if !values.is_empty() {
+                    out.push('}');
+                }
+                // `f64`'s `Display`, as the crate's encoder writes values.
+                let _ = writeln!(out, " {value}");
+            }
         }
     }
+}
 
-    /// The vectors labelled `{builder, ref, name}`.
-    pub(super) fn per_build(&self) -> [&GaugeVec; 9] {
-        [
-            &self.steps,
-            &self.steps_completed,
-            &self.steps_cached,
-            &self.current_step,
-            &self.start_time,
-            &self.elapsed,
-            &self.last_progress,
-            &self.estimated_duration,
-            &self.estimated_remaining,
-        ]
+/// Appends `text` with backslashes and line feeds escaped, and double quotes too in a label
+/// value, as the text format wants.
+fn escape(out: &mut String, text: &str, quotes: bool) {
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quotes => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus::{GaugeVec, Opts, Registry, TextEncoder};
+
+    use super::*;
+
+    /// The same samples through the prometheus crate's vectors and encoder.
+    fn through_the_crate(samples: &[(&'static Family, Vec<&str>, f64)]) -> String {
+        let registry = Registry::new();
+        let mut vecs: BTreeMap<&str, GaugeVec> = BTreeMap::new();
+        for (family, values, value) in samples {
+            let vec = vecs.entry(family.name).or_insert_with(|| {
+                let vec = GaugeVec::new(Opts::new(family.name, family.help), family.labels).unwrap();
+                registry.register(Box::new(vec.clone())).unwrap();
+                vec
+            });
+            vec.with_label_values(values).set(*value);
+        }
+        TextEncoder::new().encode_to_string(&registry.gather()).unwrap()
     }
 
-    pub(super) fn all(&self) -> [&GaugeVec; 17] {
-        [
-            &self.steps,
-            &self.steps_completed,
-            &self.steps_cached,
-            &self.current_step,
-            &self.running_info,
-            &self.start_time,
-            &self.elapsed,
-            &self.last_progress,
-            &self.estimated_duration,
-            &self.estimated_remaining,
-            &self.running,
-            &self.up,
-            &self.source_info,
-            &self.cache_bytes,
-            &self.cache_reclaimable,
-            &self.cache_records,
-            &self.worker_info,
-        ]
+    #[test]
+    fn the_text_is_the_one_the_crate_writes() {
+        let samples: Vec<(&'static Family, Vec<&str>, f64)> = vec![
+            (&RUNNING_INFO, vec!["b", "r2", "app", "[2/3]", "RUN", r#"make "all" \ done"#], 1.0),
+            (&RUNNING_INFO, vec!["b", "r1", "app", "[1/3]", "COPY", "line\nbreak"], 1.0),
+            (&RUNNING_INFO, vec!["a", "r3", "zz", "[1/3]", "RUN", "x"], 1.0),
+            (&SOURCE_INFO, vec!["b", "26.1.5", "v0.13.2", "1.45"], 1.0),
+            (&SOURCE_INFO, vec!["a", "", "v0.32.2", ""], 1.0),
+            (&ELAPSED, vec!["b", "r1", "app"], 12.25),
+            (&ELAPSED, vec!["b", "r2", "app"], 0.0),
+            (&START_TIME, vec!["b", "r1", "app"], 1795479830.2),
+            (&RUNNING, vec!["b"], 2.0),
+            (&RUNNING, vec!["a"], 1e21),
+            (&CACHE_BYTES, vec!["b", "regular"], 123456789.0),
+        ];
+        let mut ours = Samples::default();
+        for (family, values, value) in &samples {
+            match values.as_slice() {
+                [a] => ours.add(family, [(*a).into()], *value),
+                [a, b] => ours.add(family, [(*a).into(), (*b).into()], *value),
+                [a, b, c] => ours.add(family, [(*a).into(), (*b).into(), (*c).into()], *value),
+                [a, b, c, d] => ours.add(family, [(*a).into(), (*b).into(), (*c).into(), (*d).into()], *value),
+                [a, b, c, d, e, f] => ours.add(
+                    family,
+                    [(*a).into(), (*b).into(), (*c).into(), (*d).into(), (*e).into(), (*f).into()],
+                    *value,
+                ),
+                other => unreachable!("{other:?}"),
+            }
+        }
+        let mut text = String::new();
+        ours.write(&mut text);
+        assert_eq!(text, through_the_crate(&samples));
+    }
+
+    #[test]
+    fn no_sample_writes_nothing() {
+        let mut text = String::new();
+        Samples::default().write(&mut text);
+        assert_eq!(text, "");
     }
 }
