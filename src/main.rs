@@ -22,7 +22,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    // One thread runs everything: the daemon waits on sockets nearly all the time, and a scrape
+    // of about 1 000 series costs about 0.1 ms of CPU (benches/scrape.md). A pool of workers
+    // would buy little but their stacks and the multi-thread scheduler, whose statistics alone
+    // map libm (benches/memory.md).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let result = runtime.block_on(async {
         let (stop, shutdown) = watch::channel(false);
         tokio::spawn(async move {
