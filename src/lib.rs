@@ -20,9 +20,11 @@
 //!
 //! [`run`] wires them together from a [`config::Config`], which [`cli`] makes of the flags
 //! (with [`defaults`], written once); `main.rs` only parses flags and sets up logging. Around the model, the layers read the time from [`clock`], and their long-lived
-//! tasks end when [`shutdown`] says so.
+//! tasks end when [`shutdown`] says so. TLS towards sources and towards scrapers names a
+//! certificate rustls refuses, and how to re-issue it, through [`certificate`].
 
 pub mod builder;
+pub mod certificate;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -1,6 +1,7 @@
 //! The daemon against a fake BuildKit replaying streams recorded from real builds
 //! (tests/fixtures, made by tests/record.rs): exact, fast, and diffed against golden files.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard_buildkit_proto::moby::buildkit::v1::BuildHistoryEventType;
@@ -411,6 +412,129 @@ async fn a_buildkitd_with_mutual_tls() {
     assert_eq!(sample(&m, "buildkit_exporter_source_up", &[]), Some(0.0));
     assert_eq!(all_finished(&m), 0.0);
     daemon.stop().await;
+    fake.stop();
+}
+
+/// Why the source `builder` is down, once the daemon knows.
+async fn reason(daemon: &Daemon, builder: &str) -> String {
+    eventually(Duration::from_secs(15), &format!("{builder}'s reason"), || async {
+        let (_, list) = daemon.get("/api/v1/sources").await;
+        let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+        let source = list["sources"].as_array()?.iter().find(|s| s["builder"] == builder)?.clone();
+        source["reason"].as_str().map(str::to_string)
+    })
+    .await
+}
+
+/// A TLS server on loopback presenting `chain` (PEM, as it is: rustls' checks would refuse an
+/// X.509 v1 certificate before any client did) and serving nothing; its `host:port`.
+async fn presenting(chain: &str, key: &str) -> String {
+    use rustls::sign::SingleCertAndKey;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(testkit::http::certified(chain, key))));
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = acceptor.accept(tcp).await;
+        }
+    });
+    address
+}
+
+/// X.509 v1 certificates (what `openssl x509 -req` makes without an extension file) on a TLS
+/// source, engine or buildkitd: rustls refuses one as the client's certificate, the source's, or
+/// a CA in the source's chain, and the source's reason names it and says how to re-issue it (and
+/// the certificate the command makes is taken). A v1 root in `ca=` is trusted, as Go trusts it.
+#[tokio::test]
+async fn x509_v1_certificates_on_a_tls_source_are_named() {
+    use rcgen::ExtendedKeyUsagePurpose;
+    use testkit::pki::{follow_reissue_hint, issue, openssl_issue, Pki};
+    const SERVER: &str = "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n";
+    let pki = Pki::new();
+    pki.write_all();
+    let ca = pki.ca_issued();
+    let files = |ca: &str, cert: &str, key: &str| {
+        let path = |name: &str| pki.path(name).display().to_string();
+        format!("ca={}&cert={}&key={}&server-name=localhost", path(ca), path(cert), path(key))
+    };
+    let script = || Script::from_recording(&fixture::recorded(), SPEED);
+    let watched = |source: String| async move {
+        let daemon = Daemon::start(&[&source], |_| {}).await;
+        daemon.source_up(true, Duration::from_secs(30)).await;
+        daemon.stop().await;
+    };
+
+    // The client's own certificate: named, by its file, before any handshake.
+    let old_client = openssl_issue(Some(&ca), "old client", None);
+    pki.write("v1-client.pem", &old_client.cert);
+    pki.write("v1-client-key.pem", &old_client.key);
+    let server = issue(&pki.ca, ExtendedKeyUsagePurpose::ServerAuth);
+    let (fake, address) = FakeBuildkit::start_tls(script(), &server.cert, &server.key, &pki.ca.pem()).await;
+    let old = files("ca.pem", "v1-client.pem", "v1-client-key.pem");
+    let sources = [format!("engine=tcp://{address}?{old}"), format!("buildkitd=buildkitd+tcp://{address}?{old}")];
+    let daemon = Daemon::start(&[&sources[0], &sources[1]], |_| {}).await;
+    let mut reasons = Vec::new();
+    for builder in ["engine", "buildkitd"] {
+        let reason = reason(&daemon, builder).await;
+        let says = format!(
+            "failed: {}: an X.509 v1 certificate (no extensions), which rustls refuses; re-issue it as v3, e.g. \
+             openssl x509 -req ",
+            pki.path("v1-client.pem").display()
+        );
+        assert!(reason.contains(&says) && reason.ends_with("<(echo extendedKeyUsage=clientAuth)"), "{reason}");
+        reasons.push(reason);
+    }
+    daemon.stop().await;
+    pki.write("v3-client.pem", &follow_reissue_hint(&reasons[1], &ca, &old_client.key, "old client"));
+    watched(format!("buildkitd+tcp://{address}?{}", files("ca.pem", "v3-client.pem", "v1-client-key.pem"))).await;
+    fake.stop();
+
+    // The source's certificate, or a CA in the chain it presents: named at the handshake.
+    let old_server = openssl_issue(Some(&ca), "localhost", None);
+    let v1_middle = openssl_issue(Some(&ca), "v1 intermediate CA", None);
+    let leaf = openssl_issue(Some(&v1_middle), "localhost", Some(SERVER));
+    let ours = files("ca.pem", "client.pem", "client-key.pem");
+    let (old, chained) = (
+        presenting(&old_server.cert, &old_server.key).await,
+        presenting(&format!("{}{}", leaf.cert, v1_middle.cert), &leaf.key).await,
+    );
+    let sources = [format!("old=buildkitd+tcp://{old}?{ours}"), format!("chained=buildkitd+tcp://{chained}?{ours}")];
+    let daemon = Daemon::start(&[&sources[0], &sources[1]], |_| {}).await;
+    let reason_old = reason(&daemon, "old").await;
+    let says = format!(
+        "TLS to buildkitd+tcp://{old} failed: the source's certificate: an X.509 v1 certificate (no extensions), \
+         which rustls refuses; re-issue it as v3, e.g. openssl x509 -req "
+    );
+    assert!(reason_old.starts_with(&says) && reason_old.contains("subjectAltName=DNS:HOST"), "{reason_old}");
+    let reason_chained = reason(&daemon, "chained").await;
+    let says = format!(
+        "TLS to buildkitd+tcp://{chained} failed: certificate 2 of the source's chain: an X.509 v1 certificate (no \
+         extensions), which rustls refuses as an intermediate (a v1 root in a CA file is accepted); re-issue it as \
+         v3, e.g. openssl x509 -req "
+    );
+    assert!(reason_chained.starts_with(&says) && reason_chained.contains("CA:TRUE"), "{reason_chained}");
+    for reason in [&reason_old, &reason_chained] {
+        assert!(!reason.contains("UnsupportedCertVersion") && !reason.contains('\n'), "{reason}");
+    }
+    daemon.stop().await;
+    // The intermediate re-issued as the reason says, for the same key: the chain is taken.
+    let middle = follow_reissue_hint(&reason_chained, &ca, &v1_middle.key, "v1 intermediate CA");
+    let chain = format!("{}{middle}", leaf.cert);
+    let (fake, address) = FakeBuildkit::start_tls(script(), &chain, &leaf.key, &pki.ca.pem()).await;
+    watched(format!("buildkitd+tcp://{address}?{ours}")).await;
+    fake.stop();
+
+    // A v1 root in ca=: trusted.
+    let root = openssl_issue(None, "v1 root CA", None);
+    pki.write("v1-root.pem", &root.cert);
+    let server = openssl_issue(Some(&root), "localhost", Some(SERVER));
+    let (fake, address) = FakeBuildkit::start_tls(script(), &server.cert, &server.key, &pki.ca.pem()).await;
+    watched(format!("buildkitd+tcp://{address}?{}", files("v1-root.pem", "client.pem", "client-key.pem"))).await;
     fake.stop();
 }
 

@@ -15,7 +15,7 @@ use rcgen::ExtendedKeyUsagePurpose;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 use testkit::http::{self, plain, request, tls, tls_client};
-use testkit::pki::{ca, issue, Pki};
+use testkit::pki::{ca, follow_reissue_hint, issue, openssl_issue, Pki};
 use testkit::prometheus::{Prometheus, Version};
 use testkit::{eventually, exporter_binary, Binary, Daemon};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -185,6 +185,35 @@ async fn client_certificates_as_exporter_toolkit_defines_them() {
     }
 }
 
+/// rustls refuses a scraper's X.509 v1 certificate (what `openssl x509 -req` makes without an
+/// extension file), whoever issued it, where Go would take it: the log line says so and how to
+/// re-issue it. A v1 root as `client_ca_file` is trusted, as Go trusts it.
+#[tokio::test]
+async fn a_scrapers_x509_v1_certificate_is_named_and_a_v1_client_ca_trusted() {
+    let pki = Pki::new();
+    pki.write_all();
+    let root = openssl_issue(None, "v1 client CA", None);
+    pki.write("clients-ca.pem", &root.cert);
+    let current = openssl_issue(Some(&root), "scraper", Some("extendedKeyUsage=clientAuth\n"));
+    let old = openssl_issue(Some(&root), "old scraper", None);
+    let with_current = tls_client(pki.ca_der(), Some((&current.cert, &current.key)));
+    let with_old = tls_client(pki.ca_der(), Some((&old.cert, &old.key)));
+    for policy in ["RequireAndVerifyClientCert", "RequireAnyClientCert"] {
+        pki.write("web.yml", &format!("{TLS_CONFIG}  client_auth_type: {policy}\n  client_ca_file: clients-ca.pem\n"));
+        let web_yml = pki.path("web.yml").display().to_string();
+        let args = ["--source", NO_SOURCE, "--log.level", "debug", "--web.config.file", &web_yml];
+        let binary = Binary::start(exporter_binary!(), &args, &[]);
+        let reply = tls(binary.addr, &with_current, &request("/metrics", &[])).await;
+        assert_eq!(reply.map(|r| r.status).ok(), Some(200), "{policy}: a v3 certificate from the v1 CA");
+        assert!(tls(binary.addr, &with_old, &request("/metrics", &[])).await.is_err(), "{policy}: a v1 certificate");
+        let line = binary.wait_for_log("TLS handshake failed").await;
+        let says = "the client's certificate: an X.509 v1 certificate (no extensions), which rustls refuses; \
+                    re-issue it as v3, e.g. openssl x509 -req ";
+        assert!(line.contains(says) && line.contains("extendedKeyUsage=clientAuth"), "{policy}: {line}");
+        assert!(!line.contains("UnsupportedCertVersion"), "{policy}: {line}");
+    }
+}
+
 #[tokio::test]
 async fn plain_http_on_the_tls_port_gets_no_metrics() {
     let pki = Pki::new();
@@ -259,6 +288,41 @@ fn a_broken_file_stops_the_daemon_with_one_line() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_ne!(output.status.code(), Some(0));
     assert!(stderr.contains(&format!("{}: No such file", missing.display())), "{stderr}");
+}
+
+/// An X.509 v1 server certificate (what `openssl x509 -req` makes without an extension file)
+/// stops the daemon with one line naming the file, and the command that line gives makes one
+/// the daemon serves with.
+#[tokio::test]
+async fn an_x509_v1_server_certificate_stops_the_daemon_saying_how_to_reissue_it() {
+    let pki = Pki::new();
+    pki.write_all();
+    let ca = pki.ca_issued();
+    let v1 = openssl_issue(Some(&ca), "localhost", None);
+    pki.write("v1.pem", &v1.cert);
+    pki.write("v1-key.pem", &v1.key);
+    pki.write("web.yml", "tls_server_config:\n  cert_file: v1.pem\n  key_file: v1-key.pem\n");
+    let output = std::process::Command::new(exporter_binary!())
+        .args(["--source", NO_SOURCE, "--web.listen-address", "127.0.0.1:0", "--web.config.file"])
+        .arg(pki.path("web.yml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let says = format!(
+        "buildkit-exporter: invalid --web.config.file {}: tls_server_config.cert_file v1.pem: an X.509 v1 \
+         certificate (no extensions), which rustls refuses; re-issue it as v3, e.g. openssl x509 -req ",
+        pki.path("web.yml").display()
+    );
+    assert!(stderr.starts_with(&says), "{stderr}");
+
+    // The command, run as a user would, makes a certificate for the same key that is served.
+    pki.write("CERT.pem", &follow_reissue_hint(&stderr, &ca, &v1.key, "localhost"));
+    let daemon = daemon_with(&pki, "tls_server_config:\n  cert_file: CERT.pem\n  key_file: v1-key.pem\n", |_| {}).await;
+    let reply = tls(daemon.addr, &tls_client(pki.ca_der(), None), &request("/healthz", &[])).await.unwrap();
+    assert_eq!(reply.status, 200);
+    daemon.stop().await;
 }
 
 #[tokio::test]

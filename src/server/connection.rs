@@ -41,7 +41,11 @@ pub(super) async fn serve(
     match handshake {
         Ok(Ok(Some(stream))) => http(TokioIo::new(stream), shared, slot, stop).await,
         Ok(Ok(None)) => debug!(%peer, "plain HTTP on the TLS port: answered 400"),
-        Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed"),
+        // A client's X.509 v1 certificate is told as such, not as rustls' opaque refusal.
+        Ok(Err(error)) => match crate::certificate::refused_v1(&error) {
+            Some(v1) => debug!(%peer, error = %v1, "TLS handshake failed"),
+            None => debug!(%peer, %error, "TLS handshake failed"),
+        },
         Err(_) => debug!(%peer, timeout = ?shared.web.header_timeout, "TLS handshake timed out"),
     }
 }

@@ -15,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::file::{ClientAuth, MinVersion, TlsServerConfig};
 use super::Files;
+use crate::certificate::{self, Role};
 
 /// Builds the acceptor, reading the certificate, key and client CA files.
 pub(super) fn acceptor(config: &TlsServerConfig, files: &mut Files<'_>) -> Result<TlsAcceptor, String> {
@@ -31,6 +32,9 @@ pub(super) fn acceptor(config: &TlsServerConfig, files: &mut Files<'_>) -> Resul
     if chain.is_empty() {
         return Err(format!("tls_server_config.cert_file {}: no PEM certificate in it", cert_file.display()));
     }
+    // Checked here, so that the error names the file rather than what rustls says.
+    certificate::require_v3(&chain[0], Role::Server, || format!("tls_server_config.cert_file {}", cert_file.display()))
+        .map_err(|e| e.to_string())?;
     let pem = files.read_named("tls_server_config.key_file", key_file)?;
     let key = PrivateKeyDer::from_pem_slice(&pem)
         .map_err(|e| format!("tls_server_config.key_file {}: no PEM private key in it ({e})", key_file.display()))?;
@@ -76,6 +80,11 @@ pub(super) fn acceptor(config: &TlsServerConfig, files: &mut Files<'_>) -> Resul
                 .build()
                 .map_err(|e| format!("tls_server_config.client_ca_file: {e}"))?
         }
+    };
+    // A client's v1 certificate is refused as rustls refuses it, but said to be v1.
+    let verifier = match auth {
+        ClientAuth::NoClientCert => verifier,
+        _ => Arc::new(NamesV1(verifier)),
     };
     let versions: &[&rustls::SupportedProtocolVersion] = match config.min_version.unwrap_or(MinVersion::TLS12) {
         MinVersion::TLS12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
@@ -145,5 +154,68 @@ impl ClientCertVerifier for AnyClientCert {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
+    }
+}
+
+/// A client-certificate policy, unchanged, except that a refusal of an X.509 v1 certificate
+/// (by webpki's chain check, or by the signature check, which parses the certificate too) says
+/// which one, and how to re-issue it.
+#[derive(Debug)]
+struct NamesV1(Arc<dyn ClientCertVerifier>);
+
+impl NamesV1 {
+    fn explain(
+        error: rustls::Error,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> rustls::Error {
+        certificate::explain_refusal(error, end_entity, intermediates, Role::Client, "the client's")
+    }
+}
+
+impl ClientCertVerifier for NamesV1 {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.0
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|e| Self::explain(e, end_entity, intermediates))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss).map_err(|e| Self::explain(e, cert, &[]))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss).map_err(|e| Self::explain(e, cert, &[]))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
     }
 }

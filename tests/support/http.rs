@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, RootCertStore};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -115,7 +116,8 @@ pub async fn plain(addr: SocketAddr, request: &str) -> std::io::Result<Reply> {
     exchange(TcpStream::connect(addr).await?, request).await
 }
 
-/// A TLS client trusting `ca`, presenting `identity` (cert, key PEM) if given.
+/// A TLS client trusting `ca`, presenting `identity` (cert, key PEM) if given: as it is, as Go
+/// presents one (rustls' own checks would refuse an X.509 v1 certificate before any server did).
 pub fn tls_client(ca: CertificateDer<'static>, identity: Option<(&str, &str)>) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(ca).unwrap();
@@ -124,12 +126,17 @@ pub fn tls_client(ca: CertificateDer<'static>, identity: Option<(&str, &str)>) -
         .unwrap()
         .with_root_certificates(roots);
     Arc::new(match identity {
-        Some((cert, key)) => {
-            let chain = CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
-            builder.with_client_auth_cert(chain, PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap()).unwrap()
-        }
+        Some((cert, key)) => builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified(cert, key)))),
         None => builder.with_no_client_auth(),
     })
+}
+
+/// `cert` (a PEM chain) and its `key`, unchecked.
+pub fn certified(cert: &str, key: &str) -> CertifiedKey {
+    let chain = CertificateDer::pem_slice_iter(cert.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let key = rustls::crypto::ring::default_provider().key_provider.load_private_key(key).unwrap();
+    CertifiedKey::new(chain, key)
 }
 
 /// `request` over TLS to `localhost`: handshake, request and the whole response, within 10 s.
