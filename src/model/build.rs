@@ -83,8 +83,8 @@ pub(super) struct Build {
     pub warnings: Vec<String>,
     /// Its context, masked once: every snapshot shares it.
     pub context: Arc<BuildContext>,
-    /// The name and step count last announced in an [`Effect::BuildNamed`](super::Effect).
-    pub announced: Option<(String, usize)>,
+    /// The name and instructions last announced in an [`Effect::BuildNamed`](super::Effect).
+    pub announced: Option<(String, Vec<&'static str>)>,
 }
 
 /// Most warning titles kept per build: a build that warns on every line still shows what

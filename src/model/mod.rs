@@ -252,12 +252,20 @@ impl Model {
         let build = self.running.get(reference)?;
         let vertices = build.steps();
         let name = self.names.peek(&self.resolve_name(build, &vertices));
-        let announced = (name, vertices.len());
+        // Each instruction once, in step order: the series of a name are made per instruction,
+        // so a build that grows by another RUN has nothing new to announce (and a build
+        // announced at every new step made the counters look up all its series each time).
+        let mut instructions: Vec<&'static str> = Vec::new();
+        for instruction in vertices.iter().map(|v| v.kind.instruction()) {
+            if !instructions.contains(&instruction) {
+                instructions.push(instruction);
+            }
+        }
+        let announced = (name, instructions);
         if announced.0 == UNKNOWN || build.announced.as_ref() == Some(&announced) {
             return None;
         }
-        let instructions = vertices.iter().map(|v| v.kind.instruction()).collect();
-        let name = announced.0.clone();
+        let (name, instructions) = announced.clone();
         self.running.get_mut(reference)?.announced = Some(announced);
         Some(Effect::BuildNamed { name, instructions })
     }

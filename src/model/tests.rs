@@ -883,7 +883,7 @@ fn named(effects: &[Effect]) -> Vec<(&str, &[&'static str])> {
 }
 
 #[test]
-fn a_running_build_is_announced_once_named_and_again_when_its_steps_grow() {
+fn a_running_build_is_announced_once_named_and_again_when_an_instruction_comes() {
     let mut model = model();
     let b = build("r1", 10.0);
     let effects = apply_all(
@@ -895,7 +895,9 @@ fn a_running_build_is_announced_once_named_and_again_when_its_steps_grow() {
     assert_eq!(named(&effects), vec![("app", &["FROM", "RUN"][..])]);
     // The same name and steps again: nothing new to make.
     assert!(named(&model.apply(b.progress(13.0, vec![running("b", "[2/2] RUN make", 13.0)]))).is_empty());
-    let effects = model.apply(b.progress(14.0, vec![announced("c", "[stage-2 1/1] COPY --from=0 / /")]));
+    // Another RUN step: no instruction the name has no series for.
+    assert!(named(&model.apply(b.progress(13.5, vec![announced("d", "[stage-2 1/2] RUN more")]))).is_empty());
+    let effects = model.apply(b.progress(14.0, vec![announced("c", "[stage-2 2/2] COPY --from=0 / /")]));
     assert_eq!(named(&effects), vec![("app", &["FROM", "RUN", "COPY"][..])]);
 }
 
