@@ -14,6 +14,8 @@ pub trait Record: Send + Sync {
     fn record(&self, builder: &str, effect: &Effect);
     /// Records a reconnection attempt after a failure.
     fn reconnect(&self, builder: &str);
+    /// Records a restart of the process behind the source.
+    fn restart(&self, builder: &str);
 }
 
 /// What is known of one builder.
@@ -144,6 +146,12 @@ impl Builder {
     pub fn count_reconnect(&self) {
         self.record.reconnect(&self.name);
     }
+
+    /// Counts a restart of the process behind the source, seen when it answered again.
+    pub fn count_restart(&self) {
+        self.facts_mut().restarts += 1;
+        self.record.restart(&self.name);
+    }
 }
 
 #[cfg(test)]
@@ -157,6 +165,7 @@ mod tests {
         fn builder_added(&self, _: &str) {}
         fn record(&self, _: &str, _: &Effect) {}
         fn reconnect(&self, _: &str) {}
+        fn restart(&self, _: &str) {}
     }
 
     #[test]

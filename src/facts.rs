@@ -23,6 +23,9 @@ pub struct Facts {
     pub engine: Option<Engine>,
     /// The BuildKit behind the source, once it answered.
     pub buildkit: Option<Buildkit>,
+    /// Times the process behind a unix-socket source was another one when it answered again
+    /// (a restart, not a broken link); never counted for a TCP source.
+    pub restarts: u32,
 }
 
 /// A Docker Engine, from its `/version` and `/info`.

@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
+use buildkit_exporter::source::spec::Link;
 use testkit::buildkitd::{buildkitd, context, BASE, BUILDKITD, NAME_LABEL};
 use testkit::engine::unique;
 use testkit::metrics::{finished_builds, sample, samples, sum};
+use testkit::proxy::Proxy;
 use testkit::{eventually, Daemon};
 
 const UNIX: &str = "bk-unix";
@@ -197,6 +199,11 @@ async fn buildkitd_killed_mid_build_and_started_again() {
         (sum(&daemon.metrics().await, "buildkit_exporter_source_up", &[]) == 2.0).then_some(())
     })
     .await;
+    // Over the unix socket the kernel names another buildkitd process: a restart. Over TCP
+    // nothing tells a restart from a broken link, so none is claimed.
+    let m = daemon.metrics().await;
+    assert_eq!(sample(&m, "buildkit_exporter_source_restarts_total", &[("builder", UNIX)]), Some(1.0), "{m}");
+    assert_eq!(sample(&m, "buildkit_exporter_source_restarts_total", &[("builder", TLS)]), Some(0.0), "{m}");
     // It builds again, and the replays after the restart count nothing twice.
     let after = unique("bk-after");
     assert!(bk.run(&context(&format!("{BASE}RUN echo {nonce} after\n")), &format!("{after}:1"), &[]).await.success);
@@ -227,5 +234,67 @@ async fn a_build_through_buildx_remote_driver() {
         assert_eq!(sum(&m, "buildkit_steps_total", &labels), report.finished_steps() as f64, "{m}");
         assert_eq!(sample(&m, "buildkit_builds_started_total", &[("builder", builder)]), Some(1.0), "{m}");
     }
+    daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a standalone buildkitd: run scripts/test.sh"]
+async fn the_tls_link_cut_and_restored_loses_and_doubles_nothing() {
+    let _bk = BUILDKITD.lock().await;
+    let bk = buildkitd();
+    // The proxy carries the TLS records as they are: the handshake is with buildkitd.
+    let mut proxy = Proxy::start_tcp(&bk.tcp);
+    let daemon = Daemon::start(&[&bk.tls_source(TLS, &proxy.tcp_address())], |config| {
+        // A dead link noticed within about 3 s, and tried again every second.
+        config.source.link = Link {
+            keepalive: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            retry_max: Duration::from_secs(1),
+        };
+    })
+    .await;
+    daemon.source_up(true, Duration::from_secs(30)).await;
+    let nonce = unique("nonce");
+
+    // One build runs across the cut: seen running through the link, it ends while the link is
+    // down...
+    let across = unique("bk-across");
+    let long = context(&format!("{BASE}RUN echo {nonce} across && sleep 6\nRUN echo after\n"));
+    let running = bk.build(&long, &format!("{across}:1"), &[]);
+    daemon.running_at(&across, 2.0).await;
+    let accepted = proxy.accepted();
+    proxy.cut();
+    daemon.source_up(false, Duration::from_secs(30)).await;
+    let (_, sources) = daemon.get("/api/v1/sources").await;
+    let sources: serde_json::Value = serde_json::from_str(&sources).unwrap();
+    assert!(sources["sources"][0]["reason"].is_string(), "a down source says why: {sources}");
+    // ...and another starts and ends while it is down.
+    let during = unique("bk-during");
+    let short = context(&format!("{BASE}RUN echo {nonce} during\n"));
+    assert!(bk.run(&short, &format!("{during}:1"), &[]).await.success);
+    assert!(running.finish().await.success);
+
+    proxy.restore();
+    daemon.source_up(true, Duration::from_secs(30)).await;
+    assert!(proxy.accepted() > accepted, "the daemon dialled through the proxy again");
+    for name in [&across, &during] {
+        daemon.counted(name, "succeeded", 1.0).await;
+    }
+    let m = daemon.metrics().await;
+    assert_eq!(sample(&m, "buildkit_builds_started_total", &[("builder", TLS)]), Some(2.0), "{m}");
+    assert_eq!(sample(&m, "buildkit_builds_running", &[("builder", TLS)]), Some(0.0), "{m}");
+    for name in [&across, &during] {
+        assert_eq!(finished_builds(&m, name), 1.0, "{name} counted once:\n{m}");
+    }
+    assert!(sample(&m, "buildkit_exporter_source_reconnects_total", &[("builder", TLS)]).unwrap() >= 1.0, "{m}");
+    let (_, list) = daemon.get("/api/v1/builds").await;
+    assert!(!list.contains("vanished from the engine"), "no build was lost: {list}");
+
+    // Live again: the next build is seen as it happens, and nothing is counted twice.
+    let after = unique("bk-after");
+    assert!(bk.run(&context(&format!("{BASE}RUN echo {nonce} next\n")), &format!("{after}:1"), &[]).await.success);
+    let m = daemon.counted(&after, "succeeded", 1.0).await;
+    assert_eq!(sample(&m, "buildkit_builds_started_total", &[("builder", TLS)]), Some(3.0), "{m}");
+    assert_eq!(finished_builds(&m, &across), 1.0, "{m}");
     daemon.stop().await;
 }

@@ -343,6 +343,12 @@ async fn engine_restart_during_a_build() {
         (sources["sources"][0]["engine"]["restarts"] == 1).then_some(())
     })
     .await;
+    // And the socket's peer, another dockerd process, names it a restart, not a broken link.
+    let m = daemon.metrics().await;
+    assert_eq!(sample(&m, "buildkit_exporter_source_restarts_total", &[]), Some(1.0), "{m}");
+    let (_, sources) = daemon.get("/api/v1/sources").await;
+    let sources: serde_json::Value = serde_json::from_str(&sources).unwrap();
+    assert_eq!(sources["sources"][0]["restarts"], 1, "{sources}");
     // The engine works again, and its replays count nothing twice.
     let after = engine::unique("after-restart");
     let context = Context::new(&format!("FROM tinybase:latest\nRUN echo {}\n", engine::unique("nonce")));
@@ -549,6 +555,7 @@ async fn engine_versions_workers_and_cache_are_shown() {
     let engine = &sources["sources"][0]["engine"];
     assert_eq!(engine["version"], engine_version.as_str(), "{sources}");
     assert_eq!(engine["restarts"], 0, "{sources}");
+    assert_eq!(sources["sources"][0]["restarts"], 0, "{sources}");
     assert_eq!(sources["sources"][0]["up"], true);
     daemon.stop().await;
 }

@@ -2,6 +2,7 @@
 //! Engine's `POST /grpc` endpoint upgraded to h2c (what buildx's "docker" driver does).
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -12,6 +13,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tonic::transport::{Channel, Endpoint as TonicEndpoint, Uri};
 use tower::service_fn;
 
+use super::peer::Peer;
 use super::spec::{Endpoint, Link, Transport};
 use super::SourceError;
 
@@ -23,13 +25,16 @@ type BoxedIo = Pin<Box<dyn Io>>;
 /// Opens a channel to the BuildKit Control service at `endpoint`. Reaching it (dial and
 /// upgrade) may take `link.timeout`; once open, the channel pings every `link.keepalive` and
 /// fails every open stream when a ping goes unanswered for `link.timeout`, so a link that
-/// silently stopped carrying bytes does not look alive.
-pub async fn connect(endpoint: &Endpoint, link: Link) -> Result<Channel, SourceError> {
+/// silently stopped carrying bytes does not look alive. Over a unix socket, the process that
+/// answered comes with it.
+pub async fn connect(endpoint: &Endpoint, link: Link) -> Result<(Channel, Option<Peer>), SourceError> {
     let target = endpoint.clone();
+    let peer: Arc<Mutex<Option<Peer>>> = Arc::default();
+    let answered = peer.clone();
     let connector = service_fn(move |_: Uri| {
-        let target = target.clone();
+        let (target, answered) = (target.clone(), answered.clone());
         async move {
-            match tokio::time::timeout(link.timeout, dial(&target)).await {
+            match tokio::time::timeout(link.timeout, dial(&target, &answered)).await {
                 Ok(io) => io.map(TokioIo::new),
                 Err(_) => Err(SourceError::Timeout { endpoint: target.to_string(), after: link.timeout }),
             }
@@ -42,6 +47,7 @@ pub async fn connect(endpoint: &Endpoint, link: Link) -> Result<Channel, SourceE
         .keep_alive_while_idle(true)
         .connect_with_connector(connector)
         .await
+        .map(|channel| (channel, *peer.lock().unwrap_or_else(|poisoned| poisoned.into_inner())))
         .map_err(|error| {
             find_source_error(&error).unwrap_or_else(|| SourceError::Protocol {
                 endpoint: endpoint.to_string(),
@@ -50,22 +56,32 @@ pub async fn connect(endpoint: &Endpoint, link: Link) -> Result<Channel, SourceE
         })
 }
 
-async fn dial(endpoint: &Endpoint) -> Result<BoxedIo, SourceError> {
+/// Reaches `endpoint`, noting in `peer` the process behind a unix socket.
+async fn dial(endpoint: &Endpoint, peer: &Mutex<Option<Peer>>) -> Result<BoxedIo, SourceError> {
     match endpoint {
         // buildkitd speaks gRPC over TLS directly, negotiated as h2.
-        Endpoint::Buildkitd(transport) => open(endpoint, transport, &[b"h2"]).await,
+        Endpoint::Buildkitd(transport) => open(endpoint, transport, &[b"h2"], peer).await,
         // An engine speaks HTTP/1.1 until the upgrade.
         Endpoint::Docker(transport) => {
-            let stream = open(endpoint, transport, &[b"http/1.1"]).await?;
+            let stream = open(endpoint, transport, &[b"http/1.1"], peer).await?;
             upgrade(endpoint, stream).await
         }
     }
 }
 
-async fn open(endpoint: &Endpoint, transport: &Transport, alpn: &[&[u8]]) -> Result<BoxedIo, SourceError> {
+async fn open(
+    endpoint: &Endpoint,
+    transport: &Transport,
+    alpn: &[&[u8]],
+    peer: &Mutex<Option<Peer>>,
+) -> Result<BoxedIo, SourceError> {
     let io = |error| SourceError::from_io(endpoint, error);
     match transport {
-        Transport::Unix(path) => Ok(Box::pin(UnixStream::connect(path).await.map_err(io)?)),
+        Transport::Unix(path) => {
+            let stream = UnixStream::connect(path).await.map_err(io)?;
+            *peer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Peer::of(&stream);
+            Ok(Box::pin(stream))
+        }
         Transport::Tcp(address, None) => Ok(Box::pin(TcpStream::connect(address).await.map_err(io)?)),
         Transport::Tcp(address, Some(files)) => {
             let tcp = TcpStream::connect(address).await.map_err(io)?;

@@ -24,7 +24,8 @@
 //! [`run`] is the loop through these states. One connection, from dialing until it fails, is
 //! `session.rs`: its phases, `Replaying` and `Live`, are a type with one step function.
 //! `backoff.rs` holds the delays between connections, `followers.rs` the `Status` streams of
-//! running builds, `error.rs` why a source is down; `dial.rs` and `tls.rs` reach BuildKit,
+//! running builds, `error.rs` why a source is down, `peer.rs` whether a source that answers
+//! again restarted; `dial.rs` and `tls.rs` reach BuildKit,
 //! `convert.rs` reads its messages, and `engine.rs` and `usage.rs` read what the engine and
 //! BuildKit say of themselves.
 
@@ -34,6 +35,7 @@ pub mod dial;
 mod engine;
 mod error;
 mod followers;
+pub mod peer;
 mod session;
 pub mod spec;
 mod tls;
@@ -89,10 +91,12 @@ pub async fn run(spec: SourceSpec, builder: Arc<Builder>, options: SourceOptions
     // protocol errors vary from one attempt to the next).
     let mut last_error: Option<std::mem::Discriminant<SourceError>> = None;
     let mut seed = options.seed_builds > 0;
+    let mut peers = peer::Peers::default();
     loop {
         // Disconnected -> Replaying -> Live, until the connection fails.
         let tried = Instant::now();
-        let mut session = Session { spec: &spec, builder: &builder, options: &options, seed, subscribed_at: None };
+        let mut session =
+            Session { spec: &spec, builder: &builder, options: &options, seed, subscribed_at: None, peers: &mut peers };
         let Err(error) = tokio::select! {
             ended = session.run() => ended,
             _ = crate::shutdown::stopped(&mut shutdown) => return,
@@ -161,6 +165,7 @@ mod tests {
         fn reconnect(&self, _: &str) {
             self.0.lock().unwrap().push(Instant::now());
         }
+        fn restart(&self, _: &str) {}
     }
 
     #[tokio::test(start_paused = true)]

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use super::convert::Clock;
 use super::followers::{newest, seed, History, Watch};
+use super::peer::{Comeback, Peers};
 use super::spec::SourceSpec;
 use super::{dial, usage, SourceError, SourceOptions};
 use crate::builder::Builder;
@@ -43,6 +44,9 @@ pub(super) struct Session<'a> {
     pub seed: bool,
     /// When live history events were subscribed to, once they are.
     pub subscribed_at: Option<f64>,
+    /// The process behind the source at the last connection, which tells a restart from a
+    /// broken link.
+    pub peers: &'a mut Peers,
 }
 
 impl Session<'_> {
@@ -52,7 +56,20 @@ impl Session<'_> {
         let endpoint = &spec.endpoint;
         let failed = |status: tonic::Status| SourceError::from_status(endpoint, &status);
         let link = self.options.link;
-        let channel = dial::connect(endpoint, link).await?;
+        let (channel, peer) = dial::connect(endpoint, link).await?;
+        match self.peers.connected(peer) {
+            Comeback::Restarted { before, now } => {
+                info!(before = before.pid, now = now.pid, "the source restarted: another process answers");
+                self.builder.count_restart();
+            }
+            Comeback::SameProcess if self.builder.facts().reason.is_some() => {
+                info!(
+                    pid = peer.map_or(0, |p| p.pid),
+                    "the same process answers: the link broke, the source did not restart"
+                );
+            }
+            Comeback::SameProcess | Comeback::Unknown => {}
+        }
         let mut client = ControlClient::new(channel).max_decoding_message_size(self.options.max_message_bytes);
         let live = BuildHistoryRequest { active_only: true, ..Default::default() };
         let live = client.listen_build_history(live).await.map_err(failed)?;

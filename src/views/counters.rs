@@ -39,6 +39,7 @@ pub struct Counters {
     step_duration: HistogramVec,
     warnings: IntCounterVec,
     reconnects: IntCounterVec,
+    restarts: IntCounterVec,
 }
 
 fn register<C: Collector + Clone + 'static>(registry: &Registry, collector: C) -> C {
@@ -150,6 +151,12 @@ impl Counters {
                 "Connection attempts to a source after it failed.",
                 &["builder"],
             ),
+            restarts: counter(
+                registry,
+                "buildkit_exporter_source_restarts_total",
+                "Restarts of the process behind a unix-socket source (engine or buildkitd), told from broken links by the socket's peer process.",
+                &["builder"],
+            ),
         })
     }
 
@@ -216,6 +223,7 @@ impl Record for Counters {
     fn builder_added(&self, builder: &str) {
         self.builds_started.with_label_values(&[builder]);
         self.reconnects.with_label_values(&[builder]);
+        self.restarts.with_label_values(&[builder]);
         self.changed();
     }
 
@@ -258,6 +266,11 @@ impl Record for Counters {
 
     fn reconnect(&self, builder: &str) {
         self.reconnects.with_label_values(&[builder]).inc();
+        self.changed();
+    }
+
+    fn restart(&self, builder: &str) {
+        self.restarts.with_label_values(&[builder]).inc();
         self.changed();
     }
 }

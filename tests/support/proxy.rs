@@ -1,14 +1,16 @@
-//! A unix-socket proxy in front of the engine that injects faults into the exporter's link:
-//! cut it (every stream breaks, new dials fail), black-hole it (connections stay open and carry
-//! nothing: a half-open link), hold the engine's bytes back (a slow replay) and release them,
-//! and break the HTTP/2 stream with garbage or a truncated frame.
+//! A proxy in front of the engine (a unix socket) or a buildkitd's TLS listener (TCP) that
+//! injects faults into the exporter's link: cut it (every stream breaks, new dials fail),
+//! black-hole it (connections stay open and carry nothing: a half-open link), hold the engine's
+//! bytes back (a slow replay) and release them, and break the HTTP/2 stream with garbage or a
+//! truncated frame. Over TCP it carries the TLS records as they are: the exporter's handshake
+//! is with the buildkitd behind it.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream, UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -27,9 +29,19 @@ pub enum Mode {
     Truncate,
 }
 
+/// Where the proxy listens, or what it forwards to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
 pub struct Proxy {
+    /// Its unix socket (empty for a TCP proxy).
     pub socket: PathBuf,
-    target: PathBuf,
+    /// Where it listens: kept across a cut, so the exporter dials the same address again.
+    listen: Address,
+    target: Address,
     mode: watch::Sender<Mode>,
     task: Option<tokio::task::JoinHandle<()>>,
     /// Connections accepted so far.
@@ -39,16 +51,34 @@ pub struct Proxy {
 impl Proxy {
     /// Listens on `socket`, forwarding to the unix socket `target`.
     pub fn start(socket: &Path, target: &Path) -> Proxy {
+        Proxy::listen(Address::Unix(socket.to_path_buf()), Address::Unix(target.to_path_buf()))
+    }
+
+    /// Listens on a free loopback port, forwarding to `target`, e.g. `127.0.0.1:23770`.
+    pub fn start_tcp(target: &str) -> Proxy {
+        let target: SocketAddr = target.parse().expect("a TCP target is IP:PORT");
+        // A port of its own, found once: the listener is bound again on it after each cut.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        Proxy::listen(Address::Tcp(free), Address::Tcp(target))
+    }
+
+    fn listen(listen: Address, target: Address) -> Proxy {
         let (mode, _) = watch::channel(Mode::Pass);
-        let mut proxy = Proxy {
-            socket: socket.to_path_buf(),
-            target: target.to_path_buf(),
-            mode,
-            task: None,
-            accepted: Default::default(),
+        let socket = match &listen {
+            Address::Unix(path) => path.clone(),
+            Address::Tcp(_) => PathBuf::new(),
         };
+        let mut proxy = Proxy { socket, listen, target, mode, task: None, accepted: Default::default() };
         proxy.restore();
         proxy
+    }
+
+    /// `IP:PORT` of a TCP proxy.
+    pub fn tcp_address(&self) -> String {
+        match &self.listen {
+            Address::Tcp(address) => address.to_string(),
+            Address::Unix(path) => panic!("a unix proxy at {}", path.display()),
+        }
     }
 
     /// The `--source` value reaching the engine through the proxy.
@@ -66,7 +96,9 @@ impl Proxy {
         if let Some(task) = self.task.take() {
             task.abort();
         }
-        let _ = std::fs::remove_file(&self.socket);
+        if let Address::Unix(path) = &self.listen {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// Accepts connections again, forwarding in `Pass` mode.
@@ -78,22 +110,26 @@ impl Proxy {
     pub fn restore_in(&mut self, mode: Mode) {
         self.cut();
         self.mode.send_replace(mode);
-        let listener = UnixListener::bind(&self.socket).expect("bind proxy socket");
+        let listener = Listener::bind(&self.listen);
         let (target, mode, accepted) = (self.target.clone(), self.mode.clone(), self.accepted.clone());
         self.task = Some(tokio::spawn(async move {
             // Dropping the set (when this task is aborted) aborts every forwarding task.
             let mut connections = JoinSet::new();
-            while let Ok((inbound, _)) = listener.accept().await {
+            while let Some(inbound) = listener.accept().await {
                 *accepted.lock().unwrap() += 1;
                 let (target, mode) = (target.clone(), mode.subscribe());
                 connections.spawn(async move {
-                    let Ok(outbound) = UnixStream::connect(&target).await else { return };
-                    let (from_client, to_client) = inbound.into_split();
-                    let (from_engine, to_engine) = outbound.into_split();
-                    tokio::join!(
-                        pump(from_client, to_engine, mode.clone(), Direction::ToEngine),
-                        pump(from_engine, to_client, mode, Direction::ToClient),
-                    );
+                    match (inbound, &target) {
+                        (Stream::Unix(inbound), Address::Unix(path)) => {
+                            let Ok(outbound) = UnixStream::connect(path).await else { return };
+                            forward(inbound, outbound, mode).await
+                        }
+                        (Stream::Tcp(inbound), Address::Tcp(address)) => {
+                            let Ok(outbound) = TcpStream::connect(address).await else { return };
+                            forward(inbound, outbound, mode).await
+                        }
+                        _ => unreachable!("a proxy listens and forwards on the same kind of socket"),
+                    }
                 });
             }
         }));
@@ -111,6 +147,55 @@ impl Drop for Proxy {
     }
 }
 
+/// A listening socket of either kind.
+enum Listener {
+    Unix(UnixListener),
+    Tcp(tokio::net::TcpListener),
+}
+
+/// An accepted connection of either kind.
+enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Listener {
+    fn bind(address: &Address) -> Listener {
+        match address {
+            Address::Unix(path) => Listener::Unix(UnixListener::bind(path).expect("bind proxy socket")),
+            Address::Tcp(address) => {
+                // Bound again on the same port after a cut, while the cut connections may
+                // still be in TIME_WAIT.
+                let socket = TcpSocket::new_v4().unwrap();
+                socket.set_reuseaddr(true).unwrap();
+                socket.bind(*address).expect("bind proxy port");
+                Listener::Tcp(socket.listen(64).unwrap())
+            }
+        }
+    }
+
+    async fn accept(&self) -> Option<Stream> {
+        match self {
+            Listener::Unix(listener) => listener.accept().await.ok().map(|(s, _)| Stream::Unix(s)),
+            Listener::Tcp(listener) => listener.accept().await.ok().map(|(s, _)| Stream::Tcp(s)),
+        }
+    }
+}
+
+/// Carries one connection both ways until either side closes or a fault ends it.
+async fn forward<S, T>(inbound: S, outbound: T, mode: watch::Receiver<Mode>)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+    T: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (from_client, to_client) = tokio::io::split(inbound);
+    let (from_engine, to_engine) = tokio::io::split(outbound);
+    tokio::join!(
+        pump(from_client, to_engine, mode.clone(), Direction::ToEngine),
+        pump(from_engine, to_client, mode, Direction::ToClient),
+    );
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Direction {
     ToEngine,
@@ -118,7 +203,11 @@ enum Direction {
 }
 
 /// Copies `from` to `to` as `mode` says, until either side closes or a fault ends it.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut mode: watch::Receiver<Mode>, direction: Direction) {
+async fn pump<R, W>(mut from: R, mut to: W, mut mode: watch::Receiver<Mode>, direction: Direction)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let mut buffer = vec![0u8; 64 * 1024];
     let mut held: Vec<u8> = Vec::new();
     loop {

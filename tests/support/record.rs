@@ -15,7 +15,7 @@ use crate::fixture::{Line, Recorded};
 /// arrival order.
 pub async fn record(source: &str, mut stop: tokio::sync::oneshot::Receiver<()>) -> Vec<Line> {
     let spec = SourceSpec::parse(source, true, &Default::default()).expect("source");
-    let channel = dial::connect(&spec.endpoint, Default::default()).await.expect("connect to source");
+    let (channel, _peer) = dial::connect(&spec.endpoint, Default::default()).await.expect("connect to source");
     let mut client = ControlClient::new(channel).max_decoding_message_size(256 * 1024 * 1024);
     let lines: Arc<Mutex<Vec<Line>>> = Arc::default();
     let start = Instant::now();
