@@ -269,13 +269,8 @@ fn a_broken_file_stops_the_daemon_with_one_line() {
     ];
     for (content, problem) in cases {
         pki.write("web.yml", content);
-        let output = std::process::Command::new(exporter_binary!())
-            .args(["--source", NO_SOURCE, "--web.listen-address", "127.0.0.1:0", "--web.config.file"])
-            .arg(pki.path("web.yml"))
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        assert_ne!(output.status.code(), Some(0), "{content:?}: {stderr}");
+        let (status, stderr) = refused_web_config(&pki);
+        assert_ne!(status, Some(0), "{content:?}: {stderr}");
         assert_eq!(stderr.lines().count(), 1, "{content:?}: {stderr}");
         let file = pki.path("web.yml").display().to_string();
         assert!(stderr.starts_with(&format!("buildkit-exporter: invalid --web.config.file {file}: ")), "{stderr}");
@@ -290,6 +285,16 @@ fn a_broken_file_stops_the_daemon_with_one_line() {
     assert!(stderr.contains(&format!("{}: No such file", missing.display())), "{stderr}");
 }
 
+/// Runs the daemon with the pki's `web.yml`, which should stop it: its exit code and stderr.
+fn refused_web_config(pki: &Pki) -> (Option<i32>, String) {
+    let output = std::process::Command::new(exporter_binary!())
+        .args(["--source", NO_SOURCE, "--web.listen-address", "127.0.0.1:0", "--web.config.file"])
+        .arg(pki.path("web.yml"))
+        .output()
+        .unwrap();
+    (output.status.code(), String::from_utf8(output.stderr).unwrap())
+}
+
 /// An X.509 v1 server certificate (what `openssl x509 -req` makes without an extension file)
 /// stops the daemon with one line naming the file, and the command that line gives makes one
 /// the daemon serves with.
@@ -302,13 +307,8 @@ async fn an_x509_v1_server_certificate_stops_the_daemon_saying_how_to_reissue_it
     pki.write("v1.pem", &v1.cert);
     pki.write("v1-key.pem", &v1.key);
     pki.write("web.yml", "tls_server_config:\n  cert_file: v1.pem\n  key_file: v1-key.pem\n");
-    let output = std::process::Command::new(exporter_binary!())
-        .args(["--source", NO_SOURCE, "--web.listen-address", "127.0.0.1:0", "--web.config.file"])
-        .arg(pki.path("web.yml"))
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let (status, stderr) = refused_web_config(&pki);
+    assert_eq!(status, Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     let says = format!(
         "buildkit-exporter: invalid --web.config.file {}: tls_server_config.cert_file v1.pem: an X.509 v1 \

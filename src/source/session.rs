@@ -62,13 +62,14 @@ impl Session<'_> {
                 info!(before = before.pid, now = now.pid, "the source restarted: another process answers");
                 self.builder.count_restart();
             }
-            Comeback::SameProcess if self.builder.facts().reason.is_some() => {
+            // Every connection but the first follows a failure.
+            Comeback::SameProcess => {
                 info!(
                     pid = peer.map_or(0, |p| p.pid),
                     "the same process answers: the link broke, the source did not restart"
                 );
             }
-            Comeback::SameProcess | Comeback::Unknown => {}
+            Comeback::Unknown => {}
         }
         let mut client = ControlClient::new(channel).max_decoding_message_size(self.options.max_message_bytes);
         let live = BuildHistoryRequest { active_only: true, ..Default::default() };
