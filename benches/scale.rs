@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::time::Instant;
 
-use buildkit_exporter::builder::Builder;
+use buildkit_exporter::fleet::Fleet;
 use buildkit_exporter::model::{BuildInfo, Completion, Event, Outcome, Progress, Settings, VertexUpdate};
 use buildkit_exporter::views::api;
 use buildkit_exporter::views::counters::Counters;
@@ -66,9 +66,9 @@ fn time_per_call(mut f: impl FnMut() -> usize) -> (f64, usize) {
 fn main() {
     let registry = Registry::new();
     let counters = Counters::new(&registry, false);
-    let builder = Builder::new("default", Settings::default(), counters.clone() as _);
-    let builders = vec![builder.clone()];
-    let exposition = Exposition::new(registry, counters, Live::new(builders.clone()), Registry::new());
+    let fleet = Fleet::new(Settings::default(), counters.clone() as _);
+    let builder = fleet.add("default", String::new()).expect("a new fleet has no builder");
+    let exposition = Exposition::new(registry, counters, Live::new(fleet.clone()), Registry::new());
     for r in 0..RUNNING {
         let reference = format!("running{r}");
         builder.apply(Event::Started(info(&reference, r, 0.0)));
@@ -107,7 +107,7 @@ fn main() {
         }
         let feed_us = start.elapsed().as_secs_f64() * 1e6 / batch as f64;
         let (metrics_us, metrics_size) = time_per_call(|| exposition.render().len());
-        let (json_us, json_size) = time_per_call(|| api::list(&builders, 100.0).len());
+        let (json_us, json_size) = time_per_call(|| api::list(&fleet.builders(), 100.0).len());
         writeln!(
             report,
             "| {checkpoint} | {feed_us:.0} µs | {metrics_us:.0} µs | {} KiB | {json_us:.0} µs | {} KiB | {} MiB |",

@@ -10,6 +10,8 @@ use crate::model::{Effect, Event, FinishedBuild, Model, RunningBuild, Settings, 
 pub trait Record: Send + Sync {
     /// Makes the builder's own series exist from the start.
     fn builder_added(&self, builder: &str);
+    /// Forgets every series of a builder that is no longer watched.
+    fn builder_removed(&self, builder: &str);
     /// Records what one model change did.
     fn record(&self, builder: &str, effect: &Effect);
     /// Records a reconnection attempt after a failure.
@@ -163,6 +165,7 @@ mod tests {
 
     impl Record for Nothing {
         fn builder_added(&self, _: &str) {}
+        fn builder_removed(&self, _: &str) {}
         fn record(&self, _: &str, _: &Effect) {}
         fn reconnect(&self, _: &str) {}
         fn restart(&self, _: &str) {}

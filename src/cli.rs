@@ -130,6 +130,12 @@ pub struct Cli {
           value_parser = link_duration, value_name = "DURATION")]
     pub usage_interval: humantime::Duration,
 
+    /// Do not look for the buildx container builders ("docker-container" driver) of the Docker
+    /// Engines among the sources. By default each is found through its engine and watched as a
+    /// builder named ENGINE/BUILDER, which needs the engine's exec API (see README, "Security").
+    #[arg(long = "no-source.container-builders", env = "BUILDKIT_EXPORTER_NO_SOURCE_CONTAINER_BUILDERS")]
+    pub no_container_builders: bool,
+
     /// Log level: error, warn, info, debug or trace.
     #[arg(long = "log.level", env = "BUILDKIT_EXPORTER_LOG_LEVEL", default_value = defaults::LOG_LEVEL)]
     pub log_level: String,
@@ -202,6 +208,7 @@ impl Cli {
                     retry_max: self.retry_max.into(),
                 },
                 usage_interval: self.usage_interval.into(),
+                container_builders: !self.no_container_builders,
             },
             model: Settings {
                 max_command_chars: self.command_length.max(8),

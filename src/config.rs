@@ -64,6 +64,7 @@ impl Config {
                 seed_builds: defaults::SEED_BUILDS,
                 link: Link::default(),
                 usage_interval: defaults::USAGE_INTERVAL,
+                container_builders: true,
             },
             model: Settings {
                 max_command_chars: defaults::COMMAND_LENGTH,

@@ -30,6 +30,7 @@ pub mod clock;
 pub mod config;
 pub mod defaults;
 pub mod facts;
+pub mod fleet;
 pub mod logging;
 pub mod model;
 pub mod server;
@@ -46,8 +47,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::info;
 
-use crate::builder::Builder;
 use crate::config::Config;
+use crate::fleet::Fleet;
 use crate::server::Views;
 use crate::views::counters::Counters;
 use crate::views::live::Live;
@@ -72,29 +73,23 @@ pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch:
     let process = Registry::new();
     // The daemon's own CPU, memory and descriptors, as every exporter serves them.
     process.register(Box::new(views::process::Process::new())).expect("process metric names are unique");
-    let builders: Vec<Arc<Builder>> = config
-        .sources
-        .iter()
-        .map(|spec| {
-            let builder = Builder::new(&spec.name, config.model.clone(), counters.clone() as Arc<dyn builder::Record>);
-            builder.set_address(spec.endpoint.to_string());
-            builder
-        })
-        .collect();
-    let exposition = Exposition::new(counters_registry, counters.clone(), Live::new(builders.clone()), process);
-    let views = Arc::new(Views::new(exposition, config.telemetry_path.clone(), builders.clone()));
+    let fleet = Fleet::new(config.model.clone(), counters.clone() as Arc<dyn builder::Record>);
+    let exposition = Exposition::new(counters_registry, counters.clone(), Live::new(fleet.clone()), process);
+    let views = Arc::new(Views::new(exposition, config.telemetry_path.clone(), fleet.clone()));
 
     let server = tokio::spawn(server::serve(listeners, views, config.web.clone(), shutdown.clone()));
-    let sources: Vec<_> = config
-        .sources
-        .iter()
-        .zip(&builders)
-        .map(|(spec, builder)| {
-            let (spec, builder, options, shutdown) =
-                (spec.clone(), builder.clone(), config.source.clone(), shutdown.clone());
-            move || source::run(spec.clone(), builder.clone(), options.clone(), shutdown.clone())
-        })
-        .collect();
+    let mut sources = Vec::new();
+    for spec in &config.sources {
+        let Some(builder) = fleet.add(&spec.name, spec.endpoint.to_string()) else {
+            // Names are checked unique when the flags are read; an embedder's duplicate is skipped.
+            tracing::error!(builder = %spec.name, "two sources share a name: the second is not watched");
+            continue;
+        };
+        let (spec, options, shutdown) = (spec.clone(), config.source.clone(), shutdown.clone());
+        let fleet = fleet.clone();
+        sources
+            .push(move || source::run(spec.clone(), builder.clone(), fleet.clone(), options.clone(), shutdown.clone()));
+    }
     supervise(sources).await;
     let _ = server.await;
     info!("stopped");

@@ -10,7 +10,7 @@ use hyper::header::{HeaderValue, ALLOW, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::encoding;
-use crate::builder::Builder;
+use crate::fleet::Fleet;
 use crate::views::metrics::{Exposition, CONTENT_TYPE as METRICS_CONTENT_TYPE};
 use crate::views::{api, page};
 
@@ -21,7 +21,7 @@ pub struct Views {
     /// Path of the metrics endpoint.
     pub telemetry_path: String,
     /// Every builder, for the JSON API.
-    pub builders: Vec<Arc<Builder>>,
+    pub fleet: Arc<Fleet>,
     /// The status page, linking to `telemetry_path`.
     page: Bytes,
     /// The page's Content-Security-Policy: its own inline script and style, by hash, and
@@ -30,11 +30,11 @@ pub struct Views {
 }
 
 impl Views {
-    /// The views of `builders` and `exposition`, with the page prepared once.
-    pub fn new(exposition: Exposition, telemetry_path: String, builders: Vec<Arc<Builder>>) -> Views {
+    /// The views of `fleet` and `exposition`, with the page prepared once.
+    pub fn new(exposition: Exposition, telemetry_path: String, fleet: Arc<Fleet>) -> Views {
         let page = page::linking_to(&telemetry_path);
         let page_policy = HeaderValue::from_str(&page::policy(&page)).expect("hashes are header-safe");
-        Views { exposition, telemetry_path, builders, page: Bytes::from(page), page_policy }
+        Views { exposition, telemetry_path, fleet, page: Bytes::from(page), page_policy }
     }
 }
 
@@ -58,11 +58,11 @@ pub(super) fn route<B>(views: &Views, request: &Request<B>) -> Response<Full<Byt
     } else if is_page(path) {
         (StatusCode::OK, "text/html; charset=utf-8", views.page.clone(), true)
     } else if path == "/api/v1/sources" {
-        (StatusCode::OK, JSON, Bytes::from(api::sources(&views.builders, crate::clock::now())), true)
+        (StatusCode::OK, JSON, Bytes::from(api::sources(&views.fleet.builders(), crate::clock::now())), true)
     } else if path == "/api/v1/builds" {
-        (StatusCode::OK, JSON, Bytes::from(api::list(&views.builders, crate::clock::now())), true)
+        (StatusCode::OK, JSON, Bytes::from(api::list(&views.fleet.builders(), crate::clock::now())), true)
     } else if let Some(reference) = path.strip_prefix("/api/v1/builds/") {
-        match api::one(&views.builders, reference, crate::clock::now()) {
+        match api::one(&views.fleet.builders(), reference, crate::clock::now()) {
             Some(body) => (StatusCode::OK, JSON, Bytes::from(body), true),
             None => (StatusCode::NOT_FOUND, JSON, Bytes::from_static(b"{\"error\":\"no such build\"}"), false),
         }
@@ -88,23 +88,17 @@ fn is_page(path: &str) -> bool {
 mod tests {
     use http_body_util::BodyExt as _;
     use hyper::header::{ACCEPT_ENCODING, CONTENT_ENCODING, VARY};
-    use prometheus::Registry;
 
     use super::*;
-    use crate::model::{BuildInfo, Event, Settings};
-    use crate::views::counters::Counters;
-    use crate::views::live::Live;
+    use crate::builder::Builder;
+    use crate::model::{BuildInfo, Event};
 
     const METRICS: &str = "/custom/metrics";
 
     /// The views of one builder, wired as the daemon wires them, with the metrics at [`METRICS`].
     fn views() -> (Views, Arc<Builder>) {
-        let counters_registry = Registry::new();
-        let counters = Counters::new(&counters_registry, false);
-        let builder = Builder::new("default", Settings::default(), counters.clone() as _);
-        let exposition =
-            Exposition::new(counters_registry, counters, Live::new(vec![builder.clone()]), Registry::new());
-        (Views::new(exposition, METRICS.to_string(), vec![builder.clone()]), builder)
+        let (exposition, fleet, builder) = crate::views::one_builder();
+        (Views::new(exposition, METRICS.to_string(), fleet), builder)
     }
 
     /// Status, headers and body of `method path`, with `headers` on the request.

@@ -1,8 +1,10 @@
 //! Opening a gRPC channel to BuildKit: directly on a buildkitd socket, or through a Docker
-//! Engine's `POST /grpc` endpoint upgraded to h2c (what buildx's "docker" driver does).
+//! Engine's `POST /grpc` endpoint upgraded to h2c (what buildx's "docker" driver does), or through
+//! an exec in a container builder (what its "docker-container" driver does, `exec.rs`).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -34,7 +36,7 @@ pub async fn connect(endpoint: &Endpoint, link: Link) -> Result<(Channel, Option
     let connector = service_fn(move |_: Uri| {
         let (target, answered) = (target.clone(), answered.clone());
         async move {
-            match tokio::time::timeout(link.timeout, dial(&target, &answered)).await {
+            match tokio::time::timeout(link.timeout, dial(&target, &answered, link.timeout)).await {
                 Ok(io) => io.map(TokioIo::new),
                 Err(_) => Err(SourceError::Timeout { endpoint: target.to_string(), after: link.timeout }),
             }
@@ -56,8 +58,8 @@ pub async fn connect(endpoint: &Endpoint, link: Link) -> Result<(Channel, Option
         })
 }
 
-/// Reaches `endpoint`, noting in `peer` the process behind a unix socket.
-async fn dial(endpoint: &Endpoint, peer: &Mutex<Option<Peer>>) -> Result<BoxedIo, SourceError> {
+/// Reaches `endpoint`, noting in `peer` the process behind a unix socket or in a container.
+async fn dial(endpoint: &Endpoint, peer: &Mutex<Option<Peer>>, timeout: Duration) -> Result<BoxedIo, SourceError> {
     match endpoint {
         // buildkitd speaks gRPC over TLS directly, negotiated as h2.
         Endpoint::Buildkitd(transport) => open(endpoint, transport, &[b"h2"], peer).await,
@@ -65,6 +67,15 @@ async fn dial(endpoint: &Endpoint, peer: &Mutex<Option<Peer>>) -> Result<BoxedIo
         Endpoint::Docker(transport) => {
             let stream = open(endpoint, transport, &[b"http/1.1"], peer).await?;
             upgrade(endpoint, stream).await
+        }
+        // The engine carries an exec's stdin and stdout.
+        Endpoint::Container { engine, container } => {
+            let address = endpoint.to_string();
+            let docker = super::engine::client(engine, timeout)
+                .map_err(|detail| SourceError::Unreachable { endpoint: address.clone(), detail })?;
+            let (io, process) = super::exec::dial(&docker, container, &address).await?;
+            *peer.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(process);
+            Ok(Box::pin(io))
         }
     }
 }

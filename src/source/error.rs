@@ -39,6 +39,12 @@ pub enum SourceError {
     /// A plaintext request reached a TLS port.
     #[error("{endpoint} answers with TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH (ca.pem, cert.pem, key.pem), or add ?ca=FILE&cert=FILE&key=FILE to the source")]
     NeedsTls { endpoint: String },
+    /// A container builder's container is not running.
+    #[error("{endpoint}: the builder's container is {status} (exit code {exit_code}); `docker buildx inspect --bootstrap` starts it again")]
+    ContainerStopped { endpoint: String, status: String, exit_code: i64 },
+    /// A container builder's container no longer exists (the builder is leaving the fleet).
+    #[error("{endpoint}: the builder's container no longer exists")]
+    ContainerGone { endpoint: String },
     /// Dialing, the `/grpc` upgrade or a link check got no answer in time.
     #[error("no answer from {endpoint} within {after:?} (engine frozen, or a hung proxy in between?)")]
     Timeout { endpoint: String, after: Duration },

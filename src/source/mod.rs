@@ -30,10 +30,12 @@
 //! BuildKit say of themselves.
 
 mod backoff;
+pub mod container_builders;
 pub mod convert;
 pub mod dial;
 mod engine;
 mod error;
+mod exec;
 mod followers;
 pub mod peer;
 mod session;
@@ -51,6 +53,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::builder::Builder;
 use crate::clock::now;
+use crate::fleet::Fleet;
 use crate::model::Event;
 use backoff::Backoff;
 pub use error::SourceError;
@@ -70,6 +73,8 @@ pub struct SourceOptions {
     pub link: Link,
     /// How often versions, workers and cache usage are read.
     pub usage_interval: Duration,
+    /// Whether an engine's buildx container builders are found and watched too.
+    pub container_builders: bool,
 }
 
 /// Keeps `source_up` at 0 whenever nothing is watching the source, however its task ends.
@@ -83,9 +88,15 @@ impl Drop for Watching<'_> {
 
 /// Watches `spec` until `shutdown` turns true.
 #[tracing::instrument(name = "source", skip_all, fields(builder = %spec.name))]
-pub async fn run(spec: SourceSpec, builder: Arc<Builder>, options: SourceOptions, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    spec: SourceSpec,
+    builder: Arc<Builder>,
+    fleet: Arc<Fleet>,
+    options: SourceOptions,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let _watching = Watching(&builder);
-    let _engine_side = engine_side(&spec, &builder, &options);
+    let _engine_side = engine_side(&spec, &builder, &fleet, &options);
     let mut backoff = Backoff::new(options.link.retry_max);
     // The kind of the last failure: a cause is logged once while it lasts (the details of
     // protocol errors vary from one attempt to the next).
@@ -132,12 +143,22 @@ pub async fn run(spec: SourceSpec, builder: Arc<Builder>, options: SourceOptions
 }
 
 /// Reads the Docker Engine behind `spec`, if it is one, until dropped: it lives as long as the
-/// source, whatever its BuildKit link does.
-fn engine_side(spec: &SourceSpec, builder: &Arc<Builder>, options: &SourceOptions) -> JoinSet<()> {
+/// source, whatever its BuildKit link does. Its container builders join `fleet` meanwhile.
+fn engine_side(spec: &SourceSpec, builder: &Arc<Builder>, fleet: &Arc<Fleet>, options: &SourceOptions) -> JoinSet<()> {
     let mut tasks = JoinSet::new();
     if let Endpoint::Docker(transport) = &spec.endpoint {
         match engine::client(transport, options.link.timeout) {
             Ok(docker) => {
+                if options.container_builders {
+                    let found = container_builders::follow(
+                        docker.clone(),
+                        spec.name.clone(),
+                        transport.clone(),
+                        fleet.clone(),
+                        options.clone(),
+                    );
+                    tasks.spawn(found.in_current_span());
+                }
                 tasks.spawn(engine::watch(docker, builder.clone(), options.usage_interval).in_current_span());
             }
             Err(why) => info!(%why, "the engine's version and restarts are not read"),
@@ -161,6 +182,7 @@ mod tests {
 
     impl Record for Reconnects {
         fn builder_added(&self, _: &str) {}
+        fn builder_removed(&self, _: &str) {}
         fn record(&self, _: &str, _: &Effect) {}
         fn reconnect(&self, _: &str) {
             self.0.lock().unwrap().push(Instant::now());
@@ -181,12 +203,14 @@ mod tests {
             seed_builds: 0,
             link,
             usage_interval: Duration::from_secs(60),
+            container_builders: false,
         };
         let reconnects = Arc::new(Reconnects::default());
-        let builder = Builder::new("default", Settings::default(), reconnects.clone());
+        let fleet = Fleet::new(Settings::default(), reconnects.clone());
+        let builder = fleet.add("default", String::new()).unwrap();
         let (stop, shutdown) = watch::channel(false);
         let started = Instant::now();
-        let source = tokio::spawn(run(spec, builder.clone(), options, shutdown));
+        let source = tokio::spawn(run(spec, builder.clone(), fleet, options, shutdown));
         tokio::time::sleep(Duration::from_secs(30)).await;
         let facts = builder.facts();
         assert!(!facts.up);

@@ -1,11 +1,13 @@
-//! The process behind a unix-socket source, and what it says when the source answers again.
+//! The process behind a unix-socket or container-builder source, and what it says when the
+//! source answers again.
 //!
 //! A source that comes back after a failure either restarted (an engine or a buildkitd that was
 //! stopped, upgraded, or killed) or only lost its link. From the protocol they look the same.
 //! Over a unix socket the kernel names the peer process (`SO_PEERCRED`); with its start time
 //! (PIDs are reused, a PID with its start time is not) that settles which it was. A peer in
 //! another PID namespace is not visible (the kernel reports PID 0), nor is the process behind a
-//! TCP source: then nothing is said.
+//! TCP source: then nothing is said. A container builder's engine names its container's process
+//! and when it started, which serves the same way.
 
 use tokio::net::UnixStream;
 
@@ -13,7 +15,8 @@ use tokio::net::UnixStream;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Peer {
     pub pid: i32,
-    /// Clock ticks after boot (`/proc/PID/stat`, field 22).
+    /// Clock ticks after boot (`/proc/PID/stat`, field 22), or for a container, a hash of the
+    /// time the engine says it started.
     started: u64,
 }
 
@@ -26,6 +29,18 @@ impl Peer {
         }
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
         Some(Peer { pid, started: start_time(&stat)? })
+    }
+}
+
+impl Peer {
+    /// The main process of a container, as the engine reports it: its host PID and the
+    /// container's start time (`State.StartedAt`), which changes at every start.
+    pub fn container(pid: i32, started_at: &str) -> Peer {
+        use std::hash::{Hash, Hasher};
+        // Only compared for equality, within this process: any stable hash of the text will do.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        started_at.hash(&mut hasher);
+        Peer { pid, started: hasher.finish() }
     }
 }
 

@@ -69,6 +69,9 @@ pub enum Endpoint {
     Docker(Transport),
     /// A standalone buildkitd serving gRPC directly.
     Buildkitd(Transport),
+    /// A buildx container builder: BuildKit in a container of the engine at `engine`, reached
+    /// by running `buildctl dial-stdio` in it. Found by the engine's source, never named.
+    Container { engine: Transport, container: String },
 }
 
 impl std::fmt::Display for Endpoint {
@@ -76,6 +79,8 @@ impl std::fmt::Display for Endpoint {
         let (prefix, transport) = match self {
             Endpoint::Docker(t) => ("", t),
             Endpoint::Buildkitd(t) => ("buildkitd+", t),
+            // How buildx itself names the node's endpoint.
+            Endpoint::Container { container, .. } => return write!(f, "docker-container://{container}"),
         };
         // The address only: it names the source in labels and logs, which must not change
         // with TLS settings nor show their files.

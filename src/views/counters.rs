@@ -1,10 +1,11 @@
 //! The series that change when builds start or finish: counters, histograms and the
 //! last-completion gauge, fed by the model's effects as they happen.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use prometheus::core::Collector;
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
     GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
@@ -154,7 +155,7 @@ impl Counters {
             restarts: counter(
                 registry,
                 "buildkit_exporter_source_restarts_total",
-                "Restarts of the process behind a unix-socket source (engine or buildkitd), told from broken links by the socket's peer process.",
+                "Restarts of the process behind a source, told from broken links: the peer process of a unix socket (engine or buildkitd), or a container builder's container.",
                 &["builder"],
             ),
         })
@@ -218,12 +219,43 @@ impl Counters {
     }
 }
 
+/// Removes from `vec` every label set whose `builder` is `builder`. The crate removes only
+/// whole label sets, so they are found in what the vector collects.
+fn forget<T: MetricVecBuilder>(vec: &MetricVec<T>, builder: &str) {
+    for family in vec.collect() {
+        for metric in family.get_metric() {
+            let labels: HashMap<&str, &str> =
+                metric.get_label().iter().map(|pair| (pair.name(), pair.value())).collect();
+            if labels.get("builder") == Some(&builder) {
+                // Cannot fail: the label set was just collected from this vector.
+                let _ = vec.remove(&labels);
+            }
+        }
+    }
+}
+
 impl Record for Counters {
     /// Makes the per-builder counters exist from the start, at zero.
     fn builder_added(&self, builder: &str) {
         self.builds_started.with_label_values(&[builder]);
         self.reconnects.with_label_values(&[builder]);
         self.restarts.with_label_values(&[builder]);
+        self.changed();
+    }
+
+    /// Removes every series that carries the builder, whatever its other labels.
+    fn builder_removed(&self, builder: &str) {
+        forget(&self.builds_started, builder);
+        forget(&self.builds_completed, builder);
+        forget(&self.build_duration, builder);
+        forget(&self.last_completion, builder);
+        forget(&self.steps, builder);
+        forget(&self.steps_cached, builder);
+        forget(&self.steps_failed, builder);
+        forget(&self.step_duration, builder);
+        forget(&self.warnings, builder);
+        forget(&self.reconnects, builder);
+        forget(&self.restarts, builder);
         self.changed();
     }
 

@@ -4,28 +4,29 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::builder::Builder;
 use crate::facts::Facts;
+use crate::fleet::Fleet;
 use crate::model::RunningBuild;
 use crate::views::series::{self, Samples};
 
 /// Series of the builders' state as of each scrape.
 pub struct Live {
-    builders: Vec<Arc<Builder>>,
+    fleet: Arc<Fleet>,
 }
 
 impl Live {
-    /// Point-in-time series for `builders`.
-    pub fn new(builders: Vec<Arc<Builder>>) -> Live {
-        Live { builders }
+    /// Point-in-time series for the builders of `fleet`, as it is at each scrape.
+    pub fn new(fleet: Arc<Fleet>) -> Live {
+        Live { fleet }
     }
 
     /// Appends the series, as of now, to `out` in the text format.
     pub fn render(&self, out: &mut String) {
         let now = crate::clock::now();
         // Read first, so the samples can borrow their label values from what was read.
+        let builders = self.fleet.builders();
         let states: Vec<(&str, Facts, Vec<RunningBuild>)> =
-            self.builders.iter().map(|b| (b.name.as_str(), b.facts(), b.snapshot(now))).collect();
+            builders.iter().map(|b| (b.name.as_str(), b.facts(), b.snapshot(now))).collect();
         let mut samples = Samples::default();
         for (builder, facts, builds) in &states {
             samples.add(&series::UP, [(*builder).into()], if facts.up { 1.0 } else { 0.0 });
@@ -93,19 +94,16 @@ fn add_facts<'a>(samples: &mut Samples<'a>, builder: &'a str, facts: &'a Facts) 
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use prometheus::Registry;
 
     use super::*;
-    use crate::model::{BuildInfo, Completion, Event, Outcome, Progress, Settings, VertexUpdate};
-    use crate::views::counters::Counters;
+    use crate::builder::Builder;
+    use crate::model::{BuildInfo, Completion, Event, Outcome, Progress, VertexUpdate};
     use crate::views::metrics::Exposition;
 
     /// A builder and the exposition serving it, as the daemon wires them.
     fn daemon() -> (Exposition, Arc<Builder>) {
-        let registry = Registry::new();
-        let counters = Counters::new(&registry, false);
-        let builder = Builder::new("default", Settings::default(), counters.clone() as _);
-        (Exposition::new(registry, counters, Live::new(vec![builder.clone()]), Registry::new()), builder)
+        let (exposition, _, builder) = crate::views::one_builder();
+        (exposition, builder)
     }
 
     pub(crate) fn info(reference: &str) -> BuildInfo {

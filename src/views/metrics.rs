@@ -67,16 +67,13 @@ pub fn encode(registry: &Registry) -> String {
 mod tests {
     use super::*;
     use crate::builder::Builder;
-    use crate::model::{Event, Settings};
+    use crate::model::Event;
     use crate::views::live::tests::{info, progress, succeeded};
 
     /// The daemon's exposition of one builder, wired as `serve` wires it.
     fn exposition() -> (Exposition, Arc<Builder>) {
-        let counters_registry = Registry::new();
-        let counters = Counters::new(&counters_registry, false);
-        let builder = Builder::new("default", Settings::default(), counters.clone() as _);
-        let live = Live::new(vec![builder.clone()]);
-        (Exposition::new(counters_registry, counters, live, Registry::new()), builder)
+        let (exposition, _, builder) = crate::views::one_builder();
+        (exposition, builder)
     }
 
     fn value<'a>(text: &'a str, series: &str) -> Option<&'a str> {
