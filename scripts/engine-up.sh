@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure a Docker Engine with BuildKit (API >= 1.41, engine >= 23) answers, plus the base
-# image tinybase:latest (busybox, built locally: no registry needed), and prints shell `export`
+# image tinybase:latest (busybox, built locally: no registry needed) and the image of the tests'
+# buildx container builders (BuildKit v0.32.2, from provision.sh), and prints shell `export`
 # lines on stdout (everything else goes to stderr):
 #
 #   eval "$(scripts/engine-up.sh)"
@@ -37,6 +38,7 @@ OWN_HOST="unix://$SOCK"
 START_TIMEOUT="${BUILDKIT_EXPORTER_ENGINE_TIMEOUT:-60}"
 MIN_API="1.41"
 IMAGE="tinybase:latest"
+BUILDER_IMAGE="${BUILDKIT_EXPORTER_BUILDER_IMAGE:-buildkit-exporter/buildkit:v0.32.2}"
 TLS_DIR="$STATE/tls"
 TLS_PORT="${BUILDKIT_EXPORTER_ENGINE_TLS_PORT:-23760}"
 ENGINE_PREFIX="$PREFIX"
@@ -120,6 +122,39 @@ ensure_image() { # $1: docker host
   rm -rf "$tmp"
 }
 
+# The image of the buildx container builders in the tests: BuildKit v0.32.2 as provision.sh built
+# it (no registry here for moby/buildkit; buildx falls back to a local image when the pull fails).
+# Imported, not built, so that making it leaves no build in the engine's history.
+ensure_builder_image() { # $1: docker host
+  local bin="$PREFIX/buildkit-v0.32.2/bin" busybox runc tmp lib
+  if timeout 30 "$DOCKER" -H "$1" image inspect "$BUILDER_IMAGE" >/dev/null 2>&1; then
+    log "image $BUILDER_IMAGE present"
+    return 0
+  fi
+  [ -x "$bin/buildkitd" ] && [ -x "$bin/buildctl" ] || die "$bin/buildkitd missing (run scripts/provision.sh)"
+  busybox="$(command -v busybox)" || die "busybox not found (run scripts/provision.sh)"
+  runc="$(command -v runc)" || die "runc not found (run scripts/provision.sh)"
+  tmp="$(mktemp -d)"
+  mkdir -p "$tmp"/rootfs/{bin,usr/bin,etc,tmp,run,var/lib/buildkit,proc,sys,dev}
+  chmod 1777 "$tmp/rootfs/tmp"
+  cp "$bin/buildkitd" "$bin/buildctl" "$runc" "$tmp/rootfs/usr/bin/"
+  cp "$busybox" "$tmp/rootfs/bin/busybox"
+  ln -s busybox "$tmp/rootfs/bin/sh"
+  # runc is linked dynamically: its libraries and loader, at the paths it was linked with.
+  for lib in $(ldd "$runc" | grep -o '/[^ ]*'); do
+    mkdir -p "$tmp/rootfs$(dirname "$lib")"
+    cp -L "$lib" "$tmp/rootfs$lib"
+  done
+  log "importing $BUILDER_IMAGE ($("$bin/buildkitd" --version | awk '{print $3}'))"
+  tar -C "$tmp/rootfs" --numeric-owner --owner=0 --group=0 -cf - . \
+    | timeout 120 "$DOCKER" -H "$1" import \
+        -c 'ENV PATH=/usr/bin:/bin' \
+        -c 'ENTRYPOINT ["/usr/bin/buildkitd"]' \
+        -m "BuildKit v0.32.2 for buildx container builders, made by buildkit-exporter scripts/engine-up.sh" \
+        - "$BUILDER_IMAGE" >/dev/null
+  rm -rf "$tmp"
+}
+
 emit() { # $1: docker host, $2: started by us (0/1)
   if [ -n "${CLIENT_CONFIG:-}" ]; then
     log "client: $(DOCKER_CONFIG="$CLIENT_CONFIG" "$DOCKER" buildx version 2>/dev/null | head -n1) (DOCKER_CONFIG=$CLIENT_CONFIG)"
@@ -128,6 +163,7 @@ emit() { # $1: docker host, $2: started by us (0/1)
   fi
   printf 'export DOCKER_HOST=%q\n' "$1"
   printf 'export DOCKER_BUILDKIT=1\n'
+  printf 'export BUILDKIT_EXPORTER_BUILDER_IMAGE=%q\n' "$BUILDER_IMAGE"
   if [ "$2" = 1 ]; then printf 'export BUILDKIT_EXPORTER_ENGINE_STARTED=1\n'; fi
   if [ -n "$ENGINE_VERSION" ]; then printf 'export BUILDKIT_EXPORTER_ENGINE_VERSION=%q\n' "$ENGINE_VERSION"; fi
   if [ -n "${CLIENT_CONFIG:-}" ]; then printf 'export DOCKER_CONFIG=%q\n' "$CLIENT_CONFIG"; fi
@@ -217,6 +253,7 @@ elif [ -n "${DOCKER_HOST:-}" ] && [ "$DOCKER_HOST" != "$OWN_HOST" ]; then
   if api_ok "$api"; then
     log "using the engine at DOCKER_HOST=$DOCKER_HOST (API $api)"
     ensure_image "$DOCKER_HOST"
+    ensure_builder_image "$DOCKER_HOST"
     emit "$DOCKER_HOST" 0
     exit 0
   fi
@@ -227,6 +264,7 @@ if [ -z "$ENGINE_VERSION" ] && [ -S /var/run/docker.sock ]; then
   if api_ok "$api"; then
     log "using the engine at /var/run/docker.sock (API $api)"
     ensure_image unix:///var/run/docker.sock
+    ensure_builder_image unix:///var/run/docker.sock
     emit unix:///var/run/docker.sock 0
     exit 0
   fi
@@ -247,6 +285,9 @@ else
   [ -x "$DOCKERD" ] || die "$DOCKERD missing (run scripts/provision.sh)"
   ENGINE_PATH="$ENGINE_PREFIX/usr/sbin:$PATH"
   NETWORK_ARGS=()
+  # buildx starts container builders with --init: the engine needs a docker-init.
+  INIT_ARGS=()
+  if [ -x /usr/bin/tini-static ]; then INIT_ARGS=(--init-path /usr/bin/tini-static); fi
   if [ "$ENGINE_VERSION" = 28.5 ]; then
     # sid's containerd 2.1 and its shim; this machine's runc (sid's needs a newer glibc) first.
     ENGINE_PATH="$ENGINE_PREFIX/host-runc:$ENGINE_PREFIX/usr/sbin:$ENGINE_PREFIX/usr/bin:$PATH"
@@ -289,11 +330,12 @@ else
       --tlscert "$TLS_DIR/server-cert.pem" --tlskey "$TLS_DIR/server-key.pem" \
       --pidfile "$PIDFILE" \
       --userland-proxy-path "$ENGINE_PREFIX/usr/sbin/docker-proxy" \
-      --iptables=false --ip6tables=false --ip-forward=false "${NETWORK_ARGS[@]}" \
+      --iptables=false --ip6tables=false --ip-forward=false "${NETWORK_ARGS[@]}" "${INIT_ARGS[@]}" \
       >>"$LOGFILE" 2>&1 </dev/null 9>&- &
   pid=$!
   wait_ready "$pid"
   log "dockerd pid $pid answers after ${SECONDS}s"
 fi
 ensure_image "$OWN_HOST"
+ensure_builder_image "$OWN_HOST"
 emit "$OWN_HOST" 1

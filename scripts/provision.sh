@@ -2,7 +2,8 @@
 # Installs everything the tests need, idempotently (skips what is already there).
 #
 #   * Debian 12 packages: containerd runc iptables busybox-static prometheus (+ promtool)
-#     chromium chromium-driver curl ca-certificates stress-ng openssl
+#     chromium chromium-driver curl ca-certificates stress-ng openssl tini (its tini-static is the
+#     engines' docker-init, which buildx's container builders need)
 #   * Debian 13's docker.io (Docker Engine 26.1, BuildKit v0.13), docker-buildx, docker-cli
 #     (Debian 13 ships the CLI separately; used only when no `docker` is on PATH) and
 #     docker-compose (Compose v2, for checking deploy/docker-compose.yml), unpacked (not
@@ -40,7 +41,7 @@ die() { printf '[provision] ERROR: %s\n' "$*" >&2; exit 1; }
 exec </dev/null
 
 # --- 1. Debian packages of this machine -------------------------------------------------------
-APT_PACKAGES=(containerd runc iptables busybox-static prometheus chromium chromium-driver curl ca-certificates stress-ng openssl)
+APT_PACKAGES=(containerd runc iptables busybox-static prometheus chromium chromium-driver curl ca-certificates stress-ng openssl tini)
 
 is_installed() {
   [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]

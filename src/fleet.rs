@@ -39,13 +39,21 @@ impl Fleet {
         Some(builder)
     }
 
-    /// Removes builder `name` and its series. Its source must have stopped first, so that
-    /// nothing it still writes brings them back.
+    /// Removes builder `name` and its series. A source still running may write some back:
+    /// [`Fleet::forget`] them once it stopped.
     pub fn remove(&self, name: &str) {
         let mut builders = self.write();
         let before = builders.len();
         builders.retain(|b| b.name != name);
         if builders.len() != before {
+            self.record.builder_removed(name);
+        }
+    }
+
+    /// Forgets the series of builder `name` once more, unless it is in the fleet: for a builder
+    /// removed while its source still ran, once that source has stopped.
+    pub fn forget(&self, name: &str) {
+        if !self.read().iter().any(|b| b.name == name) {
             self.record.builder_removed(name);
         }
     }
@@ -90,7 +98,7 @@ mod tests {
     }
 
     #[test]
-    fn a_name_is_taken_once_and_a_removed_builder_leaves_the_list_and_the_record() {
+    fn a_name_is_taken_once_and_a_removed_builder_leaves_the_list_and_its_series() {
         let log = Arc::new(Log::default());
         let fleet = Fleet::new(Settings::default(), log.clone());
         fleet.add("default", "unix:///a.sock".into()).unwrap();
@@ -100,8 +108,11 @@ mod tests {
         fleet.remove("default/ci");
         fleet.remove("default/ci");
         fleet.remove("never-added");
+        // Once its source stopped: forgotten again, unless a builder of that name is watched.
+        fleet.forget("default/ci");
+        fleet.forget("default");
         let names: Vec<String> = fleet.builders().iter().map(|b| b.name.clone()).collect();
         assert_eq!(names, ["default"]);
-        assert_eq!(*log.0.lock().unwrap(), ["+default", "+default/ci", "-default/ci"]);
+        assert_eq!(*log.0.lock().unwrap(), ["+default", "+default/ci", "-default/ci", "-default/ci"]);
     }
 }

@@ -160,13 +160,15 @@ impl Builders {
         self.watched.insert(container, Watched { label, stop, task });
     }
 
-    /// Stops the source of `container`, then takes its builder out of the fleet, so that
-    /// nothing it writes afterwards brings a series back.
+    /// Takes the builder of `container` out of the fleet and stops its source.
     async fn remove(&mut self, container: &str) {
         let Some(watched) = self.watched.remove(container) else { return };
+        // Out of the views first, so that no scrape sees it stopping; then forgotten again
+        // once stopped, in case its last writes brought a series back.
+        self.fleet.remove(&watched.label);
         let _ = watched.stop.send(true);
         let _ = watched.task.await;
-        self.fleet.remove(&watched.label);
+        self.fleet.forget(&watched.label);
         info!(builder = %watched.label, %container, "container builder removed: no longer watched");
     }
 }

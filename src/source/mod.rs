@@ -77,6 +77,10 @@ pub struct SourceOptions {
     pub container_builders: bool,
 }
 
+/// How long a container builder whose link failed waits before it is said to be down: longer
+/// than its container takes to go once `docker buildx rm` stopped it (measured: 0.1 s).
+const CONTAINER_GRACE: Duration = Duration::from_secs(2);
+
 /// Keeps `source_up` at 0 whenever nothing is watching the source, however its task ends.
 struct Watching<'a>(&'a Builder);
 
@@ -87,7 +91,7 @@ impl Drop for Watching<'_> {
 }
 
 /// Watches `spec` until `shutdown` turns true.
-#[tracing::instrument(name = "source", skip_all, fields(builder = %spec.name))]
+#[tracing::instrument(name = "source", parent = None, skip_all, fields(builder = %spec.name))]
 pub async fn run(
     spec: SourceSpec,
     builder: Arc<Builder>,
@@ -113,6 +117,14 @@ pub async fn run(
             _ = crate::shutdown::stopped(&mut shutdown) => return,
         };
         seed = session.seed;
+        // A container builder being removed (`docker buildx rm`) first loses its link: it is
+        // told to stop within the grace, and leaves without having been down.
+        if matches!(spec.endpoint, Endpoint::Container { .. }) {
+            tokio::select! {
+                _ = tokio::time::sleep(CONTAINER_GRACE) => {}
+                _ = crate::shutdown::stopped(&mut shutdown) => return,
+            }
+        }
         // -> Disconnected(next backoff).
         let was_up = builder.is_up();
         if was_up {

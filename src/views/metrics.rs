@@ -110,4 +110,23 @@ mod tests {
             assert_eq!(text.matches(&format!("# TYPE {family} ")).count(), 1, "{family}");
         }
     }
+
+    #[test]
+    fn a_builder_that_leaves_the_fleet_takes_every_series_of_its_own_and_no_other() {
+        let (exposition, fleet, builder) = crate::views::one_builder();
+        let ci = fleet.add("default/ci", String::new()).unwrap();
+        for b in [&builder, &ci] {
+            b.apply(Event::Started(info("r1")));
+            b.apply(progress("r1", 1, Some("app")));
+            b.apply(succeeded("r1", 110.0));
+            b.count_restart();
+        }
+        let before = exposition.render();
+        let series = |text: &str, builder: &str| text.matches(&format!("builder=\"{builder}\"")).count();
+        assert!(series(&before, "default/ci") > 20, "{before}");
+        fleet.remove("default/ci");
+        let after = exposition.render();
+        assert_eq!(series(&after, "default/ci"), 0, "{after}");
+        assert_eq!(series(&after, "default"), series(&before, "default"), "the other builder keeps all of its own");
+    }
 }
