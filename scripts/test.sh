@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The suites that run real builds on the engine.
-ENGINE_SUITES=(--test engine --test faults --test cli --test status_page --test prometheus)
+ENGINE_SUITES=(--test engine --test faults --test cli --test status_page --test prometheus --test container_builders)
 # Test binaries' arguments for every test: the ignored ones too, but the fixture recorder, which
 # rewrites tests/fixtures on purpose only (see tests/record.rs).
 EVERY_TEST=(--include-ignored --skip record_fixture_builds)

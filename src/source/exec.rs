@@ -5,11 +5,13 @@
 //!
 //! Before each exec the container is inspected: a stopped builder is down with that reason
 //! rather than with a failed exec, and its process (host PID and start time) tells a restarted
-//! container from a broken link.
+//! container from a broken link. After a link failed, the container says whether the builder is
+//! leaving ([`aftermath`]).
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bollard::container::LogOutput;
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
@@ -20,6 +22,7 @@ use tokio_stream::Stream;
 use tracing::debug;
 
 use super::peer::Peer;
+use super::spec::Transport;
 use super::SourceError;
 
 /// The command buildx runs in a container builder to reach its BuildKit.
@@ -76,6 +79,45 @@ async fn running(docker: &Docker, container: &str, address: &str) -> Result<Peer
     }
     let pid = state.pid.and_then(|pid| i32::try_from(pid).ok()).unwrap_or(0);
     Ok(Peer::container(pid, state.started_at.as_deref().unwrap_or("")))
+}
+
+/// How long a container builder whose link failed may take to be removed before it is said to
+/// be down: `docker buildx rm` stops the container, then removes it (about 10 ms later, measured
+/// with the engine's events), and a plain `docker stop` looks the same until then. A link that
+/// failed while the container runs is also said 3 s late.
+const LEAVING_GRACE: Duration = Duration::from_secs(3);
+/// How often the container is inspected meanwhile.
+const LEAVING_POLL: Duration = Duration::from_millis(100);
+
+/// What a container builder's container says after its link failed.
+pub(super) enum Aftermath {
+    /// It no longer exists: the builder is leaving the fleet.
+    Gone,
+    /// It stayed stopped: why the builder is down.
+    Stopped(SourceError),
+    /// It runs, or the engine does not say: the link's own failure stands.
+    Unknown,
+}
+
+/// Whether `container` (the source at `address`) is being removed: [`Aftermath::Gone`] as soon
+/// as the engine no longer has it; otherwise what it is after [`LEAVING_GRACE`]. Not sooner: a
+/// container being stopped still runs for a moment after its BuildKit closed the link.
+pub(super) async fn aftermath(engine: &Transport, container: &str, address: &str, timeout: Duration) -> Aftermath {
+    let Ok(docker) = super::engine::client(engine, timeout) else { return Aftermath::Unknown };
+    let deadline = tokio::time::Instant::now() + LEAVING_GRACE;
+    loop {
+        let state = running(&docker, container, address).await;
+        if let Err(SourceError::ContainerGone { .. }) = state {
+            return Aftermath::Gone;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return match state {
+                Err(stopped @ SourceError::ContainerStopped { .. }) => Aftermath::Stopped(stopped),
+                _ => Aftermath::Unknown,
+            };
+        }
+        tokio::time::sleep(LEAVING_POLL).await;
+    }
 }
 
 impl AsyncRead for ExecIo {

@@ -25,9 +25,10 @@
 //! `session.rs`: its phases, `Replaying` and `Live`, are a type with one step function.
 //! `backoff.rs` holds the delays between connections, `followers.rs` the `Status` streams of
 //! running builds, `error.rs` why a source is down, `peer.rs` whether a source that answers
-//! again restarted; `dial.rs` and `tls.rs` reach BuildKit,
+//! again restarted; `dial.rs`, `tls.rs` and `exec.rs` (for a container builder) reach BuildKit,
 //! `convert.rs` reads its messages, and `engine.rs` and `usage.rs` read what the engine and
-//! BuildKit say of themselves.
+//! BuildKit say of themselves. An engine's source also keeps its buildx container builders in
+//! the fleet, each a source of its own (`container_builders.rs`).
 
 mod backoff;
 pub mod container_builders;
@@ -77,10 +78,6 @@ pub struct SourceOptions {
     pub container_builders: bool,
 }
 
-/// How long a container builder whose link failed waits before it is said to be down: longer
-/// than its container takes to go once `docker buildx rm` stopped it (measured: 0.1 s).
-const CONTAINER_GRACE: Duration = Duration::from_secs(2);
-
 /// Keeps `source_up` at 0 whenever nothing is watching the source, however its task ends.
 struct Watching<'a>(&'a Builder);
 
@@ -117,14 +114,26 @@ pub async fn run(
             _ = crate::shutdown::stopped(&mut shutdown) => return,
         };
         seed = session.seed;
-        // A container builder being removed (`docker buildx rm`) first loses its link: it is
-        // told to stop within the grace, and leaves without having been down.
-        if matches!(spec.endpoint, Endpoint::Container { .. }) {
-            tokio::select! {
-                _ = tokio::time::sleep(CONTAINER_GRACE) => {}
-                _ = crate::shutdown::stopped(&mut shutdown) => return,
+        // `docker buildx rm` stops a container builder, then removes it: one that is leaving
+        // is not down, it waits to be told to stop.
+        let error = match &spec.endpoint {
+            Endpoint::Container { engine, container } => {
+                let address = spec.endpoint.to_string();
+                let aftermath = exec::aftermath(engine, container, &address, options.link.timeout);
+                match tokio::select! {
+                    aftermath = aftermath => aftermath,
+                    _ = crate::shutdown::stopped(&mut shutdown) => return,
+                } {
+                    exec::Aftermath::Gone => {
+                        crate::shutdown::stopped(&mut shutdown).await;
+                        return;
+                    }
+                    exec::Aftermath::Stopped(why) => why,
+                    exec::Aftermath::Unknown => error,
+                }
             }
-        }
+            _ => error,
+        };
         // -> Disconnected(next backoff).
         let was_up = builder.is_up();
         if was_up {

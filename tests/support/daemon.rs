@@ -9,12 +9,14 @@ use buildkit_exporter::source::spec::SourceSpec;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::metrics::{sample, samples};
+use crate::metrics::{sample, samples, sum};
 use crate::{engine, eventually, http};
 
 /// A daemon running in this process on a loopback port.
 pub struct Daemon {
     pub addr: SocketAddr,
+    /// The builder of the first source: the engine's, beside the container builders it has.
+    builder: String,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -22,17 +24,18 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon watching `sources` (`--source` syntax) with `tune` applied to defaults.
     pub async fn start(sources: &[&str], tune: impl FnOnce(&mut Config)) -> Daemon {
-        let specs = sources
+        let specs: Vec<SourceSpec> = sources
             .iter()
             .map(|s| SourceSpec::parse(s, sources.len() == 1, &Default::default()).expect("valid source"))
             .collect();
+        let builder = specs.first().map(|s| s.name.clone()).unwrap_or_default();
         let mut config = Config::new(specs);
         tune(&mut config);
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let (stop, shutdown) = watch::channel(false);
         let task = tokio::spawn(buildkit_exporter::serve(config, vec![listener], shutdown));
-        Daemon { addr, stop, task }
+        Daemon { addr, builder, stop, task }
     }
 
     /// Starts a daemon on the engine under test and waits until its source is up and the
@@ -50,18 +53,18 @@ impl Daemon {
         loop {
             let daemon = Daemon::start(&[&engine::source()], &tune).await;
             daemon.wait_up().await;
-            if sample(&daemon.metrics().await, "buildkit_builds_running", &[]) == Some(0.0) {
+            if sum(&daemon.metrics().await, "buildkit_builds_running", &[]) == 0.0 {
                 return daemon;
             }
             eventually(Duration::from_secs(180), "the builds left running by an earlier test to end", || async {
-                (sample(&daemon.metrics().await, "buildkit_builds_running", &[]) == Some(0.0)).then_some(())
+                (sum(&daemon.metrics().await, "buildkit_builds_running", &[]) == 0.0).then_some(())
             })
             .await;
             daemon.stop().await;
         }
     }
 
-    /// Waits until the (only) source is up, which it is once its history replay is over.
+    /// Waits until the first source is up, which it is once its history replay is over.
     pub async fn wait_up(&self) {
         self.source_up(true, Duration::from_secs(30)).await;
     }
@@ -112,13 +115,13 @@ impl Daemon {
         .await;
     }
 
-    /// Waits until the (only) source's `source_up` is `up`, for at most `within`; returns the
+    /// Waits until the first source's `source_up` is `up`, for at most `within`; returns the
     /// metrics then.
     pub async fn source_up(&self, up: bool, within: Duration) -> String {
         let want = if up { 1.0 } else { 0.0 };
         eventually(within, &format!("source_up {want}"), || async {
             let m = self.metrics().await;
-            (sample(&m, "buildkit_exporter_source_up", &[]) == Some(want)).then_some(m)
+            (sample(&m, "buildkit_exporter_source_up", &[("builder", &self.builder)]) == Some(want)).then_some(m)
         })
         .await
     }

@@ -5,7 +5,8 @@
 //!   ([`metrics`]);
 //! - fake engines: a fake BuildKit that replays recorded real streams or is driven message by
 //!   message ([`fake`]), the recordings ([`fixture`]) and their recorder ([`record`]);
-//! - a real one: a Docker Engine and its builds ([`engine`]), and a fault-injecting proxy in
+//! - a real one: a Docker Engine and its builds ([`engine`]), its buildx container builders
+//!   ([`container_builder`]), and a fault-injecting proxy in
 //!   front of it ([`proxy`]);
 //! - the tools around: Prometheus ([`prometheus`]), Chromium ([`browser`]), the Grafana
 //!   dashboard as tests read it ([`dashboard`]), certificates made for a test ([`pki`]);
@@ -17,6 +18,7 @@
 pub mod binary;
 pub mod browser;
 pub mod buildkitd;
+pub mod container_builder;
 pub mod daemon;
 pub mod dashboard;
 pub mod engine;
