@@ -132,7 +132,7 @@ pub struct Cli {
 
     /// Do not look for the buildx container builders ("docker-container" driver) of the Docker
     /// Engines among the sources. By default each is found through its engine and watched as a
-    /// builder named ENGINE/BUILDER, which needs the engine's exec API (see README, "Security").
+    /// builder named ENGINE/BUILDER, which needs the engine's exec API (see README, "Security model").
     #[arg(long = "no-source.container-builders", env = "BUILDKIT_EXPORTER_NO_SOURCE_CONTAINER_BUILDERS")]
     pub no_container_builders: bool,
 
