@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::config::{Config, Web};
+use crate::config::{Config, SourceFile, Web};
 use crate::defaults;
 use crate::logging::LogFormat;
 use crate::model::Settings;
@@ -33,6 +33,12 @@ pub struct Cli {
     /// $DOCKER_HOST, else unix:///var/run/docker.sock.
     #[arg(long = "source", env = "BUILDKIT_EXPORTER_SOURCE", value_delimiter = ',', value_name = "[NAME=]URL")]
     pub sources: Vec<String>,
+
+    /// A file of sources, one `[NAME=]URL` a line (`#` comments), watched beside the --source
+    /// ones and re-read when it changes (see README, "The sources file"). With it, no --source
+    /// means none: the file is the fleet.
+    #[arg(long = "source.file", env = "BUILDKIT_EXPORTER_SOURCE_FILE", value_name = "PATH")]
+    pub source_file: Option<PathBuf>,
 
     /// Address to serve metrics, the status page and the JSON API on, repeatable.
     #[arg(long = "web.listen-address", env = "BUILDKIT_EXPORTER_WEB_LISTEN_ADDRESS",
@@ -160,6 +166,14 @@ pub enum ConfigError {
     /// Two sources with the same builder name.
     #[error("two sources are named {0:?}: give each a different NAME= prefix")]
     DuplicateName(String),
+    /// A `--source.file` that cannot be read.
+    #[error("invalid --source.file {}: {source}", path.display())]
+    SourceFile {
+        /// The file.
+        path: PathBuf,
+        /// What reading it said.
+        source: std::io::Error,
+    },
     /// A `--web.config.file` that cannot be used (the message names the file).
     #[error("invalid --web.config.file {0}")]
     WebConfig(#[from] WebConfigError),
@@ -170,7 +184,7 @@ impl Cli {
     /// `docker_tls` what the environment says about TLS.
     pub fn into_config(self, docker_host: Option<String>, docker_tls: &DockerTls) -> Result<Config, ConfigError> {
         let mut raw = self.sources;
-        if raw.is_empty() {
+        if raw.is_empty() && self.source_file.is_none() {
             raw.push(docker_host.filter(|h| !h.is_empty()).unwrap_or_else(|| defaults::DOCKER_SOCKET.to_string()));
         }
         let mut sources: Vec<SourceSpec> = Vec::new();
@@ -189,6 +203,13 @@ impl Cli {
         if !self.telemetry_path.starts_with('/') || self.telemetry_path == "/" {
             return Err(ConfigError::TelemetryPath(self.telemetry_path));
         }
+        let source_file = match self.source_file {
+            Some(path) => match std::fs::read_to_string(&path) {
+                Ok(_) => Some(SourceFile { path, docker_tls: docker_tls.clone() }),
+                Err(source) => return Err(ConfigError::SourceFile { path, source }),
+            },
+            None => None,
+        };
         let web = Web {
             config_file: self.web_config_file.as_deref().map(WebConfigFile::open).transpose()?,
             max_connections: self.max_connections as usize,
@@ -198,6 +219,7 @@ impl Cli {
             listen_addresses,
             telemetry_path: self.telemetry_path,
             sources,
+            source_file,
             source: SourceOptions {
                 name_label: self.name_label,
                 max_message_bytes: self.max_message_bytes,

@@ -2,11 +2,12 @@
 //! [`crate::defaults`] for embedding.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::defaults;
 use crate::model::Settings;
-use crate::source::spec::{Link, SourceSpec};
+use crate::source::spec::{DockerTls, Link, SourceSpec};
 use crate::source::SourceOptions;
 use crate::web::WebConfigFile;
 
@@ -19,6 +20,8 @@ pub struct Config {
     pub telemetry_path: String,
     /// Sources to watch.
     pub sources: Vec<SourceSpec>,
+    /// More sources, from a file re-read when it changes.
+    pub source_file: Option<SourceFile>,
     /// How every source is read and its link kept.
     pub source: SourceOptions,
     /// Bounds of the build model.
@@ -27,6 +30,14 @@ pub struct Config {
     pub step_detail: bool,
     /// How the HTTP side is served and guarded.
     pub web: Web,
+}
+
+/// The sources file, and what its `tcp://` engines take TLS from.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    /// `DOCKER_TLS_VERIFY` and `DOCKER_CERT_PATH` at startup.
+    pub docker_tls: DockerTls,
 }
 
 /// How the HTTP side is served and guarded.
@@ -58,6 +69,7 @@ impl Config {
             listen_addresses: Vec::new(),
             telemetry_path: defaults::TELEMETRY_PATH.to_string(),
             sources,
+            source_file: None,
             source: SourceOptions {
                 name_label: defaults::NAME_LABEL.to_string(),
                 max_message_bytes: defaults::MAX_MESSAGE_BYTES,

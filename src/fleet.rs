@@ -3,7 +3,8 @@
 //! removes builders; the views read the list as it is at each request.
 //!
 //! A builder removed here is gone from every view at once, and its series with it: a builder
-//! that was deleted on purpose must not linger as a source that is down.
+//! that was deleted on purpose must not linger as a source that is down. Beside the builders,
+//! the fleet holds what the sources file could not make into one.
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -18,12 +19,14 @@ pub struct Fleet {
     settings: Settings,
     /// Where every builder's effects go.
     record: Arc<dyn Record>,
+    /// The lines of the sources file that are not watched, and why; `None` without a file.
+    file_errors: RwLock<Option<Vec<String>>>,
 }
 
 impl Fleet {
     /// An empty fleet whose builders are made with `settings` and record into `record`.
     pub fn new(settings: Settings, record: Arc<dyn Record>) -> Arc<Fleet> {
-        Arc::new(Fleet { builders: RwLock::default(), settings, record })
+        Arc::new(Fleet { builders: RwLock::default(), settings, record, file_errors: RwLock::default() })
     }
 
     /// Adds a builder named `name`, reached at `address`; `None` when the name is taken (two
@@ -61,6 +64,16 @@ impl Fleet {
     /// The builders as they are now.
     pub fn builders(&self) -> Vec<Arc<Builder>> {
         self.read().clone()
+    }
+
+    /// Records the sources file's bad lines, as last read.
+    pub fn set_file_errors(&self, errors: Vec<String>) {
+        *self.file_errors.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(errors);
+    }
+
+    /// The sources file's bad lines, as last read; `None` without a file (or before it is read).
+    pub fn file_errors(&self) -> Option<Vec<String>> {
+        self.file_errors.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Vec<Arc<Builder>>> {

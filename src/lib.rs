@@ -36,6 +36,7 @@ pub mod model;
 pub mod server;
 pub mod shutdown;
 pub mod source;
+pub mod stamp;
 pub mod views;
 pub mod web;
 
@@ -78,7 +79,7 @@ pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch:
     let views = Arc::new(Views::new(exposition, config.telemetry_path.clone(), fleet.clone()));
 
     let server = tokio::spawn(server::serve(listeners, views, config.web.clone(), shutdown.clone()));
-    let mut sources = Vec::new();
+    let mut sources: Vec<Start> = Vec::new();
     for spec in &config.sources {
         let Some(builder) = fleet.add(&spec.name, spec.endpoint.to_string()) else {
             // Names are checked unique when the flags are read; an embedder's duplicate is skipped.
@@ -87,13 +88,25 @@ pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch:
         };
         let (spec, options, shutdown) = (spec.clone(), config.source.clone(), shutdown.clone());
         let fleet = fleet.clone();
-        sources
-            .push(move || source::run(spec.clone(), builder.clone(), fleet.clone(), options.clone(), shutdown.clone()));
+        sources.push(Box::new(move || {
+            Box::pin(source::run(spec.clone(), builder.clone(), fleet.clone(), options.clone(), shutdown.clone()))
+        }));
+    }
+    // After the named sources, so that their names are taken first.
+    if let Some(file) = config.source_file.clone() {
+        let (fleet, options, shutdown) = (fleet.clone(), config.source.clone(), shutdown.clone());
+        sources.push(Box::new(move || {
+            let (path, tls) = (file.path.clone(), file.docker_tls.clone());
+            Box::pin(source::file::follow(path, tls, fleet.clone(), options.clone(), shutdown.clone()))
+        }));
     }
     supervise(sources).await;
     let _ = server.await;
     info!("stopped");
 }
+
+/// What starts one long-lived source task (again, after a panic).
+type Start = Box<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
 
 /// Pause before a source task that panicked is started again.
 const RESTART_DELAY: std::time::Duration = std::time::Duration::from_secs(1);

@@ -58,7 +58,7 @@ pub(super) fn route<B>(views: &Views, request: &Request<B>) -> Response<Full<Byt
     } else if is_page(path) {
         (StatusCode::OK, "text/html; charset=utf-8", views.page.clone(), true)
     } else if path == "/api/v1/sources" {
-        (StatusCode::OK, JSON, Bytes::from(api::sources(&views.fleet.builders(), crate::clock::now())), true)
+        (StatusCode::OK, JSON, Bytes::from(api::sources(&views.fleet, crate::clock::now())), true)
     } else if path == "/api/v1/builds" {
         (StatusCode::OK, JSON, Bytes::from(api::list(&views.fleet.builders(), crate::clock::now())), true)
     } else if let Some(reference) = path.strip_prefix("/api/v1/builds/") {

@@ -18,12 +18,11 @@ use std::time::Duration;
 
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use bollard::Docker;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
-use tracing::{debug, info, warn, Instrument};
+use tracing::{debug, info, warn};
 
 use super::spec::{Endpoint, SourceSpec, Transport};
+use super::watchers::Watchers;
 use super::SourceOptions;
 use crate::fleet::Fleet;
 
@@ -46,24 +45,15 @@ pub fn label(engine: &str, container: &str) -> Option<String> {
     (!builder.is_empty()).then(|| format!("{engine}/{builder}"))
 }
 
-/// One container builder being watched.
-struct Watched {
-    /// Its `builder` label.
-    label: String,
-    /// Turns true to stop its source.
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
-}
-
 /// The container builders of one engine in the fleet; dropping it (when the engine's source
 /// ends) stops their sources and takes them out.
 struct Builders {
     engine: String,
     transport: Transport,
-    fleet: Arc<Fleet>,
-    options: SourceOptions,
-    /// By container name.
-    watched: HashMap<String, Watched>,
+    /// Their sources, by label.
+    watchers: Watchers,
+    /// The label of each container watched.
+    labels: HashMap<String, String>,
     /// Labels already said to be taken, so that it is said once.
     refused: BTreeSet<String>,
 }
@@ -77,8 +67,8 @@ pub(super) async fn follow(
     fleet: Arc<Fleet>,
     options: SourceOptions,
 ) {
-    let mut builders =
-        Builders { engine, transport, fleet, options, watched: HashMap::new(), refused: BTreeSet::new() };
+    let watchers = Watchers::new(fleet, options);
+    let mut builders = Builders { engine, transport, watchers, labels: HashMap::new(), refused: BTreeSet::new() };
     let filters = HashMap::from([("type".to_string(), vec!["container".to_string()])]);
     loop {
         // Events first, then the list: a container that comes between the two is in the list.
@@ -111,6 +101,7 @@ impl Builders {
     /// Lists the engine's container builders and makes the fleet match. An engine that does
     /// not answer changes nothing: its builders' own sources say they are down.
     async fn relist(&mut self, docker: &Docker) {
+        self.watchers.revive();
         let options = ListContainersOptions {
             all: true,
             filters: Some(HashMap::from([("name".to_string(), vec![PREFIX.to_string()])])),
@@ -130,12 +121,15 @@ impl Builders {
             .map(|name| name.trim_start_matches('/').to_string())
             .filter(|name| name.starts_with(PREFIX))
             .collect();
-        let gone: Vec<String> = self.watched.keys().filter(|name| !present.contains(*name)).cloned().collect();
+        let gone: Vec<String> = self.labels.keys().filter(|name| !present.contains(*name)).cloned().collect();
         for container in gone {
-            self.remove(&container).await;
+            if let Some(label) = self.labels.remove(&container) {
+                self.watchers.stop(&label).await;
+                info!(builder = %label, %container, "container builder removed: no longer watched");
+            }
         }
         for container in present {
-            if !self.watched.contains_key(&container) {
+            if !self.labels.contains_key(&container) {
                 self.add(container);
             }
         }
@@ -144,40 +138,16 @@ impl Builders {
     fn add(&mut self, container: String) {
         let Some(label) = label(&self.engine, &container) else { return };
         let endpoint = Endpoint::Container { engine: self.transport.clone(), container: container.clone() };
-        let Some(builder) = self.fleet.add(&label, endpoint.to_string()) else {
-            if self.refused.insert(label.clone()) {
-                warn!(builder = %label, %container, "a container builder's label is taken by another source: not watched");
+        match self.watchers.start(SourceSpec { name: label.clone(), endpoint }) {
+            Ok(()) => {
+                info!(builder = %label, %container, "container builder found");
+                self.labels.insert(container, label);
             }
-            return;
-        };
-        info!(builder = %label, %container, "container builder found");
-        let (stop, stopped) = watch::channel(false);
-        let spec = SourceSpec { name: label.clone(), endpoint };
-        let source = super::run(spec, builder, self.fleet.clone(), self.options.clone(), stopped);
-        // Boxed: a source's future holds this one, which spawns sources.
-        let source: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = Box::pin(source);
-        let task = tokio::spawn(source.in_current_span());
-        self.watched.insert(container, Watched { label, stop, task });
-    }
-
-    /// Takes the builder of `container` out of the fleet and stops its source.
-    async fn remove(&mut self, container: &str) {
-        let Some(watched) = self.watched.remove(container) else { return };
-        // Out of the views first, so that no scrape sees it stopping; then forgotten again
-        // once stopped, in case its last writes brought a series back.
-        self.fleet.remove(&watched.label);
-        let _ = watched.stop.send(true);
-        let _ = watched.task.await;
-        self.fleet.forget(&watched.label);
-        info!(builder = %watched.label, %container, "container builder removed: no longer watched");
-    }
-}
-
-impl Drop for Builders {
-    fn drop(&mut self) {
-        for (_, watched) in self.watched.drain() {
-            watched.task.abort();
-            self.fleet.remove(&watched.label);
+            Err(taken) => {
+                if self.refused.insert(label.clone()) {
+                    warn!(%taken, %container, "a container builder is not watched");
+                }
+            }
         }
     }
 }

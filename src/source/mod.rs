@@ -37,12 +37,14 @@ pub mod dial;
 mod engine;
 mod error;
 mod exec;
+pub mod file;
 mod followers;
 pub mod peer;
 mod session;
 pub mod spec;
 mod tls;
 mod usage;
+mod watchers;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::builder::Builder;
 use crate::facts::Facts;
+use crate::fleet::Fleet;
 use crate::model::{
     BuildContext, BuildView, Estimate, FinishedBuild, Outcome, RunningBuild, StepCounts, StepView, Time, Warnings,
 };
@@ -198,9 +199,14 @@ pub fn list(builders: &[Arc<Builder>], now: Time) -> String {
     serde_json::json!({ "generated_at": now, "sources": sources_json(builders), "builds": builds }).to_string()
 }
 
-/// The body of `/api/v1/sources`.
-pub fn sources(builders: &[Arc<Builder>], now: Time) -> String {
-    serde_json::json!({ "generated_at": now, "sources": sources_json(builders) }).to_string()
+/// The body of `/api/v1/sources`: every builder of `fleet`, and with a sources file, its lines
+/// that are not watched and why.
+pub fn sources(fleet: &Fleet, now: Time) -> String {
+    let mut body = serde_json::json!({ "generated_at": now, "sources": sources_json(&fleet.builders()) });
+    if let Some(errors) = fleet.file_errors() {
+        body["file_errors"] = errors.into();
+    }
+    body.to_string()
 }
 
 /// The body of `/api/v1/builds/{ref}`, if that build is known.

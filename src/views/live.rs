@@ -36,6 +36,10 @@ impl Live {
                 add_build(&mut samples, builder, build, now);
             }
         }
+        let file_errors = self.fleet.file_errors();
+        if let Some(errors) = &file_errors {
+            samples.add(&series::FILE_ERRORS, [], errors.len() as f64);
+        }
         samples.write(out);
     }
 }

@@ -76,6 +76,11 @@ pub(super) const UP: Family = Family {
     help: "Whether the build history of a source is watched (1: connected, and the replay that opens the connection received) or not (0).",
     labels: &["builder"],
 };
+pub(super) const FILE_ERRORS: Family = Family {
+    name: "buildkit_exporter_source_file_errors",
+    help: "Lines of the sources file (--source.file) that are not watched, as last read (see /api/v1/sources); absent without the file.",
+    labels: &[],
+};
 pub(super) const SOURCE_INFO: Family = Family {
     name: "buildkit_exporter_source_info",
     help:

@@ -9,17 +9,17 @@ pub mod auth;
 mod file;
 mod tls;
 
-use std::fs::Metadata;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use hyper::header::{HeaderName, HeaderValue};
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 pub use auth::Users;
+
+use crate::stamp::Stamp;
 
 /// How often, at most, the file and the files it names are looked at for changes.
 const RECHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -87,25 +87,6 @@ struct Check {
 /// of them (content, or a new file put in place by a rename) means the version is outdated.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Seen(Vec<(PathBuf, Option<Stamp>)>);
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
-    modified: Option<SystemTime>,
-    size: u64,
-    inode: u64,
-    device: u64,
-}
-
-impl Stamp {
-    fn of(path: &Path) -> Option<Stamp> {
-        std::fs::metadata(path).ok().map(|m: Metadata| Stamp {
-            modified: m.modified().ok(),
-            size: m.len(),
-            inode: m.ino(),
-            device: m.dev(),
-        })
-    }
-}
 
 impl Seen {
     fn changed(&self) -> bool {
