@@ -147,3 +147,50 @@ pub fn context(dockerfile: &str) -> Context {
 
 /// The first lines of every Dockerfile here: a busybox base made in the build itself.
 pub const BASE: &str = "FROM scratch\nCOPY busybox /bin/busybox\nSHELL [\"/bin/busybox\", \"sh\", \"-c\"]\nRUN /bin/busybox --install -s /bin\n";
+
+/// A second buildkitd of its own, started by scripts/buildkitd-up.sh in a state dir of its own
+/// on a free port, and stopped (its state removed) by scripts/buildkitd-down.sh when dropped.
+pub struct OtherBuildkitd {
+    pub buildkitd: Buildkitd,
+    state: tempfile::TempDir,
+}
+
+impl OtherBuildkitd {
+    /// Starts it; returns once it answers.
+    pub async fn start() -> OtherBuildkitd {
+        let state = tempfile::Builder::new().prefix("bk-other-").tempdir_in("/tmp").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let out = Command::new(crate::repo_file("scripts/buildkitd-up.sh"))
+            .env("BUILDKIT_EXPORTER_BUILDKITD_DIR", state.path())
+            .env("BUILDKIT_EXPORTER_BUILDKITD_PORT", port.to_string())
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .expect("scripts/buildkitd-up.sh");
+        assert!(out.status.success(), "second buildkitd: {}", String::from_utf8_lossy(&out.stderr));
+        // `export NAME=VALUE` lines, with values that need no shell quoting here.
+        let exported = String::from_utf8_lossy(&out.stdout).into_owned();
+        let var = |name: &str| {
+            exported
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+                .unwrap_or_else(|| panic!("{name} not in {exported}"))
+                .to_string()
+        };
+        let buildkitd = Buildkitd {
+            socket: var("BUILDKIT_EXPORTER_BUILDKITD_SOCK").into(),
+            tcp: var("BUILDKIT_EXPORTER_BUILDKITD_TCP"),
+            certs: var("BUILDKIT_EXPORTER_BUILDKITD_CERTS").into(),
+            buildctl: var("BUILDKIT_EXPORTER_BUILDCTL").into(),
+        };
+        OtherBuildkitd { buildkitd, state }
+    }
+}
+
+impl Drop for OtherBuildkitd {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(crate::repo_file("scripts/buildkitd-down.sh"))
+            .env("BUILDKIT_EXPORTER_BUILDKITD_DIR", self.state.path())
+            .output();
+    }
+}
