@@ -1,6 +1,7 @@
 //! The Grafana dashboard is portable: any Grafana imports it, every datasource is the
 //! `$datasource` variable, panels are titled and described on the grid, and every query selects
-//! only the exporter's metrics, filtered by the `$builder` and `$name` variables. That its queries
+//! only the exporter's metrics (and its fleet recording rules), filtered by the `$instance`,
+//! `$builder` and `$name` variables. That its queries
 //! return data is proven on real builds in tests/prometheus.rs.
 
 use std::collections::BTreeSet;
@@ -83,7 +84,7 @@ fn dashboard_is_portable() {
         |name: &str| variables.iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("no ${name} variable"));
     let ds = variable("datasource");
     assert_eq!((ds["type"].as_str(), ds["query"].as_str()), (Some("datasource"), Some("prometheus")));
-    for name in ["builder", "name"] {
+    for name in ["instance", "builder", "name"] {
         let v = variable(name);
         assert_eq!(v["type"], "query", "${name}");
         assert_eq!(v["includeAll"], true, "${name} has All");
@@ -130,6 +131,12 @@ fn dashboard_is_portable() {
                 .find(|(m, _)| *m == metric)
                 .unwrap_or_else(|| panic!("{} {}: {metric} is not a metric of the exporter", q.panel, q.ref_id));
             used.insert(metric.clone());
+            assert!(
+                matchers.contains(r#"instance=~"$instance""#),
+                "{} {}: {metric} not filtered by $instance",
+                q.panel,
+                q.ref_id
+            );
             if metric != "buildkit_exporter_build_info" {
                 assert!(
                     matchers.contains(r#"builder=~"$builder""#),
@@ -146,6 +153,19 @@ fn dashboard_is_portable() {
                     q.ref_id
                 );
             }
+        }
+    }
+    // The fleet's recording rules are filtered by the same variables, and each is on a panel.
+    for rule in [
+        "instance_builder:buildkit_builds_running:sum",
+        "instance_builder:buildkit_builds_failed:increase1h",
+        "instance_builder:buildkit_builds_completed:increase1h",
+    ] {
+        let uses: Vec<&str> = queries.iter().filter(|q| q.expr.contains(rule)).map(|q| q.expr.as_str()).collect();
+        assert!(!uses.is_empty(), "{rule} is on no panel");
+        for expr in uses {
+            let selected = format!(r#"{rule}{{instance=~"$instance", builder=~"$builder"}}"#);
+            assert_eq!(expr.matches(rule).count(), expr.matches(&selected).count(), "{expr}");
         }
     }
     // Everything but the start time (elapsed says the same) is on the dashboard.

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use testkit::buildkitd::{buildkitd, context, BASE, BUILDKITD};
 use testkit::dashboard::{dashboard, queries, METRICS};
 use testkit::engine::{self, build, Build, Context, ENGINE};
 use testkit::metrics::sample;
@@ -37,6 +38,7 @@ fn with_thresholds(rules: &str, values: &[(&str, f64)]) -> String {
 /// Grafana's variables as the test sends them: every builder and name, a few minutes of range.
 fn substitute(expr: &str) -> String {
     let out = expr
+        .replace("$instance", ".*")
         .replace("$builder", ".*")
         .replace("$name", ".*")
         .replace("$__rate_interval", "3m")
@@ -360,4 +362,102 @@ async fn dashboard_and_alerts_on_real_builds(version: Version) {
     daemon.stop().await;
     let elapsed = started.elapsed();
     assert!(elapsed < Duration::from_secs(180), "took {elapsed:?}");
+}
+
+/// One sample's value of `expr`, if there is exactly one.
+async fn one(prom: &Prometheus, expr: &str) -> Option<f64> {
+    let samples = prom.query(expr).await;
+    (samples.len() == 1).then(|| samples[0].value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker Engine, a standalone buildkitd and Prometheus: run scripts/test.sh"]
+async fn two_exporters_found_through_file_sd_give_the_fleet_views() {
+    let _engine = ENGINE.lock().await;
+    let _buildkitd = BUILDKITD.lock().await;
+    let bk = buildkitd();
+    // Two hosts' exporters: one on the engine, one on a build farm's buildkitd.
+    let host = Daemon::on_engine().await;
+    let farm = Daemon::start(&[&bk.unix_source("farm-1")], |_| {}).await;
+    farm.wait_up().await;
+    let (a, b) = (host.addr.to_string(), farm.addr.to_string());
+    let targets = format!(r#"[{{"targets": ["{a}", "{b}"]}}]"#);
+    let config = format!(
+        "global: {{scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s}}\n\
+         rule_files: [rules.yml]\n\
+         scrape_configs:\n  - job_name: {JOB}\n    file_sd_configs: [{{files: [targets.json]}}]\n"
+    );
+    let rules = read_repo_file(RULES);
+    let prom = Prometheus::start_on(Version::V3, &config, &[("rules.yml", &rules), ("targets.json", &targets)]).await;
+    eventually(Duration::from_secs(30), "both exporters scraped through file SD", || async {
+        (prom.query(&format!(r#"up{{job="{JOB}"}} == 1"#)).await.len() == 2).then_some(())
+    })
+    .await;
+
+    // The dashboard's variables: both exporters, and the builders of each.
+    let mut instances = prom.label_values("instance", "buildkit_exporter_source_up").await;
+    instances.sort();
+    let mut want = vec![a.clone(), b.clone()];
+    want.sort();
+    assert_eq!(instances, want);
+    let builders = |instance: &str| format!(r#"buildkit_exporter_source_up{{instance=~"{instance}"}}"#);
+    assert_eq!(prom.label_values("builder", &builders(".*")).await, ["default", "farm-1"]);
+    assert_eq!(prom.label_values("builder", &builders(&b)).await, ["farm-1"]);
+
+    // A long build on the farm and a failing one on the host, at once.
+    let failed_name = engine::unique("fleet-broken");
+    let failing = Context::new(&format!(
+        "FROM tinybase:latest\nRUN echo {} && sleep 6\nRUN echo failing now && false\n",
+        engine::unique("nonce")
+    ));
+    let [flag, label] = label_args(&failed_name);
+    let broken = Build::start(&failing, "", &[&flag, &label]);
+    let long_name = engine::unique("fleet-long");
+    let long = context(&format!("{BASE}RUN echo {} && sleep 8\n", engine::unique("nonce")));
+    let running = bk.build(&long, &long_name, &[&format!("label:{LABEL}={long_name}")]);
+
+    // Builds running per builder: one on each, two in the fleet (the two overlap by seconds).
+    let per_builder = |instance: &str, builder: &str| {
+        format!(r#"instance_builder:buildkit_builds_running:sum{{instance="{instance}", builder="{builder}"}}"#)
+    };
+    eventually(Duration::from_secs(30), "both builds running, seen by the fleet rules", || async {
+        let farm_running = one(&prom, &per_builder(&b, "farm-1")).await == Some(1.0);
+        let host_running = one(&prom, &per_builder(&a, "default")).await == Some(1.0);
+        let total = one(&prom, "buildkit:builds_running:sum").await == Some(2.0);
+        (farm_running && host_running && total).then_some(())
+    })
+    .await;
+    // The failing build's counter was scraped at 0 before it failed, so the hour's increase is
+    // exactly one failure, once rounded (increase extrapolates to the window's edges).
+    eventually(Duration::from_secs(30), "the failing build's counter scraped at 0", || async {
+        let expr = format!(r#"buildkit_builds_completed_total{{name="{failed_name}", result="failed"}}"#);
+        (one(&prom, &expr).await == Some(0.0)).then_some(())
+    })
+    .await;
+    assert!(!broken.finish().await.success);
+    assert!(running.finish().await.success);
+
+    // Failures across builders: one, on the host's engine; none on the farm.
+    let failed = |instance: &str, builder: &str| {
+        format!(
+            r#"round(instance_builder:buildkit_builds_failed:increase1h{{instance="{instance}", builder="{builder}"}})"#
+        )
+    };
+    eventually(Duration::from_secs(30), "the failure in the fleet rules", || async {
+        let host_failed = one(&prom, &failed(&a, "default")).await == Some(1.0);
+        let farm_clean = one(&prom, &failed(&b, "farm-1")).await == Some(0.0);
+        let total = one(&prom, "round(buildkit:builds_failed:increase1h)").await == Some(1.0);
+        let idle = one(&prom, "buildkit:builds_running:sum").await == Some(0.0);
+        (host_failed && farm_clean && total && idle).then_some(())
+    })
+    .await;
+
+    // The dashboard's fleet panels read these, for every exporter and builder.
+    for q in queries(&dashboard()).iter().filter(|q| q.expr.contains("instance_builder:")) {
+        let samples = prom.query(&substitute(&q.expr)).await;
+        assert_eq!(samples.len(), 2, "{}: {} gives {samples:?}", q.panel, q.expr);
+    }
+    prom.stop().await;
+    host.stop().await;
+    farm.stop().await;
 }
