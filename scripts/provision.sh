@@ -3,7 +3,9 @@
 #
 #   * Debian 12 packages: containerd runc iptables busybox-static prometheus (+ promtool)
 #     chromium chromium-driver curl ca-certificates stress-ng openssl tini (its tini-static is the
-#     engines' docker-init, which buildx's container builders need)
+#     engines' docker-init, which buildx's container builders need) python3-venv
+#   * kubernetes-validate (PyPI, pinned), in a venv at $PREFIX/kubernetes-validate: it checks the
+#     Kubernetes manifests against the 1.31 schema, which it carries (no cluster needed)
 #   * Debian 13's docker.io (Docker Engine 26.1, BuildKit v0.13), docker-buildx, docker-cli
 #     (Debian 13 ships the CLI separately; used only when no `docker` is on PATH) and
 #     docker-compose (Compose v2, for checking deploy/docker-compose.yml), unpacked (not
@@ -41,7 +43,7 @@ die() { printf '[provision] ERROR: %s\n' "$*" >&2; exit 1; }
 exec </dev/null
 
 # --- 1. Debian packages of this machine -------------------------------------------------------
-APT_PACKAGES=(containerd runc iptables busybox-static prometheus chromium chromium-driver curl ca-certificates stress-ng openssl tini)
+APT_PACKAGES=(containerd runc iptables busybox-static prometheus chromium chromium-driver curl ca-certificates stress-ng openssl tini python3-venv)
 
 is_installed() {
   [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]
@@ -213,6 +215,21 @@ else
 fi
 "$BUILDKIT_DIR/bin/buildkitd" --version | grep -q "$BUILDKIT_VERSION" \
   || die "$BUILDKIT_DIR/bin/buildkitd does not report $BUILDKIT_VERSION"
+
+# --- 2c. kubernetes-validate, in a venv of its own ---------------------------------------------------
+KUBE_VALIDATE_VERSION=1.37.0
+KUBE_VALIDATE="$PREFIX/kubernetes-validate/bin/kubernetes-validate"
+if [ -x "$KUBE_VALIDATE" ] && [ "$("$KUBE_VALIDATE" --version 2>/dev/null)" = "$KUBE_VALIDATE_VERSION" ]; then
+  log "kubernetes-validate $KUBE_VALIDATE_VERSION already in $PREFIX/kubernetes-validate"
+else
+  log "installing kubernetes-validate $KUBE_VALIDATE_VERSION into $PREFIX/kubernetes-validate"
+  rm -rf "$PREFIX/kubernetes-validate"
+  # Debian's python3, whatever else is first on PATH.
+  /usr/bin/python3 -m venv "$PREFIX/kubernetes-validate"
+  "$PREFIX/kubernetes-validate/bin/pip" install -q "kubernetes-validate==$KUBE_VALIDATE_VERSION" >&2 \
+    || die "pip could not install kubernetes-validate"
+fi
+[ "$("$KUBE_VALIDATE" --version)" = "$KUBE_VALIDATE_VERSION" ] || die "kubernetes-validate is not $KUBE_VALIDATE_VERSION"
 
 # --- 3. docker CLI ------------------------------------------------------------------------------
 if ! command -v docker >/dev/null 2>&1; then

@@ -110,3 +110,85 @@ fn docker_build_context_is_complete() {
         );
     }
 }
+
+/// kubernetes-validate, as scripts/provision.sh installs it.
+fn kubernetes_validate() -> PathBuf {
+    let prefix = std::env::var("BUILDKIT_EXPORTER_TOOLS").unwrap_or_else(|_| "/opt/buildkit-exporter-tools".into());
+    let path = PathBuf::from(prefix).join("kubernetes-validate/bin/kubernetes-validate");
+    assert!(path.is_file(), "{} missing: run scripts/provision.sh", path.display());
+    path
+}
+
+/// Runs kubernetes-validate against Kubernetes 1.31, strictly (unknown fields are errors), on
+/// `files`; its status and output.
+fn validate(files: &[PathBuf]) -> (bool, String) {
+    let out = Command::new(kubernetes_validate())
+        .args(["--kubernetes-version", "1.31.0", "--strict"])
+        .args(files)
+        .output()
+        .expect("kubernetes-validate");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+#[test]
+#[ignore = "needs kubernetes-validate: run scripts/test.sh"]
+fn kubernetes_manifests_pass_the_1_31_schema() {
+    let dir = repo_file("deploy/kubernetes");
+    let kustomization: serde_norway::Value =
+        serde_norway::from_str(&read_repo_file("deploy/kubernetes/kustomization.yaml")).unwrap();
+    let resources: Vec<PathBuf> =
+        kustomization["resources"].as_sequence().unwrap().iter().map(|r| dir.join(r.as_str().unwrap())).collect();
+    // Every manifest of the directory is a resource of the kustomization.
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap() != "kustomization.yaml" {
+            assert!(resources.contains(&path), "{} is not in kustomization.yaml", path.display());
+        }
+    }
+    let (ok, out) = validate(&resources);
+    assert!(ok, "{out}");
+    // Every core resource passed; only the prometheus-operator's have no schema in Kubernetes.
+    for kind in ["namespace/", "daemonset/", "service/buildkit-exporter", "deployment/buildkitd", "service/buildkitd"] {
+        assert!(out.lines().any(|l| l.contains("passed for resource") && l.contains(kind)), "{kind}:\n{out}");
+    }
+    for line in out.lines().filter(|l| !l.contains("passed for resource")) {
+        assert!(line.contains("Couldn't find schema for kind") && line.contains("monitoring.coreos.com/v1"), "{line}");
+    }
+
+    // The validator does refuse: the same Deployment with a field Kubernetes does not have.
+    let broken = tempfile::tempdir().unwrap();
+    let manifest = broken.path().join("buildkitd.yaml");
+    let text = read_repo_file("deploy/kubernetes/buildkitd.yaml").replacen("  replicas: 1", "  replicass: 1", 1);
+    std::fs::write(&manifest, text).unwrap();
+    let (ok, out) = validate(&[manifest]);
+    assert!(!ok && out.contains("replicass"), "{out}");
+}
+
+#[test]
+fn the_buildkitd_sidecar_reads_the_socket_buildkitd_serves_on_the_volume_they_share() {
+    let text = read_repo_file("deploy/kubernetes/buildkitd.yaml");
+    let documents: Vec<serde_norway::Value> =
+        serde_norway::Deserializer::from_str(&text).map(|d| serde::Deserialize::deserialize(d).unwrap()).collect();
+    let deployment = documents.iter().find(|d| d["kind"] == "Deployment").expect("a Deployment");
+    let containers = deployment["spec"]["template"]["spec"]["containers"].as_sequence().unwrap();
+    let container = |name: &str| containers.iter().find(|c| c["name"] == name).unwrap();
+    let (buildkitd, exporter) = (container("buildkitd"), container("exporter"));
+    let mount = |c: &serde_norway::Value, volume: &str| -> String {
+        let mounts = c["volumeMounts"].as_sequence().unwrap();
+        let found = mounts.iter().find(|m| m["name"] == volume).expect("mounted");
+        found["mountPath"].as_str().unwrap().to_string()
+    };
+    let args: Vec<&str> = buildkitd["args"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    let socket = args.iter().find_map(|a| a.strip_prefix("unix://")).expect("a unix socket");
+    assert!(socket.starts_with(&format!("{}/", mount(buildkitd, "socket"))), "{socket}");
+    assert_eq!(mount(buildkitd, "socket"), mount(exporter, "socket"));
+    let env = exporter["env"].as_sequence().unwrap();
+    let source = env.iter().find(|e| e["name"] == "BUILDKIT_EXPORTER_SOURCE").unwrap()["value"].as_str().unwrap();
+    assert!(source.ends_with(&format!("=buildkitd+unix://{socket}")), "{source}");
+    // The socket's group is the exporter's, which runs as non-root.
+    let group = args.iter().position(|a| *a == "--group").map(|i| args[i + 1]).expect("--group");
+    let security = &exporter["securityContext"];
+    assert_eq!(security["runAsGroup"].as_u64().map(|g| g.to_string()).as_deref(), Some(group));
+    assert_eq!(security["runAsNonRoot"], true);
+}
