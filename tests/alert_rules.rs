@@ -141,7 +141,15 @@ async fn rules_follow_mixin_conventions(version: Version) {
     let groups = groups.as_array().expect("rule groups");
     let mut names: Vec<&str> = groups.iter().map(|g| g["name"].as_str().unwrap()).collect();
     names.sort_unstable();
-    assert_eq!(names, ["buildkit-exporter-alerts", "buildkit-exporter-recording", "buildkit-exporter-thresholds"]);
+    assert_eq!(
+        names,
+        [
+            "buildkit-exporter-alerts",
+            "buildkit-exporter-fleet",
+            "buildkit-exporter-recording",
+            "buildkit-exporter-thresholds"
+        ]
+    );
     let group = |name: &str| groups.iter().find(|g| g["name"] == name).unwrap()["rules"].as_array().unwrap();
 
     // Thresholds: constants, and nothing else.
@@ -157,6 +165,19 @@ async fn rules_follow_mixin_conventions(version: Version) {
     for rule in group("buildkit-exporter-recording") {
         assert_eq!(rule["type"], "recording", "{rule}");
         assert!(rule["name"].as_str().unwrap().contains(':'), "{rule}");
+    }
+    // Fleet rules: `level:metric:operations`, the level being the labels they keep.
+    for rule in group("buildkit-exporter-fleet") {
+        assert_eq!(rule["type"], "recording", "{rule}");
+        let name = rule["name"].as_str().unwrap();
+        let query = rule["query"].as_str().unwrap();
+        match name.split(':').collect::<Vec<_>>()[..] {
+            ["instance_builder", metric, _] => {
+                assert!(metric.starts_with("buildkit_") && query.starts_with("sum by (instance, builder) ("), "{rule}")
+            }
+            ["buildkit", _, _] => assert!(query.starts_with("sum(instance_builder:"), "{rule}"),
+            _ => panic!("{name} is not level:metric:operations"),
+        }
     }
     for rule in group("buildkit-exporter-alerts") {
         assert_eq!(rule["type"], "alerting", "{rule}");
