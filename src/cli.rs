@@ -35,7 +35,7 @@ pub struct Cli {
     pub sources: Vec<String>,
 
     /// A file of sources, one `[NAME=]URL` a line (`#` comments), watched beside the --source
-    /// ones and re-read when it changes (see README, "The sources file"). With it, no --source
+    /// ones and re-read when it changes (see README, "Builders, and the --source for each"). With it, no --source
     /// means none: the file is the fleet.
     #[arg(long = "source.file", env = "BUILDKIT_EXPORTER_SOURCE_FILE", value_name = "PATH")]
     pub source_file: Option<PathBuf>,

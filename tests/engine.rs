@@ -115,6 +115,22 @@ async fn fifteen_step_build_then_cached_rebuild() {
     let executed_again = again.executed_durations().len();
     assert_eq!(sum(&m, "buildkit_step_duration_seconds_count", &[]), (executed.len() + executed_again) as f64);
     assert_eq!(sample(&m, "buildkit_build_duration_seconds_count", &[("name", name.as_str())]), Some(2.0));
+    // What the cache saved the rebuild: what its cached steps took when the first build ran
+    // them, to the millisecond (BuildKit's timestamps, as the client saw them).
+    let ran: std::collections::BTreeMap<String, f64> = report
+        .steps()
+        .iter()
+        .filter(|v| !v.cached)
+        .filter_map(|v| Some((v.name.clone(), v.completed? - v.started?)))
+        .collect();
+    let saved: f64 = again.steps().iter().filter(|v| v.cached).filter_map(|v| ran.get(&v.name)).sum();
+    assert!(saved > 11.0, "eleven steps that sleep 1 s came from cache: {saved}");
+    let counted = sample(&m, "buildkit_build_cache_saved_seconds_total", &[("name", name.as_str())]).unwrap();
+    assert!((counted - saved).abs() < 0.01, "cache saved {counted} s, the client saw {saved} s");
+    let (_, list) = daemon.get("/api/v1/builds").await;
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let rebuilt = &list["builds"].as_array().unwrap().iter().find(|b| b["name"] == name.as_str()).unwrap();
+    assert!((rebuilt["cache_saved_seconds"].as_f64().unwrap() - saved).abs() < 0.01, "{rebuilt}");
 
     outputs.push(m);
     for output in &outputs {

@@ -387,7 +387,15 @@ async fn a_finished_build_and_a_failed_one_have_their_own_view() {
     // Built twice, the second time with one more step: its first steps come from the cache.
     let base =
         format!("FROM tinybase:latest\nARG TOKEN\nWORKDIR /app\nRUN echo {} && sleep 0.3\n", engine::unique("nonce"));
-    assert!(build(&Context::new(&base), "", &args).await.success);
+    let first = build(&Context::new(&base), "", &args).await;
+    assert!(first.success, "{}", first.raw);
+    // What the cache saves the second build: what WORKDIR and the first RUN took to run here.
+    let ran: f64 = first
+        .steps()
+        .iter()
+        .filter(|v| !v.cached && (v.name.contains("WORKDIR") || v.name.contains("RUN echo")))
+        .filter_map(|v| Some(v.completed? - v.started?))
+        .sum();
     let second = Context::new(&format!("{base}RUN echo second && sleep 0.3\n"));
     assert!(build(&second, &format!("{name}:v2"), &args).await.success);
     let listed = eventually(Duration::from_secs(30), "the second build finished", || async {
@@ -423,6 +431,10 @@ async fn a_finished_build_and_a_failed_one_have_their_own_view() {
     assert_eq!(view["states"][1], "cached", "WORKDIR from the cache: {view}");
     assert_eq!(view["states"][2], "cached", "the first RUN from the cache: {view}");
     assert_eq!(view["states"][3], "done", "{view}");
+    // What the cache saved: what those two steps took in the first build, to the millisecond.
+    let saved = detail["cache_saved_seconds"].as_f64().unwrap();
+    assert!((saved - ran).abs() < 0.001, "saved {saved} s, the steps ran {ran} s: {detail}");
+    assert!(view["facts"].as_str().unwrap().contains("cache saved ~"), "{view}");
     assert!(
         view["words"][1].as_str().unwrap().contains("CACHED") && view["words"][3].as_str().unwrap().contains("done")
     );

@@ -107,6 +107,12 @@ impl Estimates {
         learned.executed.or(learned.cached_seen.then_some(self.cached_time))
     }
 
+    /// The usual duration of step `key` of a build of `name` when it runs (not from cache),
+    /// learned from earlier builds; `None` when it was never seen running.
+    pub fn usual(&self, name: &str, key: &str) -> Option<f64> {
+        self.profiles.peek(name)?.steps.peek(key)?.executed
+    }
+
     /// How many names have learned durations.
     pub fn len(&self) -> usize {
         self.profiles.len()
@@ -180,6 +186,8 @@ mod tests {
         assert_eq!(e.expected("app", "b", true), Some(e.cached_time), "cached now");
         assert_eq!(e.expected("app", "never-seen", true), Some(e.cached_time));
         assert_eq!(e.expected("app", "b", false), Some(30.0));
+        assert_eq!(e.usual("app", "a"), None, "never seen running");
+        assert_eq!(e.usual("app", "b"), Some(30.0));
     }
 
     #[test]

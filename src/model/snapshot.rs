@@ -26,6 +26,9 @@ pub struct StepView {
     pub completed: Option<Time>,
     /// How long it is expected to take, learned from earlier builds of the same name.
     pub expected: Option<f64>,
+    /// How long it usually takes when it runs rather than comes from cache, learned from earlier
+    /// builds of the same name: what the cache saves when it is cached.
+    pub usual: Option<f64>,
     /// Its error, masked, if it failed.
     pub error: Option<String>,
     /// The last lines it printed, masked: while it runs, or if it failed; only when
@@ -99,6 +102,14 @@ pub struct BuildView {
     pub context: Arc<BuildContext>,
     /// What it warned about.
     pub warnings: Warnings,
+}
+
+impl BuildView {
+    /// What the cache saved this build: the usual durations of the steps it took from cache
+    /// (those never seen running count nothing).
+    pub fn cache_saved(&self) -> f64 {
+        self.steps.iter().filter(|s| s.state == StepState::Cached).filter_map(|s| s.usual).sum()
+    }
 }
 
 /// The warnings of a build.
@@ -228,6 +239,7 @@ impl Model {
                     started: v.started,
                     completed: v.completed,
                     expected: self.estimates.expected(name, &v.key(), state == StepState::Cached),
+                    usual: self.estimates.usual(name, &v.key()),
                     error: v.error.clone(),
                     output: v.output.as_ref().map(|t| t.lines()).unwrap_or_default(),
                 }

@@ -912,3 +912,28 @@ fn a_build_named_by_what_earlier_builds_taught_is_announced_when_they_finish() {
     let effects = model.apply(first.completed(13.0, Outcome::Succeeded));
     assert_eq!(named(&effects), vec![("app", &["FROM", "RUN"][..])], "the second build learned its name");
 }
+
+#[test]
+fn the_cache_saved_what_its_steps_usually_take_when_they_run() {
+    let mut model = model();
+    // The first build ran its RUN for 10 s: nothing was saved, nothing known yet.
+    let first = build("r1", 0.0).image("app");
+    model.apply(first.started());
+    model.apply(first.progress(0.1, vec![announced("f", "[1/2] FROM x"), announced("r", "[2/2] RUN make")]));
+    model.apply(first.progress(0.2, vec![cached("f", "[1/2] FROM x", 0.2)]));
+    model.apply(first.progress(10.3, vec![done("r", "[2/2] RUN make", 0.3, 10.3)]));
+    let effects = model.apply(first.completed(11.0, Outcome::Succeeded));
+    assert_eq!(finished(&effects)[0].view.cache_saved(), 0.0);
+    // The rebuild takes the RUN from cache: it saved the 10 s it took; FROM, never seen running,
+    // counts nothing. Already while it runs.
+    let rebuild = build("r2", 100.0).image("app");
+    model.apply(rebuild.started());
+    model.apply(
+        rebuild.progress(100.1, vec![cached("f2", "[1/2] FROM x", 100.1), cached("r2", "[2/2] RUN make", 100.1)]),
+    );
+    let running = &model.snapshot(100.2)[0];
+    assert_eq!(running.view.steps.iter().map(|s| s.usual).collect::<Vec<_>>(), [None, Some(10.0)]);
+    assert_eq!(running.view.cache_saved(), 10.0);
+    let effects = model.apply(rebuild.completed(100.5, Outcome::Succeeded));
+    assert_eq!(finished(&effects)[0].view.cache_saved(), 10.0);
+}

@@ -27,6 +27,9 @@ pub struct BuildJson {
     /// Elapsed so far for a running build.
     duration_seconds: f64,
     steps: StepCounts,
+    /// What the cache saved: the usual durations of the steps taken from cache, learned from
+    /// earlier builds of the same name.
+    cache_saved_seconds: f64,
     /// The "3" of "3/15".
     current_step: u32,
     /// Steps executing now.
@@ -107,6 +110,7 @@ fn steps_json(steps: &[StepView]) -> Vec<StepJson> {
 
 /// The fields every build has; `current_step` and the rest are filled in by the caller.
 fn common(builder: &str, view: BuildView, state: &'static str, duration_seconds: f64, detail: bool) -> BuildJson {
+    let cache_saved_seconds = view.cache_saved();
     BuildJson {
         step_list: detail.then(|| steps_json(&view.steps)),
         reference: view.reference,
@@ -119,6 +123,7 @@ fn common(builder: &str, view: BuildView, state: &'static str, duration_seconds:
         duration_seconds,
         current_step: view.counts.completed.min(view.counts.total),
         steps: view.counts,
+        cache_saved_seconds,
         current: Vec::new(),
         estimate: None,
         error: None,

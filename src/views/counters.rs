@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    CounterVec, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry,
 };
 
 use crate::builder::Record;
@@ -39,6 +40,7 @@ pub struct Counters {
     steps_failed: IntCounterVec,
     step_duration: HistogramVec,
     warnings: IntCounterVec,
+    cache_saved: CounterVec,
     reconnects: IntCounterVec,
     restarts: IntCounterVec,
 }
@@ -146,6 +148,17 @@ impl Counters {
                 "Warnings of finished builds (lint checks and others) as BuildKit recorded them.",
                 &["builder", "name"],
             ),
+            cache_saved: register(
+                registry,
+                CounterVec::new(
+                    Opts::new(
+                        "buildkit_build_cache_saved_seconds_total",
+                        "Time the build cache saved finished builds: the usual durations (learned from earlier builds of the name) of the steps they took from cache.",
+                    ),
+                    &["builder", "name"],
+                )
+                .expect("valid metric"),
+            ),
             reconnects: counter(
                 registry,
                 "buildkit_exporter_source_reconnects_total",
@@ -174,6 +187,7 @@ impl Counters {
         }
         self.build_duration.with_label_values(&[builder, name]);
         self.warnings.with_label_values(&[builder, name]);
+        self.cache_saved.with_label_values(&[builder, name]);
         if !self.step_detail {
             self.step_counters(builder, name, "");
         }
@@ -254,6 +268,7 @@ impl Record for Counters {
         forget(&self.steps_failed, builder);
         forget(&self.step_duration, builder);
         forget(&self.warnings, builder);
+        forget(&self.cache_saved, builder);
         forget(&self.reconnects, builder);
         forget(&self.restarts, builder);
         self.changed();
@@ -274,6 +289,7 @@ impl Record for Counters {
                 }
                 self.raise_last_completion(&labels, build.completed_at);
                 self.warnings.with_label_values(&[builder, name]).inc_by(build.view.warnings.count.into());
+                self.cache_saved.with_label_values(&[builder, name]).inc_by(build.view.cache_saved());
                 for step in build.finished_steps() {
                     let [steps, cached, failed] = self.step_counters(builder, name, step.instruction);
                     steps.inc();

@@ -212,10 +212,10 @@ pub(crate) mod tests {
         let text = encode(&registry);
         let per_name = text.lines().filter(|l| !l.starts_with('#') && l.contains(r#"name="app""#)).count();
         // 3 completion counters, a 13-bucket histogram (16 series), 3 last-completion times,
-        // 3 step counters and the warnings counter.
-        assert_eq!(per_name, 26, "{text}");
+        // 3 step counters, the warnings counter and the cache-saved counter.
+        assert_eq!(per_name, 27, "{text}");
         // Plus, once per builder and instruction, the step histogram (here: RUN).
         let after = text.lines().filter(|l| !l.starts_with('#')).count();
-        assert_eq!(after - before, 26 + 17, "{text}");
+        assert_eq!(after - before, 27 + 17, "{text}");
     }
 }
