@@ -100,6 +100,17 @@ async fn a_live_build_then_its_cached_rebuild_seen_over_unix_and_mtls() {
         let labels = [("builder", builder), ("name", name.as_str())];
         let cached = (report.cached_steps() + rebuilt.cached_steps()) as f64;
         assert_eq!(sum(&m, "buildkit_steps_cached_total", &labels), cached, "{m}");
+        // What the cache saved the rebuild: what its cached steps took when they first ran.
+        let ran: std::collections::BTreeMap<&str, f64> = report
+            .steps()
+            .into_iter()
+            .filter(|v| !v.cached)
+            .filter_map(|v| Some((v.name.as_str(), v.completed? - v.started?)))
+            .collect();
+        let saved: f64 = rebuilt.steps().iter().filter(|v| v.cached).filter_map(|v| ran.get(v.name.as_str())).sum();
+        assert!(saved > 5.0, "the steps that sleep came from cache: {saved}");
+        let counted = sample(&m, "buildkit_build_cache_saved_seconds_total", &labels).unwrap();
+        assert!((counted - saved).abs() < 0.01, "{builder}: cache saved {counted} s, buildctl saw {saved} s");
     }
 
     // The build-arg's value is nowhere: not in metrics, the JSON, the sources or the page.
