@@ -97,6 +97,7 @@ fn every_alert_is_unit_tested_firing_and_quiet() {
             "BuildKitBuildStalled",
             "BuildKitBuildFailed",
             "BuildKitBuildSlowerThanUsual",
+            "BuildKitStepSlowerThanUsual",
             "BuildKitSourceDown",
             "BuildKitExporterDown"
         ]

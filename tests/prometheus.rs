@@ -205,19 +205,22 @@ async fn dashboard_and_alerts_on_real_builds(version: Version) {
     assert!(learned.success, "{}", learned.raw);
     scraped(&prom, &eta, "succeeded", 1.0).await;
 
-    // A quick build sets the usual duration of `silent`; then a build of it sleeps silently.
-    let quick = run_build(
-        &Context::new(&format!("FROM tinybase:latest\nRUN echo {} quick\n", engine::unique("nonce"))),
-        &silent,
-        &[],
-    )
-    .await;
+    // A quick build sets the usual duration of `silent` and of its sleeping step (1 s); then a
+    // build of the same Dockerfile sleeps silently in that step. Only the file the step reads
+    // differs, so the step's text, which it is known by, stays the same.
+    let silence = format!(
+        "FROM tinybase:latest\nRUN echo {} before the silence\nCOPY seconds /seconds\nRUN sleep $(cat /seconds)\n",
+        engine::unique("nonce")
+    );
+    let sleeping_for = |seconds: &str| {
+        let context = Context::new(&silence);
+        std::fs::write(context.path().join("seconds"), seconds).unwrap();
+        context
+    };
+    let quick = run_build(&sleeping_for("1"), &silent, &[]).await;
     assert!(quick.success, "{}", quick.raw);
     scraped(&prom, &silent, "succeeded", 1.0).await;
-    let context = Context::new(&format!(
-        "FROM tinybase:latest\nRUN echo {} before the silence\nRUN sleep 120\n",
-        engine::unique("nonce")
-    ));
+    let context = sleeping_for("120");
     // The Dockerfile of `eta` again, every step run anew: it has an estimate while it runs.
     let [flag, label] = label_args(&eta);
     let estimated = Build::start(&eta_context, &format!("{eta}:latest"), &[&flag, &label, "--no-cache"]);
@@ -234,9 +237,17 @@ async fn dashboard_and_alerts_on_real_builds(version: Version) {
     let stalled = firing(&prom, "BuildKitBuildStalled", &silent, Duration::from_secs(40)).await;
     assert_eq!(stalled.labels["severity"], "warning");
     let description = &stalled.annotations["description"];
-    assert!(description.contains("while running [3/3] RUN sleep 120"), "{description}");
+    assert!(description.contains("while running [4/4] RUN sleep $(cat /seconds)"), "{description}");
     let slower = firing(&prom, "BuildKitBuildSlowerThanUsual", &silent, Duration::from_secs(20)).await;
     assert!(slower.annotations["description"].contains("its builds usually take"), "{slower:?}");
+    // The step that usually takes a second has run past twice that and 10 s more.
+    let step = firing(&prom, "BuildKitStepSlowerThanUsual", &silent, Duration::from_secs(30)).await;
+    assert_eq!((step.labels["step"].as_str(), step.labels["severity"].as_str()), ("[4/4]", "info"), "{step:?}");
+    let description = &step.annotations["description"];
+    assert!(
+        description.contains("(RUN sleep $(cat /seconds))") && description.contains("it usually takes 1"),
+        "{description}"
+    );
 
     // The metric list the dashboard is checked against is the exporter's, and promtool of
     // every release finds nothing in it (running builds, estimates and histograms included).
@@ -284,17 +295,20 @@ async fn dashboard_and_alerts_on_real_builds(version: Version) {
     let running = of(panel("Running builds", "G"), &silent);
     assert_eq!(
         (running.labels["step"].as_str(), running.labels["instruction"].as_str(), running.labels["command"].as_str()),
-        ("[3/3]", "RUN", "sleep 120"),
+        ("[4/4]", "RUN", "sleep $(cat /seconds)"),
         "{running:?}"
     );
-    assert_eq!(of(panel("Running builds", "A"), &silent).value, 3.0);
-    assert_eq!(of(panel("Running builds", "B"), &silent).value, 3.0);
+    assert_eq!(of(panel("Running builds", "A"), &silent).value, 4.0);
+    assert_eq!(of(panel("Running builds", "B"), &silent).value, 4.0);
+    // ...against its usual second...
+    let against = of(panel("Running steps against their usual time", "A"), &silent).value;
+    assert!(against > 2.0, "the sleeping step at {against} times its usual second");
     assert!(of(panel("Running builds", "F"), &silent).value >= STALL_SECONDS);
     let chatty_quiet = of(panel("Running builds", "F"), &chatty).value;
     assert!(chatty_quiet < STALL_SECONDS, "{chatty} printed {chatty_quiet} s ago");
     assert!(of(panel("Progress per running build", "A"), &silent).value > 0.5);
-    // ...the build built before has an estimate, on pace with its first build; builds with a
-    // step never seen before have none...
+    // ...the build built before has an estimate, on pace with its first build; a build with a
+    // step never seen before has none...
     let left = of(panel("Running builds", "H"), &eta).value;
     let total = of(panel("Running builds", "I"), &eta).value;
     assert!(left > 0.0 && left < total, "{eta}: {left} s left of {total} s");
@@ -303,14 +317,15 @@ async fn dashboard_and_alerts_on_real_builds(version: Version) {
     assert!((total - took).abs() < took / 2.0, "{eta}: expected {total} s, its first build took {took} s");
     let bar = of(panel("Estimated time left", "A"), &eta).value;
     assert!(bar > 0.0 && bar < total, "{eta}: {bar} s left of {total} s");
+    // The silent build has run past its estimate: nothing is left of it but the export.
+    let overrun = of(panel("Running builds", "H"), &silent).value;
+    assert!(overrun < 2.0, "{silent}: {overrun} s left");
     for (panel_title, ref_id) in [("Running builds", "H"), ("Running builds", "I"), ("Estimated time left", "A")] {
         let samples = panel(panel_title, ref_id);
-        for name in [&silent, &chatty] {
-            assert!(
-                !samples.iter().any(|s| s.labels.get("name") == Some(name)),
-                "{panel_title} / {ref_id}: {name} has an estimate: {samples:?}"
-            );
-        }
+        assert!(
+            !samples.iter().any(|s| s.labels.get("name") == Some(&chatty)),
+            "{panel_title} / {ref_id}: {chatty} has an estimate: {samples:?}"
+        );
     }
     // ...the last results and cache use are those of the builds above.
     let last = panel("Last build by name", "A");
@@ -349,7 +364,7 @@ async fn dashboard_and_alerts_on_real_builds(version: Version) {
         async move { prom.query(&format!("count_over_time(ALERTS{{{selector}}}[10m])")).await }
     };
     let quiet = history(format!(
-        r#"alertname=~"BuildKitBuildStalled|BuildKitBuildSlowerThanUsual",name=~"{app}|{broken}|{chatty}|{eta}""#
+        r#"alertname=~"BuildKitBuildStalled|BuildKitBuildSlowerThanUsual|BuildKitStepSlowerThanUsual",name=~"{app}|{broken}|{chatty}|{eta}""#
     ))
     .await;
     assert!(quiet.is_empty(), "{quiet:?}");

@@ -861,3 +861,89 @@ async fn a_source_that_is_down_is_said_at_the_top() {
     browser.stop().await;
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Chromium: run scripts/test.sh"]
+async fn a_step_slower_than_usual_is_said_while_it_runs_and_after() {
+    let _engine = ENGINE.lock().await;
+    let daemon = daemon().await;
+    let name = engine::unique("slow-step");
+    let label = format!("{LABEL}={name}");
+    // The same Dockerfile twice; only the file the last step reads differs, so that step keeps
+    // its text (what it is known by) and runs again: 1 s the first time, 20 s the second.
+    let dockerfile = format!(
+        "FROM tinybase:latest\nRUN echo {}\nCOPY seconds /seconds\nRUN sleep $(cat /seconds)\n",
+        engine::unique("nonce")
+    );
+    let sleeping_for = |seconds: &str| {
+        let context = Context::new(&dockerfile);
+        std::fs::write(context.path().join("seconds"), seconds).unwrap();
+        context
+    };
+    let first = build(&sleeping_for("1"), "", &["--label", &label]).await;
+    assert!(first.success, "{}", first.raw);
+    let usual =
+        first.steps().iter().find(|v| v.name.starts_with("[4/4]")).and_then(|v| Some(v.completed? - v.started?));
+    let usual = usual.expect("the first build ran its last step");
+    finished(&daemon, &name).await;
+    let slow = Build::start(&sleeping_for("20"), "", &["--label", &label]);
+
+    // While it runs, at first on time: the step's usual time is exported, and nothing is said.
+    let running = running_build(&daemon, &name).await;
+    let reference = running["ref"].as_str().unwrap().to_string();
+    let m = eventually(Duration::from_secs(60), "the last step running", || async {
+        let m = daemon.metrics().await;
+        m.contains(&format!("buildkit_build_step_running_expected_seconds{{builder=\"default\",name=\"{name}\",ref=\"{reference}\",step=\"[4/4]\"}}")).then_some(m)
+    })
+    .await;
+    let line =
+        m.lines().find(|l| l.starts_with("buildkit_build_step_running_expected_seconds") && l.contains(&reference));
+    let exported: f64 = line.unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!((exported - usual).abs() < 0.001, "usual {exported} s exported, the client saw {usual} s");
+
+    // Past twice its usual time and 10 s more: the JSON and the page say so.
+    let browser = Browser::start(1100, 1200).await;
+    browser.open(&format!("http://{}/", daemon.addr)).await;
+    let said = browser
+        .until(
+            Duration::from_secs(40),
+            "the card says the step is slower than usual",
+            &format!(
+                "const card = document.querySelector('section.build[data-ref=\"{reference}\"]');
+                 const note = card && card.querySelector('.current .slower');
+                 return note && note.textContent;"
+            ),
+        )
+        .await;
+    assert!(said.as_str().unwrap().starts_with("⚠ slower than usual: usually ~1"), "{said}");
+    let (_, detail) = json(&daemon, &format!("/api/v1/builds/{reference}")).await;
+    let step = &detail["step_list"][3];
+    assert_eq!(
+        (step["state"].as_str(), step["slower_than_usual"].as_bool()),
+        (Some("running"), Some(true)),
+        "{detail}"
+    );
+    assert!((step["usual_seconds"].as_f64().unwrap() - usual).abs() < 0.001, "{step}");
+    assert!(detail["step_list"].as_array().unwrap()[..3].iter().all(|s| s["slower_than_usual"] == false), "{detail}");
+
+    // Finished: still slower, and first among the slowest steps, against its usual time.
+    let report = slow.finish().await;
+    assert!(report.success, "{}", report.raw);
+    let done = finished(&daemon, &name).await;
+    let (_, detail) = json(&daemon, &format!("/api/v1/builds/{}", done["ref"].as_str().unwrap())).await;
+    assert_eq!(detail["step_list"][3]["slower_than_usual"], true, "{detail}");
+    browser.open(&format!("http://{}/builds/{reference}", daemon.addr)).await;
+    let slowest = browser
+        .until(
+            Duration::from_secs(20),
+            "the slowest steps listed",
+            "const items = [...document.querySelectorAll('#build ol.slowest li')].map(li => li.textContent);
+             return items.length ? items : null;",
+        )
+        .await;
+    let first_line = slowest[0].as_str().unwrap();
+    assert!(first_line.starts_with("[4/4] RUN sleep $(cat /seconds) — took 2"), "{slowest}");
+    assert!(first_line.contains(", usually ~1") && first_line.ends_with("⚠ slower than usual"), "{slowest}");
+    browser.stop().await;
+    daemon.stop().await;
+}

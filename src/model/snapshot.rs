@@ -9,6 +9,11 @@ use super::event::{BuildContext, Outcome, Time};
 use super::step::StepState;
 use super::Model;
 
+/// A step is slower than usual past this many times its usual duration...
+pub const SLOWER_FACTOR: f64 = 2.0;
+/// ...and this many seconds more than it.
+pub const SLOWER_MARGIN: f64 = 10.0;
+
 /// One step of a build, running or finished.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepView {
@@ -43,6 +48,21 @@ impl StepView {
             (StepState::Done, Some(started), Some(completed)) => Some((completed - started).max(0.0)),
             _ => None,
         }
+    }
+
+    /// Whether it ran (or has been running, at `now`) past [`SLOWER_FACTOR`] times its usual
+    /// duration, and at least [`SLOWER_MARGIN`] seconds more: shorter steps vary too much to
+    /// judge. A step taken from cache is never slower.
+    pub fn slower_than_usual(&self, now: Time) -> bool {
+        let ran = match (self.state, self.started) {
+            (StepState::Running, Some(started)) => now - started,
+            (StepState::Done | StepState::Failed, _) => match self.duration() {
+                Some(duration) => duration,
+                None => return false,
+            },
+            _ => return false,
+        };
+        self.usual.is_some_and(|usual| ran > SLOWER_FACTOR * usual && ran - usual >= SLOWER_MARGIN)
     }
 
     /// How long it took, once it finished.

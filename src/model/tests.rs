@@ -937,3 +937,33 @@ fn the_cache_saved_what_its_steps_usually_take_when_they_run() {
     let effects = model.apply(rebuild.completed(100.5, Outcome::Succeeded));
     assert_eq!(finished(&effects)[0].view.cache_saved(), 10.0);
 }
+
+#[test]
+fn a_step_is_slower_than_usual_past_twice_its_usual_time_and_ten_seconds_more() {
+    let step = |state, started: Option<Time>, completed: Option<Time>, usual: Option<f64>| StepView {
+        label: "[2/2]".into(),
+        instruction: "RUN",
+        command: "make".into(),
+        state,
+        started,
+        completed,
+        expected: usual,
+        usual,
+        error: None,
+        output: Vec::new(),
+    };
+    // Usually 20 s: slower past 40 s while it runs...
+    let running = step(StepState::Running, Some(100.0), None, Some(20.0));
+    assert!(!running.slower_than_usual(140.0));
+    assert!(running.slower_than_usual(140.5));
+    // ...and once it finished.
+    assert!(step(StepState::Done, Some(100.0), Some(141.0), Some(20.0)).slower_than_usual(0.0));
+    assert!(step(StepState::Failed, Some(100.0), Some(141.0), Some(20.0)).slower_than_usual(0.0));
+    // Usually 2 s: three times that is not 10 s more.
+    assert!(!step(StepState::Running, Some(100.0), None, Some(2.0)).slower_than_usual(111.9));
+    assert!(step(StepState::Running, Some(100.0), None, Some(2.0)).slower_than_usual(112.0));
+    // Never seen running, from cache, or not started: never slower.
+    assert!(!step(StepState::Running, Some(100.0), None, None).slower_than_usual(1000.0));
+    assert!(!step(StepState::Cached, Some(100.0), Some(900.0), Some(2.0)).slower_than_usual(1000.0));
+    assert!(!step(StepState::Pending, None, None, Some(2.0)).slower_than_usual(1000.0));
+}

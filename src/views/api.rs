@@ -54,6 +54,10 @@ struct CurrentStep {
     instruction: &'static str,
     command: String,
     started_at: Option<Time>,
+    /// How long it usually takes when it runs; null when never seen running.
+    usual_seconds: Option<f64>,
+    /// It has been running past twice its usual duration and 10 s more.
+    slower_than_usual: bool,
     /// Its last lines of output, with `--build.output-lines`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     output: Vec<String>,
@@ -83,6 +87,10 @@ struct StepJson {
     duration_seconds: Option<f64>,
     /// Learned from earlier builds of the same name; null when never seen.
     expected_seconds: Option<f64>,
+    /// How long it usually takes when it runs (not from cache); null when never seen running.
+    usual_seconds: Option<f64>,
+    /// It ran, or has been running, past twice its usual duration and 10 s more.
+    slower_than_usual: bool,
     /// Why it failed.
     error: Option<String>,
     /// Its last lines of output while it runs, or if it failed, with `--build.output-lines`.
@@ -90,7 +98,7 @@ struct StepJson {
     output: Vec<String>,
 }
 
-fn steps_json(steps: &[StepView]) -> Vec<StepJson> {
+fn steps_json(steps: &[StepView], now: Time) -> Vec<StepJson> {
     steps
         .iter()
         .map(|s| StepJson {
@@ -102,6 +110,8 @@ fn steps_json(steps: &[StepView]) -> Vec<StepJson> {
             completed_at: s.completed,
             duration_seconds: s.duration(),
             expected_seconds: s.expected,
+            usual_seconds: s.usual,
+            slower_than_usual: s.slower_than_usual(now),
             error: s.error.clone(),
             output: s.output.clone(),
         })
@@ -109,10 +119,18 @@ fn steps_json(steps: &[StepView]) -> Vec<StepJson> {
 }
 
 /// The fields every build has; `current_step` and the rest are filled in by the caller.
-fn common(builder: &str, view: BuildView, state: &'static str, duration_seconds: f64, detail: bool) -> BuildJson {
+/// `now` is when a step still running is judged (a finished build's end).
+fn common(
+    builder: &str,
+    view: BuildView,
+    state: &'static str,
+    duration_seconds: f64,
+    detail: bool,
+    now: Time,
+) -> BuildJson {
     let cache_saved_seconds = view.cache_saved();
     BuildJson {
-        step_list: detail.then(|| steps_json(&view.steps)),
+        step_list: detail.then(|| steps_json(&view.steps, now)),
         reference: view.reference,
         builder: builder.to_string(),
         name: view.name,
@@ -141,6 +159,8 @@ fn running(builder: &str, build: RunningBuild, now: Time, detail: bool) -> Build
             instruction: s.instruction,
             command: s.command.clone(),
             started_at: s.started,
+            usual_seconds: s.usual,
+            slower_than_usual: s.slower_than_usual(now),
             output: s.output.clone(),
         })
         .collect();
@@ -152,7 +172,7 @@ fn running(builder: &str, build: RunningBuild, now: Time, detail: bool) -> Build
         estimate: build
             .estimate
             .map(|Estimate { total, remaining }| EstimateJson { total_seconds: total, remaining_seconds: remaining }),
-        ..common(builder, Arc::unwrap_or_clone(build.view), "running", elapsed, detail)
+        ..common(builder, Arc::unwrap_or_clone(build.view), "running", elapsed, detail, now)
     }
 }
 
@@ -166,7 +186,7 @@ fn finished(builder: &str, build: FinishedBuild, detail: bool) -> BuildJson {
         completed_at: Some(build.completed_at),
         error,
         record_generation: Some(build.generation),
-        ..common(builder, build.view, build.outcome.label(), duration, detail)
+        ..common(builder, build.view, build.outcome.label(), duration, detail, build.completed_at)
     }
 }
 

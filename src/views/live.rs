@@ -70,6 +70,16 @@ fn add_build<'a>(samples: &mut Samples<'a>, builder: &'a str, build: &'a Running
             Cow::Borrowed(step.command.as_str()),
         ];
         samples.add(&series::RUNNING_INFO, step_labels, 1.0);
+        let per_step = || {
+            let [builder, reference, name] = labels();
+            [builder, reference, name, Cow::Borrowed(step.label.as_str())]
+        };
+        if let Some(started) = step.started {
+            samples.add(&series::STEP_START_TIME, per_step(), started);
+        }
+        if let Some(usual) = step.usual {
+            samples.add(&series::STEP_EXPECTED, per_step(), usual);
+        }
     }
 }
 

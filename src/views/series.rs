@@ -47,6 +47,17 @@ pub(super) const RUNNING_INFO: Family = Family {
     help: "A step executing now in a running build; always 1.",
     labels: &["builder", "ref", "name", "step", "instruction", "command"],
 };
+const PER_STEP: &[&str] = &["builder", "ref", "name", "step"];
+pub(super) const STEP_START_TIME: Family = Family {
+    name: "buildkit_build_step_running_start_time_seconds",
+    help: "Unix time a step executing now started.",
+    labels: PER_STEP,
+};
+pub(super) const STEP_EXPECTED: Family = Family {
+    name: "buildkit_build_step_running_expected_seconds",
+    help: "How long a step executing now usually takes when it runs, learned from earlier builds of the name; absent when never seen running.",
+    labels: PER_STEP,
+};
 pub(super) const START_TIME: Family =
     Family { name: "buildkit_build_start_time_seconds", help: "Unix time a running build started.", labels: PER_BUILD };
 pub(super) const ELAPSED: Family = Family {

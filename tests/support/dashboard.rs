@@ -19,6 +19,8 @@ pub const METRICS: &[(&str, bool)] = &[
     ("buildkit_build_elapsed_seconds", true),
     ("buildkit_build_last_progress_time_seconds", true),
     ("buildkit_build_step_running_info", true),
+    ("buildkit_build_step_running_start_time_seconds", true),
+    ("buildkit_build_step_running_expected_seconds", true),
     ("buildkit_build_estimated_duration_seconds", true),
     ("buildkit_build_estimated_remaining_seconds", true),
     ("buildkit_builds_running", false),
