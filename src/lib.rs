@@ -12,7 +12,9 @@
 //! - [`builder`] joins them: one builder's model behind a lock, written by its source, read by
 //!   the views as snapshots; the effects of each write go to a [`builder::Record`] as they
 //!   happen. Beside the model, the builder keeps its [`facts`]: whether its source is watched
-//!   and why not, the engine and BuildKit versions, workers and cache.
+//!   and why not, the engine and BuildKit versions, workers and cache. The builders watched
+//!   are the [`fleet`], which an engine's container builders and the sources file join and
+//!   leave while the daemon runs.
 //! - [`views`] show it, and only read: the counters (the `Record` fed by effects),
 //!   point-in-time series built from snapshots at scrape, the JSON API and the live status page.
 //! - [`server`] serves the views over HTTP, guarded as [`web`] (the web configuration file:
@@ -20,7 +22,8 @@
 //!
 //! [`run`] wires them together from a [`config::Config`], which [`cli`] makes of the flags
 //! (with [`defaults`], written once); `main.rs` only parses flags and sets up logging. Around the model, the layers read the time from [`clock`], and their long-lived
-//! tasks end when [`shutdown`] says so. TLS towards sources and towards scrapers names a
+//! tasks end when [`shutdown`] says so; files re-read when they change are compared by their
+//! [`stamp`]. TLS towards sources and towards scrapers names a
 //! certificate rustls refuses, and how to re-issue it, through [`certificate`].
 
 pub mod builder;
