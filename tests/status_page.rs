@@ -886,7 +886,9 @@ async fn a_step_slower_than_usual_is_said_while_it_runs_and_after() {
         first.steps().iter().find(|v| v.name.starts_with("[4/4]")).and_then(|v| Some(v.completed? - v.started?));
     let usual = usual.expect("the first build ran its last step");
     finished(&daemon, &name).await;
-    let slow = Build::start(&sleeping_for("20"), "", &["--label", &label]);
+    // Kept until the build ends: it reads the context as it goes.
+    let slow_context = sleeping_for("20");
+    let slow = Build::start(&slow_context, "", &["--label", &label]);
 
     // While it runs, at first on time: the step's usual time is exported, and nothing is said.
     let running = running_build(&daemon, &name).await;

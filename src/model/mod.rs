@@ -332,8 +332,10 @@ impl Model {
             Outcome::Failed(message) => Outcome::Failed(build.mask.apply(&message).into_owned()),
             other => other,
         };
-        self.learn_durations(&name, &vertices, completion.completed_at);
+        // Its steps against what earlier builds taught, before it teaches its own durations: a
+        // step judged slower than usual is judged against the builds before it.
         let steps = self.step_views(&vertices, &name);
+        self.learn_durations(&name, &vertices, completion.completed_at);
         let mut view = self.view(&build, name, steps);
         // The record counts warnings the progress stream may not have carried (a build seen
         // late, or only in history).

@@ -939,6 +939,17 @@ fn the_cache_saved_what_its_steps_usually_take_when_they_run() {
 }
 
 #[test]
+fn a_finished_build_is_judged_against_the_builds_before_it() {
+    let mut model = model();
+    two_step_build(&mut model, "r1", 0.0, 10.0);
+    let end = two_step_build(&mut model, "r2", 100.0, 40.0);
+    let done = model.recent().into_iter().find(|b| b.view.reference == "r2").unwrap();
+    let step = &done.view.steps[1];
+    assert_eq!(step.usual, Some(10.0), "the usual before it, not smoothed with its own 40 s");
+    assert!(step.slower_than_usual(end));
+}
+
+#[test]
 fn a_step_is_slower_than_usual_past_twice_its_usual_time_and_ten_seconds_more() {
     let step = |state, started: Option<Time>, completed: Option<Time>, usual: Option<f64>| StepView {
         label: "[2/2]".into(),
