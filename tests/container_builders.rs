@@ -5,8 +5,6 @@
 //! restart, and let it leave without a trace when it is removed. With discovery turned off, the
 //! same builder is not watched.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use testkit::buildkitd::{context, BASE};
@@ -106,29 +104,15 @@ async fn a_container_builder_is_found_followed_stopped_restarted_and_removed() {
     assert_eq!(sample(&m, "buildkit_exporter_source_restarts_total", &up), Some(1.0), "{m}");
 
     // Removed: gone from every view, and never down on the way out (sampled all along).
-    let watching = Arc::new(AtomicBool::new(true));
-    let seen_down = {
-        let (watching, addr, label) = (watching.clone(), daemon.addr, label.clone());
-        tokio::spawn(async move {
-            let mut downs = 0;
-            while watching.load(Ordering::SeqCst) {
-                let (_, body) = testkit::http::get(addr, "/api/v1/sources").await;
-                let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-                let sources = json["sources"].as_array().unwrap();
-                downs += sources.iter().filter(|s| s["builder"] == label.as_str() && s["up"] == false).count();
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            downs
-        })
-    };
+    let watch = daemon.watch_downs();
     builder.remove();
     eventually(Duration::from_secs(10), &format!("{label} gone"), || async {
         let m = daemon.metrics().await;
         (source(&daemon, &label).await.is_none() && !m.contains(&format!("builder=\"{label}\""))).then_some(())
     })
     .await;
-    watching.store(false, Ordering::SeqCst);
-    assert_eq!(seen_down.await.unwrap(), 0, "the removed builder was reported down on its way out");
+    let downs = watch.stop().await;
+    assert!(downs.is_empty(), "reported down while the builder was removed: {downs:?}");
     let m = daemon.metrics().await;
     assert_eq!(sample(&m, "buildkit_exporter_source_up", &[("builder", "default")]), Some(1.0));
     assert_eq!(sum(&m, "buildkit_exporter_source_up", &[]), 1.0, "only the engine is left:\n{m}");

@@ -5,8 +5,6 @@
 //! removed leaves without ever being down.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use buildkit_exporter::config::SourceFile;
@@ -119,21 +117,7 @@ async fn one_daemon_follows_an_engine_its_container_builder_and_two_buildkitds_f
     assert_eq!(sample(&m, "buildkit_builds_started_total", &[("builder", "default")]), Some(engine_started + 1.0));
 
     // farm-1 taken out of the file: gone from every view, never down on the way.
-    let watching = Arc::new(AtomicBool::new(true));
-    let seen_down = {
-        let (watching, addr) = (watching.clone(), daemon.addr);
-        tokio::spawn(async move {
-            let mut downs = 0;
-            while watching.load(Ordering::SeqCst) {
-                let (_, body) = testkit::http::get(addr, "/api/v1/sources").await;
-                let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-                let list = json["sources"].as_array().unwrap();
-                downs += list.iter().filter(|s| s["up"] == false).count();
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            downs
-        })
-    };
+    let watch = daemon.watch_downs();
     replace(&file, &format!("{farm2_line}\n"));
     eventually(Duration::from_secs(10), "farm-1 gone", || async {
         let m = daemon.metrics().await;
@@ -142,8 +126,8 @@ async fn one_daemon_follows_an_engine_its_container_builder_and_two_buildkitds_f
         .then_some(())
     })
     .await;
-    watching.store(false, Ordering::SeqCst);
-    assert_eq!(seen_down.await.unwrap(), 0, "a source was reported down while farm-1 left");
+    let downs = watch.stop().await;
+    assert!(downs.is_empty(), "reported down while farm-1 left: {downs:?}");
     daemon.stop().await;
     builder.remove();
 }

@@ -212,11 +212,7 @@ async fn dashboard_and_alerts_on_real_builds(version: Version) {
         "FROM tinybase:latest\nRUN echo {} before the silence\nCOPY seconds /seconds\nRUN sleep $(cat /seconds)\n",
         engine::unique("nonce")
     );
-    let sleeping_for = |seconds: &str| {
-        let context = Context::new(&silence);
-        std::fs::write(context.path().join("seconds"), seconds).unwrap();
-        context
-    };
+    let sleeping_for = |seconds: &str| Context::with_file(&silence, "seconds", seconds);
     let quick = run_build(&sleeping_for("1"), &silent, &[]).await;
     assert!(quick.success, "{}", quick.raw);
     scraped(&prom, &silent, "succeeded", 1.0).await;

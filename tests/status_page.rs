@@ -875,11 +875,7 @@ async fn a_step_slower_than_usual_is_said_while_it_runs_and_after() {
         "FROM tinybase:latest\nRUN echo {}\nCOPY seconds /seconds\nRUN sleep $(cat /seconds)\n",
         engine::unique("nonce")
     );
-    let sleeping_for = |seconds: &str| {
-        let context = Context::new(&dockerfile);
-        std::fs::write(context.path().join("seconds"), seconds).unwrap();
-        context
-    };
+    let sleeping_for = |seconds: &str| Context::with_file(&dockerfile, "seconds", seconds);
     let first = build(&sleeping_for("1"), "", &["--label", &label]).await;
     assert!(first.success, "{}", first.raw);
     let usual =

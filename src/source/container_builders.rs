@@ -36,7 +36,7 @@ const EVENTS_RETRY: Duration = Duration::from_secs(1);
 /// The `builder` label of the node in container `container`, on the engine whose source is
 /// `engine`: `ENGINE/BUILDER` for a builder's first node (`buildx_buildkit_ci0` is `ci`), and
 /// `ENGINE/NODE` for any other, so two nodes never share a label. `None` for other containers.
-pub fn label(engine: &str, container: &str) -> Option<String> {
+fn label(engine: &str, container: &str) -> Option<String> {
     let node = container.trim_start_matches('/').strip_prefix(PREFIX)?;
     let builder = match node.strip_suffix('0') {
         Some(builder) if !builder.is_empty() => builder,

@@ -2,6 +2,8 @@
 //! own shutdown signal and configuration, and waits for what tests look for in it.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use buildkit_exporter::config::Config;
@@ -11,6 +13,20 @@ use tokio::sync::watch;
 
 use crate::metrics::{sample, samples, sum};
 use crate::{engine, eventually, http};
+
+/// Sources seen down while [`Daemon::watch_downs`] sampled.
+pub struct DownWatch {
+    watching: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl DownWatch {
+    /// Stops sampling; the builder of every source seen down, once per sample.
+    pub async fn stop(self) -> Vec<String> {
+        self.watching.store(false, Ordering::SeqCst);
+        self.task.await.expect("the sampler ends")
+    }
+}
 
 /// A daemon running in this process on a loopback port.
 pub struct Daemon {
@@ -134,6 +150,25 @@ impl Daemon {
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
         http::metrics(self.addr).await
+    }
+
+    /// Starts sampling `/api/v1/sources` every 20 ms, until [`DownWatch::stop`], to prove that
+    /// no source is reported down meanwhile (a builder removed on purpose, for instance).
+    pub fn watch_downs(&self) -> DownWatch {
+        let watching = Arc::new(AtomicBool::new(true));
+        let (still, addr) = (watching.clone(), self.addr);
+        let task = tokio::spawn(async move {
+            let mut downs = Vec::new();
+            while still.load(Ordering::SeqCst) {
+                let (_, body) = http::get(addr, "/api/v1/sources").await;
+                let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let sources = json["sources"].as_array().unwrap();
+                downs.extend(sources.iter().filter(|s| s["up"] == false).map(|s| s["builder"].to_string()));
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            downs
+        });
+        DownWatch { watching, task }
     }
 
     /// Stops the daemon and waits until it has stopped.

@@ -104,6 +104,13 @@ impl Context {
         Context { dir }
     }
 
+    /// A context holding `dockerfile` and a file `name` with `content` beside it.
+    pub fn with_file(dockerfile: &str, name: &str, content: &str) -> Context {
+        let context = Context::new(dockerfile);
+        std::fs::write(context.path().join(name), content).unwrap();
+        context
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
