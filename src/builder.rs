@@ -85,6 +85,11 @@ impl Builder {
         self.model().recent()
     }
 
+    /// The names whose last build failed, with that failure.
+    pub fn last_failures(&self) -> Vec<crate::model::LastFailure> {
+        self.model().last_failures()
+    }
+
     /// The model, locked. A panic in an earlier update poisons the lock; the state it left may
     /// miss that one update, but it is still the best there is, so the daemon says so and goes
     /// on rather than failing every scrape from then on.

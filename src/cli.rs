@@ -45,6 +45,11 @@ pub struct Cli {
           value_delimiter = ',', default_value = defaults::LISTEN_ADDRESS, value_name = "[HOST]:PORT")]
     pub listen_addresses: Vec<String>,
 
+    /// The URL users reach this exporter at (through a proxy, say): with it, the series of a
+    /// name's last failure carry a link to that build's page, for alerts to show.
+    #[arg(long = "web.external-url", env = "BUILDKIT_EXPORTER_WEB_EXTERNAL_URL", value_name = "URL")]
+    pub external_url: Option<String>,
+
     /// Path under which to expose metrics.
     #[arg(long = "web.telemetry-path", env = "BUILDKIT_EXPORTER_WEB_TELEMETRY_PATH", default_value = defaults::TELEMETRY_PATH)]
     pub telemetry_path: String,
@@ -163,6 +168,9 @@ pub enum ConfigError {
     /// A `--web.telemetry-path` that cannot be used.
     #[error("invalid --web.telemetry-path {0:?}: it must start with / and not be / itself")]
     TelemetryPath(String),
+    /// A `--web.external-url` that cannot be used.
+    #[error("invalid --web.external-url {0:?}: expected an http:// or https:// URL, e.g. https://builds.example.com/exporter")]
+    ExternalUrl(String),
     /// Two sources with the same builder name.
     #[error("two sources are named {0:?}: give each a different NAME= prefix")]
     DuplicateName(String),
@@ -203,6 +211,10 @@ impl Cli {
         if !self.telemetry_path.starts_with('/') || self.telemetry_path == "/" {
             return Err(ConfigError::TelemetryPath(self.telemetry_path));
         }
+        let external_url = match self.external_url.filter(|u| !u.is_empty()) {
+            Some(url) => Some(external_url(&url).ok_or(ConfigError::ExternalUrl(url))?),
+            None => None,
+        };
         let source_file = match self.source_file {
             Some(path) => match std::fs::read_to_string(&path) {
                 Ok(_) => Some(SourceFile { path, docker_tls: docker_tls.clone() }),
@@ -214,6 +226,7 @@ impl Cli {
             config_file: self.web_config_file.as_deref().map(WebConfigFile::open).transpose()?,
             max_connections: self.max_connections as usize,
             header_timeout: self.header_timeout.into(),
+            external_url,
         };
         Ok(Config {
             listen_addresses,
@@ -260,6 +273,16 @@ fn positive_duration(text: &str) -> Result<humantime::Duration, String> {
         Ok(duration) if duration.is_zero() => Err("must be more than 0s".to_string()),
         parsed => parsed.map(Into::into).map_err(|e| e.to_string()),
     }
+}
+
+/// An external URL as links are built from it (without a trailing `/`), if it is an absolute
+/// http(s) URL with a host and no query.
+fn external_url(text: &str) -> Option<String> {
+    let uri: hyper::Uri = text.parse().ok()?;
+    let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+    let host_ok = uri.host().is_some_and(|h| !h.is_empty());
+    (scheme_ok && host_ok && uri.query().is_none() && !text.contains('#'))
+        .then(|| text.trim_end_matches('/').to_string())
 }
 
 /// `:9817` listens on every address, IPv6 and IPv4 (`[::]:9817`, which the server binds
@@ -365,5 +388,24 @@ mod tests {
         assert_eq!(parse_listen_address("9817"), None);
         assert!(cli(&["--web.telemetry-path", "metrics"]).into_config(None, &DockerTls::default()).is_err());
         assert!(cli(&["--web.listen-address", "nope"]).into_config(None, &DockerTls::default()).is_err());
+    }
+
+    #[test]
+    fn the_external_url_is_an_http_url_kept_without_its_last_slash() {
+        let url = |flag: &str| {
+            cli(&["--web.external-url", flag]).into_config(None, &DockerTls::default()).map(|c| c.web.external_url)
+        };
+        assert_eq!(
+            url("https://ci.example.com/buildkit/").unwrap().as_deref(),
+            Some("https://ci.example.com/buildkit")
+        );
+        assert_eq!(url("http://10.0.0.5:9817").unwrap().as_deref(), Some("http://10.0.0.5:9817"));
+        assert_eq!(url("").unwrap(), None);
+        for bad in
+            ["ci.example.com", "ftp://ci.example.com", "https://ci.example.com/?a=1", "https://x/#top", "/builds"]
+        {
+            let err = url(bad).unwrap_err();
+            assert!(err.to_string().starts_with("invalid --web.external-url"), "{bad}: {err}");
+        }
     }
 }

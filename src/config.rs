@@ -50,6 +50,8 @@ pub struct Web {
     /// Longest wait for a TLS handshake, and for a request's headers after connecting or after
     /// the previous response.
     pub header_timeout: Duration,
+    /// Where users reach the exporter (`--web.external-url`), without a trailing `/`.
+    pub external_url: Option<String>,
 }
 
 impl Default for Web {
@@ -58,6 +60,7 @@ impl Default for Web {
             config_file: None,
             max_connections: defaults::MAX_CONNECTIONS as usize,
             header_timeout: defaults::HEADER_TIMEOUT,
+            external_url: None,
         }
     }
 }

@@ -78,7 +78,12 @@ pub async fn serve(config: Config, listeners: Vec<TcpListener>, shutdown: watch:
     // The daemon's own CPU, memory and descriptors, as every exporter serves them.
     process.register(Box::new(views::process::Process::new())).expect("process metric names are unique");
     let fleet = Fleet::new(config.model.clone(), counters.clone() as Arc<dyn builder::Record>);
-    let exposition = Exposition::new(counters_registry, counters.clone(), Live::new(fleet.clone()), process);
+    let exposition = Exposition::new(
+        counters_registry,
+        counters.clone(),
+        Live::new(fleet.clone(), config.web.external_url.clone()),
+        process,
+    );
     let views = Arc::new(Views::new(exposition, config.telemetry_path.clone(), fleet.clone()));
 
     let server = tokio::spawn(server::serve(listeners, views, config.web.clone(), shutdown.clone()));

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use super::event::{BuildContext, BuildInfo, Progress, Time};
+use super::event::{BuildContext, BuildInfo, Failure, Progress, Time};
 use super::mask::Mask;
 use super::name;
 use super::output::Tail;
@@ -85,6 +85,8 @@ pub(super) struct Build {
     pub context: Arc<BuildContext>,
     /// The name and instructions last announced in an [`Effect::BuildNamed`](super::Effect).
     pub announced: Option<(String, Vec<&'static str>)>,
+    /// Where it failed, masked, when that was read before its completion was applied.
+    pub failure: Option<Failure>,
 }
 
 /// Most warning titles kept per build: a build that warns on every line still shows what
@@ -103,6 +105,7 @@ impl Build {
             export_image: None,
             warnings: Vec::new(),
             announced: None,
+            failure: None,
         }
     }
 
@@ -217,6 +220,18 @@ impl Build {
         let repository = name::repository(image)?;
         let tag = image.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map(|(_, t)| t);
         Some(tag.map_or(repository.clone(), |t| format!("{repository}:{t}")))
+    }
+}
+
+/// `failure` as views may show it: masked with `mask`.
+pub(super) fn shown_failure(failure: Failure, mask: &Mask) -> Failure {
+    Failure {
+        location: failure.location.map(|mut location| {
+            location.file = mask.apply(&location.file).into_owned();
+            location.text = mask.apply(&location.text).into_owned();
+            location
+        }),
+        exit_code: failure.exit_code,
     }
 }
 

@@ -74,6 +74,43 @@ pub struct Completion {
     pub generation: i32,
     /// Warnings BuildKit recorded (lint checks and others; BuildKit 0.16+, else 0).
     pub warnings: u32,
+    /// Where a failed build failed, when the record says so in its error's details; a
+    /// standalone buildkitd keeps those in a blob, which comes later as
+    /// [`Event::FailureFound`].
+    pub failure: Option<Failure>,
+}
+
+/// Where a build failed and how, from BuildKit's error details. Unmasked as it comes in; the
+/// model masks it with the build's build-arg values before keeping it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Failure {
+    /// The Dockerfile lines of the failing instruction.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// The exit code of the failing process, when a process failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+/// Lines of a build's Dockerfile.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Location {
+    /// The file's name as the client gave it.
+    pub file: String,
+    /// Its first line, from 1.
+    pub line: u32,
+    /// Its last line, when it spans several (an instruction continued with `\`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_line: Option<u32>,
+    /// The text of those lines.
+    pub text: String,
+}
+
+impl Failure {
+    /// Whether it says anything.
+    pub fn is_empty(&self) -> bool {
+        self.location.is_none() && self.exit_code.is_none()
+    }
 }
 
 /// The state of one vertex as a progress message reports it: the model's input shape, before
@@ -130,6 +167,16 @@ pub enum Event {
     Disconnected(Time),
     /// The whole replay that opens a history stream has been received (the engine ended it).
     ReplayDone,
+    /// Where a build failed, read after its completion (a standalone buildkitd keeps its error's
+    /// details in a blob); `secrets` are its build-arg values, to mask it with.
+    FailureFound {
+        /// The build.
+        reference: String,
+        /// Its build-arg values.
+        secrets: Vec<String>,
+        /// What was read.
+        failure: Failure,
+    },
     /// A finished build from history with its replayed progress, read to learn its name.
     History {
         /// The build's record.

@@ -44,9 +44,9 @@ use lru::LruCache;
 use build::{Build, Vertex};
 pub use effect::Effect;
 use estimate::{Estimates, Observed};
-pub use event::{BuildContext, BuildInfo, Completion, Event, Outcome, Progress, Time, VertexUpdate};
+pub use event::{BuildContext, BuildInfo, Completion, Event, Failure, Location, Outcome, Progress, Time, VertexUpdate};
 use name::{LearnedNames, NameSet, OVERFLOW, UNKNOWN};
-pub use snapshot::{BuildView, Estimate, FinishedBuild, RunningBuild, StepCounts, StepView, Warnings};
+pub use snapshot::{BuildView, Estimate, FinishedBuild, LastFailure, RunningBuild, StepCounts, StepView, Warnings};
 pub use step::StepState;
 
 /// How much earlier than the moment a disconnect was noticed a build may have completed and
@@ -124,6 +124,8 @@ pub struct Model {
     estimates: Estimates,
     /// The latest finished builds, newest last.
     recent: std::collections::VecDeque<FinishedBuild>,
+    /// Each name's newest completion time, and its failure if it failed (names are bounded).
+    last: BTreeMap<String, (Time, Option<LastFailure>)>,
     /// Counts the events applied: what was computed from the state at one revision holds
     /// until the next.
     revision: u64,
@@ -144,6 +146,7 @@ impl Model {
             learned: LearnedNames::new(settings.max_learned),
             estimates: Estimates::new(settings.max_names),
             recent: Default::default(),
+            last: BTreeMap::new(),
             revision: 0,
             memo: Default::default(),
             settings,
@@ -163,6 +166,11 @@ impl Model {
     /// The latest finished builds, newest first.
     pub fn recent(&self) -> Vec<FinishedBuild> {
         self.recent.iter().rev().cloned().collect()
+    }
+
+    /// The names whose last build failed, with that failure.
+    pub fn last_failures(&self) -> Vec<LastFailure> {
+        self.last.values().filter_map(|(_, failure)| failure.clone()).collect()
     }
 
     /// Folds one event into the state.
@@ -229,6 +237,19 @@ impl Model {
                 }
             }
             Event::ReplayDone => self.phase = Phase::Live,
+            Event::FailureFound { reference, secrets, failure } => {
+                let failure = build::shown_failure(failure, &mask::Mask::new(&secrets));
+                if let Some(build) = self.running.get_mut(&reference) {
+                    build.failure = Some(failure);
+                } else if let Some(finished) = self.recent.iter_mut().rev().find(|b| b.view.reference == reference) {
+                    finished.failure.get_or_insert_with(|| failure.clone());
+                    let last = self.last.get_mut(&finished.view.name).and_then(|(_, last)| last.as_mut());
+                    if let Some(last) = last.filter(|last| last.reference == reference) {
+                        last.failure.get_or_insert(failure);
+                    }
+                }
+                return effects;
+            }
             Event::History { completion, progress } => {
                 let mut build = Build::new(completion.info.clone());
                 for message in &progress {
@@ -282,6 +303,7 @@ impl Model {
             outcome: Outcome::Failed(LOST.to_string()),
             generation: 0,
             warnings: 0,
+            failure: None,
         };
         [Effect::BuildLost { reference }, Effect::BuildFinished(self.finish(build, completion))]
     }
@@ -318,6 +340,12 @@ impl Model {
         let steps = build.steps();
         let name = self.admit_name(&build, &steps, true);
         self.learn_durations(&name, &steps, completion.completed_at);
+        let failure = matches!(completion.outcome, Outcome::Failed(_)).then(|| {
+            let failure = completion.failure.clone().map(|f| build::shown_failure(f, &build.mask));
+            self.finished_build(&build, name.clone(), completion, failure)
+        });
+        let last = failure.as_ref().and_then(LastFailure::of);
+        self.note_last(&name, completion.completed_at, last);
         (name != UNKNOWN && name != OVERFLOW).then(|| Effect::HistorySeen {
             name,
             result: completion.outcome.label(),
@@ -328,30 +356,61 @@ impl Model {
     fn finish(&mut self, build: Build, completion: Completion) -> FinishedBuild {
         let vertices = build.steps();
         let name = self.admit_name(&build, &vertices, false);
-        let outcome = match completion.outcome {
-            Outcome::Failed(message) => Outcome::Failed(build.mask.apply(&message).into_owned()),
-            other => other,
+        let failure = match completion.failure.clone() {
+            Some(failure) => Some(build::shown_failure(failure, &build.mask)),
+            None => build.failure.clone(),
         };
         // Its steps against what earlier builds taught, before it teaches its own durations: a
         // step judged slower than usual is judged against the builds before it.
-        let steps = self.step_views(&vertices, &name);
+        let finished = self.finished_build(&build, name.clone(), &completion, failure);
         self.learn_durations(&name, &vertices, completion.completed_at);
-        let mut view = self.view(&build, name, steps);
-        // The record counts warnings the progress stream may not have carried (a build seen
-        // late, or only in history).
-        view.warnings.count = view.warnings.count.max(completion.warnings);
-        let finished = FinishedBuild {
-            generation: completion.generation,
-            outcome,
-            completed_at: completion.completed_at,
-            failed_step: view.steps.iter().find(|s| s.state == StepState::Failed).map(|s| s.label.clone()),
-            view,
-        };
+        self.note_last(&name, completion.completed_at, LastFailure::of(&finished));
         self.recent.push_back(finished.clone());
         while self.recent.len() > self.settings.max_recent {
             self.recent.pop_front();
         }
         finished
+    }
+
+    /// What views keep of `build`, called `name`, finished as `completion` says, having failed
+    /// where `failure` says (masked).
+    fn finished_build(
+        &self,
+        build: &Build,
+        name: String,
+        completion: &Completion,
+        failure: Option<Failure>,
+    ) -> FinishedBuild {
+        let outcome = match &completion.outcome {
+            Outcome::Failed(message) => Outcome::Failed(build.mask.apply(message).into_owned()),
+            other => other.clone(),
+        };
+        let steps = self.step_views(&build.steps(), &name);
+        let mut view = self.view(build, name, steps);
+        // The record counts warnings the progress stream may not have carried (a build seen
+        // late, or only in history).
+        view.warnings.count = view.warnings.count.max(completion.warnings);
+        FinishedBuild {
+            generation: completion.generation,
+            outcome,
+            completed_at: completion.completed_at,
+            failed_step: view.steps.iter().find(|s| s.state == StepState::Failed).map(|s| s.label.clone()),
+            failure,
+            view,
+        }
+    }
+
+    /// Notes the build of `name` completed at `completed_at`, and its failure if it failed,
+    /// unless a later one is already noted (history comes in any order).
+    fn note_last(&mut self, name: &str, completed_at: Time, failure: Option<LastFailure>) {
+        match self.last.get_mut(name) {
+            Some((at, _)) if *at > completed_at => {}
+            Some(last) => *last = (completed_at, failure),
+            // Bounded: `name` is one the name set admitted, or a placeholder.
+            None => {
+                self.last.insert(name.to_string(), (completed_at, failure));
+            }
+        }
     }
 
     /// Learns the durations of a finished build's `steps`.

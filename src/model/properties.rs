@@ -212,6 +212,7 @@ fn show(event: &Event) -> String {
         Event::Gone(r) => format!("Gone {r}"),
         Event::Disconnected(at) => format!("Disconnected {at}"),
         Event::ReplayDone => "ReplayDone".to_string(),
+        Event::FailureFound { reference, .. } => format!("FailureFound {reference}"),
         Event::History { completion: c, progress } => {
             format!("History {} ({} progress)", completion(c), progress.len())
         }
@@ -361,6 +362,7 @@ impl Play<'_> {
                     outcome: script.outcome.clone(),
                     generation: 0,
                     warnings: 0,
+                    failure: None,
                 };
                 self.builds[b].running = false;
                 self.builds[b].record = Some(completion.clone());
@@ -482,6 +484,7 @@ impl Play<'_> {
             outcome: self.scripts[b].outcome.clone(),
             generation: 0,
             warnings: 0,
+            failure: None,
         });
         self.out.push(Event::History { completion, progress: self.builds[b].progress.clone() });
     }
@@ -611,6 +614,8 @@ impl Ledger {
                 }
             }
             Event::History { completion, .. } => self.now = self.now.max(completion.completed_at),
+            // Counts nothing.
+            Event::FailureFound { .. } => {}
         }
     }
 
@@ -841,7 +846,11 @@ proptest! {
                         && !step.before.watched(c.completed_at)
                         && step.before.seen(&c.info.reference) == Seen::Fresh
                 }
-                Event::Progress(_) | Event::Disconnected(_) | Event::ReplayDone | Event::History { .. } => true,
+                Event::Progress(_)
+                | Event::Disconnected(_)
+                | Event::ReplayDone
+                | Event::History { .. }
+                | Event::FailureFound { .. } => true,
                 Event::Started(_) | Event::Deleted(_) | Event::Gone(_) => false,
             };
             if history {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::build::{Build, Vertex};
-use super::event::{BuildContext, Outcome, Time};
+use super::event::{BuildContext, Failure, Outcome, Time};
 use super::step::StepState;
 use super::Model;
 
@@ -175,8 +175,43 @@ pub struct FinishedBuild {
     pub completed_at: Time,
     /// The step that failed, e.g. `[3/15]`.
     pub failed_step: Option<String>,
+    /// Where it failed and how, masked, when BuildKit said.
+    pub failure: Option<Failure>,
     /// The latest generation of its record seen (see [`Completion`](super::Completion)).
     pub generation: i32,
+}
+
+/// The last build of a name, when it failed: kept until a later build of the name succeeds or
+/// is canceled, so that an alert on that failure can say what failed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LastFailure {
+    /// The name.
+    pub name: String,
+    /// The build's ref.
+    pub reference: String,
+    /// When it completed.
+    pub completed_at: Time,
+    /// The step that failed, as a view shows it, when it is known.
+    pub step: Option<StepView>,
+    /// BuildKit's message, masked.
+    pub message: String,
+    /// Where and how, when BuildKit said.
+    pub failure: Option<Failure>,
+}
+
+impl LastFailure {
+    /// What `build` leaves as its name's last failure, if it failed.
+    pub(super) fn of(build: &FinishedBuild) -> Option<LastFailure> {
+        let Outcome::Failed(message) = &build.outcome else { return None };
+        Some(LastFailure {
+            name: build.view.name.clone(),
+            reference: build.view.reference.clone(),
+            completed_at: build.completed_at,
+            step: build.view.steps.iter().find(|s| s.state == StepState::Failed).cloned(),
+            message: message.clone(),
+            failure: build.failure.clone(),
+        })
+    }
 }
 
 impl FinishedBuild {

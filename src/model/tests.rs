@@ -41,7 +41,14 @@ impl Fixture {
     }
 
     fn completed(&self, at: Time, outcome: Outcome) -> Event {
-        Event::Completed(Completion { info: self.info(), completed_at: at, outcome, generation: 0, warnings: 0 })
+        Event::Completed(Completion {
+            info: self.info(),
+            completed_at: at,
+            outcome,
+            generation: 0,
+            warnings: 0,
+            failure: None,
+        })
     }
 
     fn progress(&self, at: Time, vertexes: Vec<VertexUpdate>) -> Event {
@@ -502,6 +509,7 @@ fn history_with_progress_teaches_names() {
             outcome: Outcome::Canceled,
             generation: 0,
             warnings: 0,
+            failure: None,
         },
         progress: vec![Progress {
             reference: "old".into(),
@@ -745,6 +753,7 @@ fn warnings_are_masked_kept_once_and_counted_as_the_record_says() {
         outcome: Outcome::Succeeded,
         generation: 0,
         warnings: 3,
+        failure: None,
     }));
     let done = finished(&effects);
     assert_eq!(done[0].view.warnings.count, 3);
@@ -977,4 +986,105 @@ fn a_step_is_slower_than_usual_past_twice_its_usual_time_and_ten_seconds_more() 
     assert!(!step(StepState::Running, Some(100.0), None, None).slower_than_usual(1000.0));
     assert!(!step(StepState::Cached, Some(100.0), Some(900.0), Some(2.0)).slower_than_usual(1000.0));
     assert!(!step(StepState::Pending, None, None, Some(2.0)).slower_than_usual(1000.0));
+}
+
+/// Where a build failed, on line `line` of its Dockerfile, with `text` there.
+fn located(line: u32, text: &str, exit_code: i32) -> Failure {
+    Failure {
+        location: Some(Location { file: "Dockerfile".into(), line, end_line: None, text: text.into() }),
+        exit_code: Some(exit_code),
+    }
+}
+
+#[test]
+fn where_a_build_failed_is_kept_masked_and_its_name_keeps_it_until_a_later_build_succeeds() {
+    let mut model = model();
+    let a = build("a", 1.0).secret("s3cret").image("app:1");
+    let steps = |at| {
+        vec![
+            done("d1", "[1/2] FROM base", at, at + 1.0),
+            failed("d2", "[2/2] RUN make", at + 1.0, at + 2.0, "exit code: 2"),
+        ]
+    };
+    model.apply(a.started());
+    model.apply(a.progress(3.0, steps(1.0)));
+    let Event::Completed(mut completion) = a.completed(4.0, Outcome::Failed("make s3cret: exit code: 2".into())) else {
+        unreachable!()
+    };
+    completion.failure = Some(located(7, "RUN make s3cret", 2));
+    let effects = model.apply(Event::Completed(completion));
+    let done = finished(&effects);
+    assert_eq!(done[0].failure, Some(located(7, "RUN make ***", 2)), "masked with the build's build-arg values");
+    let last = model.last_failures();
+    assert_eq!(last.len(), 1);
+    assert_eq!((last[0].name.as_str(), last[0].reference.as_str()), ("app", "a"));
+    assert_eq!(last[0].step.as_ref().map(|s| s.label.as_str()), Some("[2/2]"));
+    assert_eq!(last[0].message, "make ***: exit code: 2");
+    assert_eq!(last[0].failure, Some(located(7, "RUN make ***", 2)));
+
+    // A later failure of the name replaces it; a later success removes it; an older build
+    // (history) changes nothing.
+    let b = build("b", 5.0).image("app:1");
+    model.apply(b.started());
+    model.apply(b.completed(6.0, Outcome::Failed("other".into())));
+    assert_eq!(model.last_failures().iter().map(|f| f.reference.as_str()).collect::<Vec<_>>(), ["b"]);
+    assert_eq!(model.last_failures()[0].failure, None, "nothing said where");
+    let c = build("c", 7.0).image("app:1");
+    model.apply(c.started());
+    model.apply(c.completed(8.0, Outcome::Succeeded));
+    assert!(model.last_failures().is_empty());
+    model.apply(Event::History {
+        completion: Completion {
+            info: build("old", 0.5).image("other:0").info(),
+            completed_at: 0.6,
+            outcome: Outcome::Failed("old".into()),
+            generation: 0,
+            warnings: 0,
+            failure: None,
+        },
+        progress: Vec::new(),
+    });
+    assert_eq!(model.last_failures().iter().map(|f| f.reference.as_str()).collect::<Vec<_>>(), ["old"], "its own name");
+    model.apply(Event::History {
+        completion: Completion {
+            info: build("older", 0.1).image("app:1").info(),
+            completed_at: 0.2,
+            outcome: Outcome::Failed("older".into()),
+            generation: 0,
+            warnings: 0,
+            failure: None,
+        },
+        progress: Vec::new(),
+    });
+    assert_eq!(model.last_failures().len(), 1, "app's last build succeeded after it");
+}
+
+#[test]
+fn where_a_build_failed_may_be_read_before_or_after_its_completion() {
+    let mut model = model();
+    // Read while it is still held as running (its completion waits for its progress).
+    let a = build("a", 1.0).secret("s3cret").image("app:1");
+    model.apply(a.started());
+    let found = |reference: &str, failure| Event::FailureFound {
+        reference: reference.into(),
+        secrets: vec!["s3cret".into()],
+        failure,
+    };
+    assert!(model.apply(found("a", located(3, "RUN s3cret", 1))).is_empty(), "counts nothing");
+    let effects = model.apply(a.completed(2.0, Outcome::Failed("failed".into())));
+    assert_eq!(finished(&effects)[0].failure, Some(located(3, "RUN ***", 1)));
+
+    // Read after it was counted: the kept build and its name's last failure take it.
+    let b = build("b", 3.0).image("app:1");
+    model.apply(b.started());
+    model.apply(b.completed(4.0, Outcome::Failed("failed".into())));
+    assert_eq!(model.recent()[0].failure, None);
+    assert!(model.apply(found("b", located(5, "RUN s3cret make", 2))).is_empty());
+    assert_eq!(model.recent()[0].failure, Some(located(5, "RUN *** make", 2)));
+    assert_eq!(model.last_failures()[0].failure, Some(located(5, "RUN *** make", 2)));
+    // What the record said first is kept; an unknown build is ignored.
+    model.apply(found("b", located(9, "RUN other", 9)));
+    model.apply(found("nope", located(9, "RUN other", 9)));
+    assert_eq!(model.recent()[0].failure, Some(located(5, "RUN *** make", 2)));
+    assert_eq!(model.recent()[1].failure, Some(located(3, "RUN ***", 1)));
 }

@@ -111,7 +111,11 @@ pub fn completion(record: &BuildHistoryRecord, name_label: &str, clock: &Clock) 
     let info = info(record, name_label, clock);
     let completed_at = clock.local(&record.completed_at).unwrap_or(info.created_at);
     let warnings = u32::try_from(record.num_warnings).unwrap_or(0);
-    Completion { completed_at, info, outcome, generation: record.generation, warnings }
+    let failure = match (&outcome, &record.error) {
+        (Outcome::Failed(_), Some(status)) => super::failure::from_details(&status.details),
+        _ => None,
+    };
+    Completion { completed_at, info, outcome, generation: record.generation, warnings, failure }
 }
 
 /// The image name a record carries, earliest source first: the image exporter's `name`

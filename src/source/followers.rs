@@ -2,7 +2,8 @@
 //! they start: a follower per running build applying its progress, reopened a few times when it
 //! breaks; completions that wait (boundedly) for their build's follower to end, so that a build's
 //! last progress is applied before it counts; and the reading of finished builds' stored
-//! progress, to learn their names at startup.
+//! progress, to learn their names at startup. Where a failed build failed, when its record
+//! keeps that in a blob (a standalone buildkitd), is read here too, beside its completion.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tonic::Code;
 use tracing::{debug, error, Instrument};
 
 use super::convert::{self, Clock};
+use super::{content, failure};
 use crate::builder::Builder;
 use crate::model::{Completion, Event, Progress};
 
@@ -25,6 +27,8 @@ const STATUS_RETRIES: u32 = 3;
 const STATUS_RETRY_DELAY: Duration = Duration::from_secs(2);
 /// Longest wait of a build's completion for the rest of its `Status` stream.
 const ORDER_WAIT: Duration = Duration::from_secs(5);
+/// Longest read of a failed build's error blob.
+const BLOB_WAIT: Duration = Duration::from_secs(10);
 
 /// How a build's `Status` stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +54,8 @@ pub(super) trait History {
 /// The `Status` streams of one connection, and the completions waiting for them.
 pub(super) struct Watch {
     client: ControlClient<Channel>,
+    /// The same channel, for the content store.
+    channel: Channel,
     builder: Arc<Builder>,
     clock: Clock,
     name_label: String,
@@ -65,12 +71,21 @@ pub(super) struct Watch {
     pending: HashMap<String, Completion>,
     /// Each ends with a ref whose completion has waited long enough.
     deadlines: JoinSet<String>,
+    /// Reads of failed builds' error blobs; each ends with what to apply.
+    blobs: JoinSet<Option<Event>>,
 }
 
 impl Watch {
-    pub(super) fn new(client: ControlClient<Channel>, builder: Arc<Builder>, clock: Clock, name_label: &str) -> Watch {
+    pub(super) fn new(
+        client: ControlClient<Channel>,
+        channel: Channel,
+        builder: Arc<Builder>,
+        clock: Clock,
+        name_label: &str,
+    ) -> Watch {
         Watch {
             client,
+            channel,
             builder,
             clock,
             name_label: name_label.to_string(),
@@ -80,6 +95,7 @@ impl Watch {
             retries: HashMap::new(),
             pending: HashMap::new(),
             deadlines: JoinSet::new(),
+            blobs: JoinSet::new(),
         }
     }
 
@@ -89,6 +105,9 @@ impl Watch {
         tokio::select! {
             Some(ended) = self.followers.join_next_with_id() => self.followed(ended),
             Some(Ok(reference)) = self.deadlines.join_next() => self.complete(&reference),
+            Some(Ok(Some(found))) = self.blobs.join_next() => {
+                self.builder.apply(found);
+            }
             else => std::future::pending().await,
         }
     }
@@ -153,11 +172,43 @@ impl Watch {
     }
 }
 
+impl Watch {
+    /// Reads where a build held as running failed, when its record keeps that in an error blob
+    /// rather than in its error's details (a standalone buildkitd). Its completion does not wait
+    /// for the read: what is read comes after, as [`Event::FailureFound`].
+    fn read_failure(&mut self, message: &BuildHistoryEvent, completion: &Completion) {
+        let Some(record) = &message.record else { return };
+        let (Some(blob), None) = (&record.external_error, &completion.failure) else { return };
+        let failed = matches!(completion.outcome, crate::model::Outcome::Failed(_));
+        let details = record.error.as_ref().is_some_and(|e| !e.details.is_empty());
+        if !failed || details || !self.builder.is_running(&record.r#ref) {
+            return;
+        }
+        let (channel, digest, size) = (self.channel.clone(), blob.digest.clone(), blob.size);
+        let (reference, secrets) = (record.r#ref.clone(), completion.info.secrets.clone());
+        let read = async move {
+            let failure = match content::read(channel, &digest, size, BLOB_WAIT).await {
+                Ok(blob) => failure::from_blob(&blob).map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            match failure {
+                Ok(found) => found.map(|failure| Event::FailureFound { reference, secrets, failure }),
+                Err(error) => {
+                    debug!(%error, %digest, "where the build failed could not be read");
+                    None
+                }
+            }
+        };
+        self.blobs.spawn(read.in_current_span());
+    }
+}
+
 impl History for Watch {
     fn history(&mut self, message: &BuildHistoryEvent) -> Option<Completion> {
         match convert::history(message, &self.name_label, &self.clock)? {
             Event::Completed(completion) => {
                 let reference = completion.info.reference.clone();
+                self.read_failure(message, &completion);
                 if let Some(pending) = self.pending.get_mut(&reference) {
                     // A later generation while the first waits: it is the record to count.
                     pending.generation = pending.generation.max(completion.generation);

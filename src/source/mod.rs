@@ -26,17 +26,20 @@
 //! `backoff.rs` holds the delays between connections, `followers.rs` the `Status` streams of
 //! running builds, `error.rs` why a source is down, `peer.rs` whether a source that answers
 //! again restarted; `dial.rs`, `tls.rs` and `exec.rs` (for a container builder) reach BuildKit,
-//! `convert.rs` reads its messages, and `engine.rs` and `usage.rs` read what the engine and
+//! `convert.rs` reads its messages, `failure.rs` where a failed build failed (for a standalone
+//! buildkitd, from a blob `content.rs` reads), and `engine.rs` and `usage.rs` read what the engine and
 //! BuildKit say of themselves. An engine's source also keeps its buildx container builders in
 //! the fleet, each a source of its own (`container_builders.rs`).
 
 mod backoff;
 pub mod container_builders;
+pub mod content;
 pub mod convert;
 pub mod dial;
 mod engine;
 mod error;
 mod exec;
+pub mod failure;
 pub mod file;
 mod followers;
 pub mod peer;

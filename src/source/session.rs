@@ -71,7 +71,7 @@ impl Session<'_> {
             }
             Comeback::Unknown => {}
         }
-        let mut client = ControlClient::new(channel).max_decoding_message_size(self.options.max_message_bytes);
+        let mut client = ControlClient::new(channel.clone()).max_decoding_message_size(self.options.max_message_bytes);
         let live = BuildHistoryRequest { active_only: true, ..Default::default() };
         let live = client.listen_build_history(live).await.map_err(failed)?;
         self.subscribed_at = Some(now());
@@ -83,7 +83,7 @@ impl Session<'_> {
         let replay = BuildHistoryRequest { early_exit: true, ..Default::default() };
         let replay = client.listen_build_history(replay).await.map_err(failed)?.into_inner();
         let mut phase = Phase::replaying(Box::pin(replay), self.seed);
-        let mut watch = Watch::new(client.clone(), self.builder.clone(), clock, &self.options.name_label);
+        let mut watch = Watch::new(client.clone(), channel, self.builder.clone(), clock, &self.options.name_label);
         let mut probe = tokio::time::interval_at(tokio::time::Instant::now() + link.keepalive, link.keepalive);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut probes: JoinSet<bool> = JoinSet::new();

@@ -9,7 +9,8 @@ use crate::builder::Builder;
 use crate::facts::Facts;
 use crate::fleet::Fleet;
 use crate::model::{
-    BuildContext, BuildView, Estimate, FinishedBuild, Outcome, RunningBuild, StepCounts, StepView, Time, Warnings,
+    BuildContext, BuildView, Estimate, Failure, FinishedBuild, Outcome, RunningBuild, StepCounts, StepView, Time,
+    Warnings,
 };
 
 /// A build as the API shows it.
@@ -73,6 +74,10 @@ struct EstimateJson {
 struct ErrorJson {
     step: Option<String>,
     message: String,
+    /// The failing Dockerfile lines (`file`, `line`, `end_line` when several, `text`), and the
+    /// failing process's `exit_code`, when BuildKit said; absent otherwise.
+    #[serde(flatten)]
+    failure: Option<Failure>,
 }
 
 #[derive(Debug, Serialize)]
@@ -178,7 +183,11 @@ fn running(builder: &str, build: RunningBuild, now: Time, detail: bool) -> Build
 
 fn finished(builder: &str, build: FinishedBuild, detail: bool) -> BuildJson {
     let error = match build.outcome {
-        Outcome::Failed(ref message) => Some(ErrorJson { step: build.failed_step.clone(), message: message.clone() }),
+        Outcome::Failed(ref message) => Some(ErrorJson {
+            step: build.failed_step.clone(),
+            message: message.clone(),
+            failure: build.failure.clone(),
+        }),
         _ => None,
     };
     let duration = build.duration();

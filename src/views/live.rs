@@ -6,18 +6,24 @@ use std::sync::Arc;
 
 use crate::facts::Facts;
 use crate::fleet::Fleet;
-use crate::model::RunningBuild;
+use crate::model::{LastFailure, RunningBuild};
 use crate::views::series::{self, Samples};
+
+/// Longest failure message in a label.
+const MAX_MESSAGE_CHARS: usize = 200;
 
 /// Series of the builders' state as of each scrape.
 pub struct Live {
     fleet: Arc<Fleet>,
+    /// Where users reach the exporter, for links to builds' pages.
+    external_url: Option<String>,
 }
 
 impl Live {
-    /// Point-in-time series for the builders of `fleet`, as it is at each scrape.
-    pub fn new(fleet: Arc<Fleet>) -> Live {
-        Live { fleet }
+    /// Point-in-time series for the builders of `fleet`, as it is at each scrape; links to
+    /// builds' pages start with `external_url`, when given.
+    pub fn new(fleet: Arc<Fleet>, external_url: Option<String>) -> Live {
+        Live { fleet, external_url }
     }
 
     /// Appends the series, as of now, to `out` in the text format.
@@ -27,7 +33,19 @@ impl Live {
         let builders = self.fleet.builders();
         let states: Vec<(&str, Facts, Vec<RunningBuild>)> =
             builders.iter().map(|b| (b.name.as_str(), b.facts(), b.snapshot(now))).collect();
+        let failures: Vec<(&str, Vec<FailureLabels>)> = builders
+            .iter()
+            .map(|b| (b.name.as_str(), b.last_failures().iter().map(|f| self.failure_labels(f)).collect()))
+            .collect();
         let mut samples = Samples::default();
+        for (builder, failures) in &failures {
+            for failure in failures {
+                let [name, step, instruction, command, location, exit_code, message, url] =
+                    failure.each_ref().map(|v| Cow::Borrowed(v.as_str()));
+                let labels = [(*builder).into(), name, step, instruction, command, location, exit_code, message, url];
+                samples.add(&series::LAST_FAILURE, labels, 1.0);
+            }
+        }
         for (builder, facts, builds) in &states {
             samples.add(&series::UP, [(*builder).into()], if facts.up { 1.0 } else { 0.0 });
             add_facts(&mut samples, builder, facts);
@@ -41,6 +59,32 @@ impl Live {
             samples.add(&series::FILE_ERRORS, [], errors.len() as f64);
         }
         samples.write(out);
+    }
+}
+
+/// The label values of a name's last failure after `builder`: name, step, instruction,
+/// command, location, exit code, message and link.
+type FailureLabels = [String; 8];
+
+impl Live {
+    fn failure_labels(&self, failure: &LastFailure) -> FailureLabels {
+        let step = failure.step.as_ref();
+        let location = failure.failure.as_ref().and_then(|f| f.location.as_ref()).map(|l| match l.end_line {
+            Some(end) => format!("{}:{}-{end}", l.file, l.line),
+            None => format!("{}:{}", l.file, l.line),
+        });
+        let exit_code = failure.failure.as_ref().and_then(|f| f.exit_code);
+        let url = self.external_url.as_ref().map(|base| format!("{base}/builds/{}", failure.reference));
+        [
+            failure.name.clone(),
+            step.map(|s| s.label.clone()).unwrap_or_default(),
+            step.map(|s| s.instruction.to_string()).unwrap_or_default(),
+            step.map(|s| s.command.clone()).unwrap_or_default(),
+            location.unwrap_or_default(),
+            exit_code.map(|c| c.to_string()).unwrap_or_default(),
+            crate::model::step::truncate(&failure.message, MAX_MESSAGE_CHARS),
+            url.unwrap_or_default(),
+        ]
     }
 }
 
@@ -133,7 +177,14 @@ pub(crate) mod tests {
     /// The `COMPLETE` of a build that succeeded at `at`.
     pub(crate) fn succeeded(reference: &str, at: f64) -> Event {
         let info = info(reference);
-        Event::Completed(Completion { info, completed_at: at, outcome: Outcome::Succeeded, generation: 0, warnings: 0 })
+        Event::Completed(Completion {
+            info,
+            completed_at: at,
+            outcome: Outcome::Succeeded,
+            generation: 0,
+            warnings: 0,
+            failure: None,
+        })
     }
 
     /// Progress of a three-step build with `done` steps completed and the next one running.
@@ -215,8 +266,14 @@ pub(crate) mod tests {
             let reference = format!("r{n}");
             builder.apply(Event::Started(info(&reference)));
             builder.apply(progress(&reference, 3, Some("app")));
-            let completion =
-                Completion { info: info(&reference), completed_at: 110.0, outcome: result, generation: 0, warnings: 0 };
+            let completion = Completion {
+                info: info(&reference),
+                completed_at: 110.0,
+                outcome: result,
+                generation: 0,
+                warnings: 0,
+                failure: None,
+            };
             builder.apply(Event::Completed(completion));
         }
         let text = encode(&registry);
@@ -227,5 +284,61 @@ pub(crate) mod tests {
         // Plus, once per builder and instruction, the step histogram (here: RUN).
         let after = text.lines().filter(|l| !l.starts_with('#')).count();
         assert_eq!(after - before, 27 + 17, "{text}");
+    }
+
+    #[test]
+    fn a_names_last_failure_says_where_and_links_to_its_page_until_a_later_build_succeeds() {
+        let registry = prometheus::Registry::new();
+        let counters = crate::views::counters::Counters::new(&registry, false);
+        let fleet = Fleet::new(crate::model::Settings::default(), counters.clone() as _);
+        let builder = fleet.add("default", String::new()).unwrap();
+        let live = Live::new(fleet.clone(), Some("https://ci.example.com/buildkit".into()));
+        let render = || {
+            let mut out = String::new();
+            live.render(&mut out);
+            out.lines()
+                .filter(|l| l.starts_with("buildkit_build_last_failure_info"))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        let mut failed_at = |reference: &str, failure: Option<crate::model::Failure>| {
+            builder.apply(Event::Started(info(reference)));
+            builder.apply(progress(reference, 1, Some("app")));
+            let Event::Progress(mut failing) = progress(reference, 1, None) else { unreachable!() };
+            failing.vertexes[1].completed = Some(103.0);
+            failing.vertexes[1].error = Some("exit code: 3".into());
+            builder.apply(Event::Progress(failing));
+            let outcome = Outcome::Failed(format!("process did not complete successfully: {}", "x".repeat(300)));
+            builder.apply(Event::Completed(Completion {
+                info: info(reference),
+                completed_at: 110.0,
+                outcome,
+                generation: 0,
+                warnings: 0,
+                failure,
+            }));
+        };
+        let location =
+            crate::model::Location { file: "Dockerfile".into(), line: 4, end_line: Some(5), text: "RUN make".into() };
+        failed_at("r1", Some(crate::model::Failure { location: Some(location), exit_code: Some(3) }));
+        let message = format!("process did not complete successfully: {}…", "x".repeat(200 - 40));
+        assert_eq!(
+            render(),
+            [format!(
+                r#"buildkit_build_last_failure_info{{builder="default",command="make part-1",exit_code="3",instruction="RUN",location="Dockerfile:4-5",message="{message}",name="app",step="[2/3]",url="https://ci.example.com/buildkit/builds/r1"}} 1"#
+            )]
+        );
+        // Without what BuildKit says of where, the labels are empty, not absent.
+        failed_at("r2", None);
+        let lines = render();
+        assert_eq!(lines.len(), 1, "one per name: {lines:?}");
+        assert!(
+            lines[0].contains(r#"exit_code="",instruction="RUN",location="","#) && lines[0].contains("/builds/r2"),
+            "{lines:?}"
+        );
+        builder.apply(Event::Started(info("r3")));
+        builder.apply(progress("r3", 3, Some("app")));
+        builder.apply(succeeded("r3", 120.0));
+        assert!(render().is_empty());
     }
 }

@@ -18,6 +18,6 @@ pub(crate) fn one_builder(
     let fleet = crate::fleet::Fleet::new(crate::model::Settings::default(), counters.clone() as _);
     let builder = fleet.add("default", String::new()).expect("a new fleet has no builder");
     let exposition =
-        metrics::Exposition::new(registry, counters, live::Live::new(fleet.clone()), prometheus::Registry::new());
+        metrics::Exposition::new(registry, counters, live::Live::new(fleet.clone(), None), prometheus::Registry::new());
     (exposition, fleet, builder)
 }

@@ -87,6 +87,11 @@ pub(super) const UP: Family = Family {
     help: "Whether the build history of a source is watched (1: connected, and the replay that opens the connection received) or not (0).",
     labels: &["builder"],
 };
+pub(super) const LAST_FAILURE: Family = Family {
+    name: "buildkit_build_last_failure_info",
+    help: "The last build of a name, when it failed: its failing step, Dockerfile location, exit code and message (masked, cut to 200 characters), and with --web.external-url a link to its page; gone once a later build of the name succeeds or is canceled. Always 1.",
+    labels: &["builder", "name", "step", "instruction", "command", "location", "exit_code", "message", "url"],
+};
 pub(super) const FILE_ERRORS: Family = Family {
     name: "buildkit_exporter_source_file_errors",
     help: "Lines of the sources file (--source.file) that are not watched, as last read (see /api/v1/sources); absent without the file.",
