@@ -68,7 +68,7 @@ fn main() {
     let counters = Counters::new(&registry, false);
     let fleet = Fleet::new(Settings::default(), counters.clone() as _);
     let builder = fleet.add("default", String::new()).expect("a new fleet has no builder");
-    let exposition = Exposition::new(registry, counters, Live::new(fleet.clone()), Registry::new());
+    let exposition = Exposition::new(registry, counters, Live::new(fleet.clone(), None), Registry::new());
     for r in 0..RUNNING {
         let reference = format!("running{r}");
         builder.apply(Event::Started(info(&reference, r, 0.0)));
@@ -100,6 +100,7 @@ fn main() {
                 outcome: Outcome::Succeeded,
                 generation: 0,
                 warnings: 0,
+                failure: None,
             };
             builder.apply(Event::Completed(completion.clone()));
             builder.apply(Event::Completed(completion));

@@ -86,7 +86,7 @@ pub struct Completion {
 pub struct Failure {
     /// The Dockerfile lines of the failing instruction.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub location: Option<Location>,
+    pub location: Option<Box<Location>>,
     /// The exit code of the failing process, when a process failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,

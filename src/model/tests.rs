@@ -991,7 +991,7 @@ fn a_step_is_slower_than_usual_past_twice_its_usual_time_and_ten_seconds_more() 
 /// Where a build failed, on line `line` of its Dockerfile, with `text` there.
 fn located(line: u32, text: &str, exit_code: i32) -> Failure {
     Failure {
-        location: Some(Location { file: "Dockerfile".into(), line, end_line: None, text: text.into() }),
+        location: Some(Box::new(Location { file: "Dockerfile".into(), line, end_line: None, text: text.into() })),
         exit_code: Some(exit_code),
     }
 }

@@ -64,7 +64,7 @@ pub fn from_details(details: &[Any]) -> Option<Failure> {
     let exit_code = json("gatewayapi.ExitMessage")
         .find_map(|d| serde_json::from_slice::<ExitMessage>(&d.value).ok())
         .and_then(|exit| i32::try_from(exit.code).ok());
-    let failure = Failure { location, exit_code };
+    let failure = Failure { location: location.map(Box::new), exit_code };
     (!failure.is_empty()).then_some(failure)
 }
 
@@ -132,12 +132,12 @@ mod tests {
         assert_eq!(
             failure,
             Failure {
-                location: Some(Location {
+                location: Some(Box::new(Location {
                     file: "Dockerfile".into(),
                     line: 4,
                     end_line: Some(5),
                     text: "RUN echo failing; \\\n  exit 3".into()
-                }),
+                })),
                 exit_code: Some(3),
             }
         );

@@ -301,7 +301,7 @@ pub(crate) mod tests {
                 .map(str::to_string)
                 .collect::<Vec<_>>()
         };
-        let mut failed_at = |reference: &str, failure: Option<crate::model::Failure>| {
+        let failed_at = |reference: &str, failure: Option<crate::model::Failure>| {
             builder.apply(Event::Started(info(reference)));
             builder.apply(progress(reference, 1, Some("app")));
             let Event::Progress(mut failing) = progress(reference, 1, None) else { unreachable!() };
@@ -320,7 +320,7 @@ pub(crate) mod tests {
         };
         let location =
             crate::model::Location { file: "Dockerfile".into(), line: 4, end_line: Some(5), text: "RUN make".into() };
-        failed_at("r1", Some(crate::model::Failure { location: Some(location), exit_code: Some(3) }));
+        failed_at("r1", Some(crate::model::Failure { location: Some(Box::new(location)), exit_code: Some(3) }));
         let message = format!("process did not complete successfully: {}…", "x".repeat(200 - 40));
         assert_eq!(
             render(),
