@@ -150,6 +150,28 @@ async fn failed_canceled_and_concurrent_builds_counted_exactly() {
         let m = counted(&daemon, builder, &failing, "failed", 1.0).await;
         assert_eq!(sum(&m, "buildkit_steps_failed_total", &[("builder", builder), ("name", &failing)]), 1.0, "{m}");
     }
+    // Where it failed: buildkitd keeps that in the record's error blob, read from its content
+    // store, over each link.
+    for builder in [UNIX, TLS] {
+        let error = eventually(Duration::from_secs(15), &format!("{builder}: where {failing} failed"), || async {
+            let (_, list) = daemon.get("/api/v1/builds").await;
+            let list: serde_json::Value = serde_json::from_str(&list).ok()?;
+            let build =
+                list["builds"].as_array()?.iter().find(|b| b["name"] == failing.as_str() && b["builder"] == builder)?;
+            build["error"].get("location").map(|_| build["error"].clone())
+        })
+        .await;
+        assert_eq!(
+            error["location"],
+            serde_json::json!({"file": "Dockerfile", "line": 6, "text": "RUN false"}),
+            "{error}"
+        );
+        assert_eq!(error["exit_code"], 1, "{error}");
+        let m = daemon.metrics().await;
+        let labels =
+            [("builder", builder), ("name", failing.as_str()), ("location", "Dockerfile:6"), ("exit_code", "1")];
+        assert_eq!(sample(&m, "buildkit_build_last_failure_info", &labels), Some(1.0), "{m}");
+    }
 
     let canceled = unique("bk-canceled");
     // The context is read while the build runs: it must outlive the client.

@@ -17,6 +17,8 @@ const RULES: &str = "deploy/prometheus/rules.yml";
 const LABEL: &str = "org.opencontainers.image.title";
 /// The job name the rules, the compose stack and the Kubernetes Service agree on.
 const JOB: &str = "buildkit-exporter";
+/// Where users would reach the exporter, for the links in alerts.
+const EXTERNAL_URL: &str = "https://builds.example.com/exporter";
 
 /// The rules file with thresholds replaced: `(record name, value)`. Only the thresholds group
 /// changes; a name that is not there fails the test.
@@ -124,7 +126,8 @@ async fn dashboard_and_alerts_on_real_builds(version: Version) {
     let _engine = ENGINE.lock().await;
     let started = Instant::now();
 
-    let daemon = Daemon::start(&[&engine::source()], |_| {}).await;
+    // Alerts link to builds' pages under the URL users reach the exporter at.
+    let daemon = Daemon::start(&[&engine::source()], |c| c.web.external_url = Some(EXTERNAL_URL.to_string())).await;
     eventually(Duration::from_secs(20), "source up", || async {
         (sample(&daemon.metrics().await, "buildkit_exporter_source_up", &[]) == Some(1.0)).then_some(())
     })
@@ -200,6 +203,21 @@ async fn dashboard_and_alerts_on_real_builds(version: Version) {
     let failed = firing(&prom, "BuildKitBuildFailed", &broken, Duration::from_secs(15)).await;
     assert_eq!(failed.labels["severity"], "warning");
     assert!(failed.annotations["summary"].contains(&broken), "{failed:?}");
+    // It says where the second build failed, and links to that build's page.
+    assert_eq!(
+        failed.annotations["failure"],
+        "[3/3] RUN echo failing now && false failed at Dockerfile:3 with exit code 1: \
+         process \"/bin/sh -c echo failing now && false\" did not complete successfully: exit code: 1",
+        "{failed:?}"
+    );
+    let (_, builds) = daemon.get("/api/v1/builds").await;
+    let builds: serde_json::Value = serde_json::from_str(&builds).unwrap();
+    let last_failed = builds["builds"].as_array().unwrap().iter().find(|b| b["name"] == broken.as_str()).unwrap();
+    assert_eq!(
+        failed.annotations["build_page"],
+        format!("{EXTERNAL_URL}/builds/{}", last_failed["ref"].as_str().unwrap()),
+        "{failed:?}"
+    );
 
     let learned = learning.finish().await;
     assert!(learned.success, "{}", learned.raw);
@@ -326,6 +344,12 @@ async fn dashboard_and_alerts_on_real_builds(version: Version) {
     // ...the last results and cache use are those of the builds above.
     let last = panel("Last build by name", "A");
     assert_eq!(of(last, &broken).labels["result"], "failed");
+    let failure = of(panel("Where the last build failed, by name", "A"), &broken);
+    assert_eq!((failure.labels["location"].as_str(), failure.labels["exit_code"].as_str()), ("Dockerfile:3", "1"));
+    assert!(
+        !panel("Where the last build failed, by name", "A").iter().any(|s| s.labels["name"] == app),
+        "{app} succeeded"
+    );
     assert_eq!(of(last, &app).labels["result"], "succeeded");
     assert!(of(panel("Time since last successful build by name", "A"), &app).value < 120.0);
     assert!(of(panel("Failure ratio by name", "A"), &broken).value > 0.9);

@@ -69,6 +69,9 @@ const VIEW: &str = "
                         }) };
              }),
              failure: failure.hidden ? null : failure.textContent,
+             failure_line: failure.hidden ? null : failure.querySelector('.line').textContent,
+             failure_source: failure.hidden || failure.querySelector('.source').hidden ? null
+               : failure.querySelector('.source').textContent,
              context: view.querySelector('dl.context').textContent,
              back: view.querySelector('.back a').getAttribute('href'),
              fits: document.documentElement.scrollWidth <= window.innerWidth + 1,
@@ -218,8 +221,9 @@ async fn json_api_follows_real_builds() {
 
     // A failing build: the failing step and BuildKit's message, with the build-arg masked.
     let failing = engine::unique("api-failing");
+    // Its failing instruction spans two lines, and the second names the build-arg's value.
     let context = Context::new(&format!(
-        "FROM tinybase:latest\nARG TOKEN\nRUN echo {}\nRUN echo $TOKEN && exit 3\n",
+        "FROM tinybase:latest\nARG TOKEN\nRUN echo {}\nRUN echo $TOKEN && \\\n  exit 3 # {marker}\n",
         engine::unique("nonce")
     ));
     let report = build(
@@ -236,11 +240,21 @@ async fn json_api_follows_real_builds() {
     assert_eq!(failed["error"]["step"], "[3/3]", "{failed}");
     let message = failed["error"]["message"].as_str().unwrap();
     assert!(message.contains("exit code: 3"), "{message}");
+    // Where: the Dockerfile's lines, as BuildKit located them, masked; and the exit code.
+    let detail = json(&daemon, &format!("/api/v1/builds/{}", failed["ref"].as_str().unwrap())).await.1;
+    for error in [&failed["error"], &detail["error"]] {
+        assert_eq!(
+            error["location"],
+            serde_json::json!({"file": "Dockerfile", "line": 4, "end_line": 5, "text": "RUN echo $TOKEN && \\\n  exit 3 # ***"}),
+            "{error}"
+        );
+        assert_eq!(error["exit_code"], 3, "{error}");
+    }
     assert_eq!(json(&daemon, "/api/v1/builds/no-such-ref").await.0, 404);
 
     let (_, list) = daemon.get("/api/v1/builds").await;
     let (_, page) = daemon.get("/").await;
-    bodies.extend([list, page]);
+    bodies.extend([list, page, detail.to_string()]);
     for body in &bodies {
         assert!(!body.contains(&marker), "build-arg value leaked: {body}");
     }
@@ -470,6 +484,8 @@ async fn a_finished_build_and_a_failed_one_have_their_own_view() {
     assert_eq!(view["errors"].as_array().unwrap().iter().filter(|e| !e.is_null()).count(), 1, "{view}");
     let failure = view["failure"].as_str().unwrap();
     assert!(failure.contains("[3/4]") && failure.contains("exit code: 3"), "{view}");
+    assert_eq!(view["failure_line"], "Dockerfile line 4, exit code 3", "{view}");
+    assert_eq!(view["failure_source"], "RUN echo \"using $TOKEN\" && exit 3", "{view}");
     assert_eq!(view["outputs"][2], "using ***", "{view}");
     let leaked = format!("return document.documentElement.outerHTML.includes('{secret}');");
     assert_eq!(browser.eval(&leaked).await, false, "the build-arg value is never shown");
