@@ -83,6 +83,20 @@ async fn a_container_builder_is_found_followed_stopped_restarted_and_removed() {
     let info = [("builder", label.as_str()), ("buildkit_version", "v0.32.2")];
     assert_eq!(sample(&m, "buildkit_exporter_source_info", &info), Some(1.0), "{m}");
 
+    // A failing build: where it failed is read from the builder's content store, through the
+    // same exec link.
+    let failing = unique("bx-fails");
+    let ctx = context(&format!("{BASE}RUN echo {nonce} fails\nRUN exit 4\n"));
+    let report = builder.build(&ctx, &["--label", &format!("{NAME_LABEL}={failing}")]).finish().await;
+    assert!(!report.success, "{}", report.raw);
+    eventually(Duration::from_secs(60), "where the build failed", || async {
+        let m = daemon.metrics().await;
+        let at =
+            [("builder", label.as_str()), ("name", failing.as_str()), ("location", "Dockerfile:6"), ("exit_code", "4")];
+        (sample(&m, "buildkit_build_last_failure_info", &at) == Some(1.0)).then_some(())
+    })
+    .await;
+
     // Its container stopped: down, saying so.
     builder.stop();
     let down = eventually(Duration::from_secs(30), &format!("{label} down"), || async {
