@@ -49,6 +49,8 @@ fn info(reference: &str, n: usize, at: f64) -> BuildInfo {
         created_at: at,
         image: Some(format!("team/app-{}", n % 100)),
         secrets: vec!["s3cr3t-value".to_string()],
+        args: Vec::new(),
+        no_cache: None,
         context: Default::default(),
     }
 }

@@ -87,6 +87,8 @@ pub(super) struct Build {
     pub announced: Option<(String, Vec<&'static str>)>,
     /// Where it failed, masked, when that was read before its completion was applied.
     pub failure: Option<Failure>,
+    /// Image IDs of its `FROM` steps, by the step's text, where the engine said.
+    pub images: BTreeMap<String, String>,
 }
 
 /// Most warning titles kept per build: a build that warns on every line still shows what
@@ -106,6 +108,7 @@ impl Build {
             warnings: Vec::new(),
             announced: None,
             failure: None,
+            images: BTreeMap::new(),
         }
     }
 

@@ -14,8 +14,22 @@ pub struct BuildInfo {
     pub image: Option<String>,
     /// Build-arg values, masked wherever text from the build is kept.
     pub secrets: Vec<String>,
+    /// Build-args by name and value, held in memory only: the values are compared with the
+    /// previous build's through a keyed hash, never kept beyond the build.
+    pub args: Vec<(String, String)>,
+    /// Whether the build asked for no cache.
+    pub no_cache: Option<NoCache>,
     /// Where and how the build was asked for, as the record says.
     pub context: BuildContext,
+}
+
+/// A build's request for no cache (`--no-cache`, `--no-cache-filter`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NoCache {
+    /// For every step.
+    All,
+    /// For the steps of these stages.
+    Stages(Vec<String>),
 }
 
 /// Where and how a build was asked for, from its record's frontend attributes: shown on the
@@ -176,6 +190,17 @@ pub enum Event {
         secrets: Vec<String>,
         /// What was read.
         failure: Failure,
+    },
+    /// The engine's ID of the image a running build's `FROM` names (`image`, as the step's text
+    /// says it), read when the step appeared: a classic-store `FROM` keeps its name and digest
+    /// when the image behind its tag changes.
+    BaseImage {
+        /// The build.
+        reference: String,
+        /// The `FROM` step's text.
+        image: String,
+        /// The image's ID.
+        id: String,
     },
     /// A finished build from history with its replayed progress, read to learn its name.
     History {

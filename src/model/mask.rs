@@ -19,6 +19,15 @@ pub const MASK: &str = "***";
 /// build-args.
 const FEW_VALUES: usize = 8;
 
+/// A keyed hash of a build-arg value: values of two builds can be compared without either being
+/// kept. The key is drawn at random once per process and never leaves it, so a hash cannot be
+/// checked against guessed values outside.
+pub fn fingerprint(value: &str) -> u64 {
+    use std::hash::BuildHasher;
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    KEY.get_or_init(std::collections::hash_map::RandomState::new).hash_one(value)
+}
+
 /// The build-arg values of one build, ready to mask text.
 #[derive(Debug, Clone, Default)]
 pub struct Mask {

@@ -11,6 +11,8 @@
 //! - [`name`] and [`step`]: the `name` and `instruction` labels;
 //! - [`mask`]: build-arg values kept out of everything stored;
 //! - [`estimate`]: step durations learned per name, and the ETA;
+//! - [`cache_break`]: where a rebuild's cache broke against the previous build of its name, and
+//!   why;
 //! - [`snapshot`]: what views read.
 //!
 //! Counting rules, which make replays harmless:
@@ -27,6 +29,7 @@
 //!   that shows up again is not counted again.
 
 mod build;
+pub mod cache_break;
 pub mod effect;
 pub mod estimate;
 pub mod event;
@@ -42,9 +45,12 @@ use std::num::NonZeroUsize;
 use lru::LruCache;
 
 use build::{Build, Vertex};
+pub use cache_break::{CacheBreak, Reason};
 pub use effect::Effect;
 use estimate::{Estimates, Observed};
-pub use event::{BuildContext, BuildInfo, Completion, Event, Failure, Location, Outcome, Progress, Time, VertexUpdate};
+pub use event::{
+    BuildContext, BuildInfo, Completion, Event, Failure, Location, NoCache, Outcome, Progress, Time, VertexUpdate,
+};
 use name::{LearnedNames, NameSet, OVERFLOW, UNKNOWN};
 pub use snapshot::{BuildView, Estimate, FinishedBuild, LastFailure, RunningBuild, StepCounts, StepView, Warnings};
 pub use step::StepState;
@@ -99,6 +105,16 @@ enum Phase {
     Reconnecting(Time),
 }
 
+/// What the newest finished build of a name leaves.
+#[derive(Debug)]
+struct Last {
+    completed_at: Time,
+    /// Its failure, if it failed.
+    failure: Option<LastFailure>,
+    /// Its steps, for the next build's cache to be compared with.
+    previous: cache_break::Previous,
+}
+
 /// A bounded set of refs; the oldest is forgotten first.
 type Refs = LruCache<String, ()>;
 
@@ -124,8 +140,9 @@ pub struct Model {
     estimates: Estimates,
     /// The latest finished builds, newest last.
     recent: std::collections::VecDeque<FinishedBuild>,
-    /// Each name's newest completion time, and its failure if it failed (names are bounded).
-    last: BTreeMap<String, (Time, Option<LastFailure>)>,
+    /// Each name's newest finished build, as later builds of the name are compared with it
+    /// (names are bounded).
+    last: BTreeMap<String, Last>,
     /// Counts the events applied: what was computed from the state at one revision holds
     /// until the next.
     revision: u64,
@@ -170,7 +187,7 @@ impl Model {
 
     /// The names whose last build failed, with that failure.
     pub fn last_failures(&self) -> Vec<LastFailure> {
-        self.last.values().filter_map(|(_, failure)| failure.clone()).collect()
+        self.last.values().filter_map(|last| last.failure.clone()).collect()
     }
 
     /// Folds one event into the state.
@@ -237,13 +254,19 @@ impl Model {
                 }
             }
             Event::ReplayDone => self.phase = Phase::Live,
+            Event::BaseImage { reference, image, id } => {
+                if let Some(build) = self.running.get_mut(&reference) {
+                    let image = build.mask.apply(&image).into_owned();
+                    build.images.insert(image, id);
+                }
+            }
             Event::FailureFound { reference, secrets, failure } => {
                 let failure = build::shown_failure(failure, &mask::Mask::new(&secrets));
                 if let Some(build) = self.running.get_mut(&reference) {
                     build.failure = Some(failure);
                 } else if let Some(finished) = self.recent.iter_mut().rev().find(|b| b.view.reference == reference) {
                     finished.failure.get_or_insert_with(|| failure.clone());
-                    let last = self.last.get_mut(&finished.view.name).and_then(|(_, last)| last.as_mut());
+                    let last = self.last.get_mut(&finished.view.name).and_then(|last| last.failure.as_mut());
                     if let Some(last) = last.filter(|last| last.reference == reference) {
                         last.failure.get_or_insert(failure);
                     }
@@ -345,7 +368,7 @@ impl Model {
             self.finished_build(&build, name.clone(), completion, failure)
         });
         let last = failure.as_ref().and_then(LastFailure::of);
-        self.note_last(&name, completion.completed_at, last);
+        self.note_last(&name, completion.completed_at, last, &build);
         (name != UNKNOWN && name != OVERFLOW).then(|| Effect::HistorySeen {
             name,
             result: completion.outcome.label(),
@@ -364,7 +387,7 @@ impl Model {
         // step judged slower than usual is judged against the builds before it.
         let finished = self.finished_build(&build, name.clone(), &completion, failure);
         self.learn_durations(&name, &vertices, completion.completed_at);
-        self.note_last(&name, completion.completed_at, LastFailure::of(&finished));
+        self.note_last(&name, completion.completed_at, LastFailure::of(&finished), &build);
         self.recent.push_back(finished.clone());
         while self.recent.len() > self.settings.max_recent {
             self.recent.pop_front();
@@ -400,17 +423,15 @@ impl Model {
         }
     }
 
-    /// Notes the build of `name` completed at `completed_at`, and its failure if it failed,
-    /// unless a later one is already noted (history comes in any order).
-    fn note_last(&mut self, name: &str, completed_at: Time, failure: Option<LastFailure>) {
-        match self.last.get_mut(name) {
-            Some((at, _)) if *at > completed_at => {}
-            Some(last) => *last = (completed_at, failure),
-            // Bounded: `name` is one the name set admitted, or a placeholder.
-            None => {
-                self.last.insert(name.to_string(), (completed_at, failure));
-            }
+    /// Notes `build` of `name`, completed at `completed_at`, and its failure if it failed, as
+    /// the name's newest, unless a later one is already noted (history comes in any order).
+    fn note_last(&mut self, name: &str, completed_at: Time, failure: Option<LastFailure>, build: &Build) {
+        if self.last.get(name).is_some_and(|last| last.completed_at > completed_at) {
+            return;
         }
+        // Bounded: `name` is one the name set admitted, or a placeholder.
+        let previous = cache_break::Previous::of(build);
+        self.last.insert(name.to_string(), Last { completed_at, failure, previous });
     }
 
     /// Learns the durations of a finished build's `steps`.

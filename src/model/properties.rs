@@ -213,6 +213,7 @@ fn show(event: &Event) -> String {
         Event::Disconnected(at) => format!("Disconnected {at}"),
         Event::ReplayDone => "ReplayDone".to_string(),
         Event::FailureFound { reference, .. } => format!("FailureFound {reference}"),
+        Event::BaseImage { reference, image, .. } => format!("BaseImage {reference} {image}"),
         Event::History { completion: c, progress } => {
             format!("History {} ({} progress)", completion(c), progress.len())
         }
@@ -327,6 +328,8 @@ impl Play<'_> {
             created_at: self.builds[b].created_at,
             image: self.scripts[b].image.then(|| format!("docker.io/library/image-{b}:latest")),
             secrets: Vec::new(),
+            args: Vec::new(),
+            no_cache: None,
             context: Default::default(),
         }
     }
@@ -614,8 +617,8 @@ impl Ledger {
                 }
             }
             Event::History { completion, .. } => self.now = self.now.max(completion.completed_at),
-            // Counts nothing.
-            Event::FailureFound { .. } => {}
+            // Count nothing.
+            Event::FailureFound { .. } | Event::BaseImage { .. } => {}
         }
     }
 
@@ -850,7 +853,8 @@ proptest! {
                 | Event::Disconnected(_)
                 | Event::ReplayDone
                 | Event::History { .. }
-                | Event::FailureFound { .. } => true,
+                | Event::FailureFound { .. }
+                | Event::BaseImage { .. } => true,
                 Event::Started(_) | Event::Deleted(_) | Event::Gone(_) => false,
             };
             if history {

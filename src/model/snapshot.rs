@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::build::{Build, Vertex};
+use super::cache_break::CacheBreak;
 use super::event::{BuildContext, Failure, Outcome, Time};
 use super::step::StepState;
 use super::Model;
@@ -122,6 +123,9 @@ pub struct BuildView {
     pub context: Arc<BuildContext>,
     /// What it warned about.
     pub warnings: Warnings,
+    /// Where it ran a step that the previous finished build of its name took from cache, and
+    /// why; `None` for a first build and for one that kept to the cache.
+    pub cache_break: Option<CacheBreak>,
 }
 
 impl BuildView {
@@ -270,13 +274,14 @@ impl Model {
     pub(super) fn view(&self, build: &Build, name: String, steps: Vec<StepView>) -> BuildView {
         BuildView {
             reference: build.info.reference.clone(),
-            name,
             started_at: build.info.created_at,
             tag: build.tag(),
             counts: StepCounts::of(&steps),
             steps,
             context: build.context.clone(),
             warnings: Warnings { count: build.warnings.len() as u32, titles: build.warnings.clone() },
+            cache_break: self.last.get(&name).and_then(|last| super::cache_break::find(&last.previous, build)),
+            name,
         }
     }
 

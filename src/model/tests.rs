@@ -9,13 +9,34 @@ struct Fixture {
     created_at: Time,
     secrets: Vec<String>,
     image: Option<String>,
+    args: Vec<(String, String)>,
+    no_cache: Option<NoCache>,
 }
 
 fn build(reference: &str, created_at: Time) -> Fixture {
-    Fixture { reference: reference.to_string(), created_at, secrets: Vec::new(), image: None }
+    Fixture {
+        reference: reference.to_string(),
+        created_at,
+        secrets: Vec::new(),
+        image: None,
+        args: Vec::new(),
+        no_cache: None,
+    }
 }
 
 impl Fixture {
+    /// A build-arg: its value is masked too.
+    fn arg(mut self, name: &str, value: &str) -> Self {
+        self.args.push((name.to_string(), value.to_string()));
+        self.secrets.push(value.to_string());
+        self
+    }
+
+    fn no_cache(mut self, no_cache: NoCache) -> Self {
+        self.no_cache = Some(no_cache);
+        self
+    }
+
     fn secret(mut self, value: &str) -> Self {
         self.secrets.push(value.to_string());
         self
@@ -32,6 +53,8 @@ impl Fixture {
             created_at: self.created_at,
             image: self.image.clone(),
             secrets: self.secrets.clone(),
+            args: self.args.clone(),
+            no_cache: self.no_cache.clone(),
             context: Default::default(),
         }
     }
@@ -1087,4 +1110,156 @@ fn where_a_build_failed_may_be_read_before_or_after_its_completion() {
     model.apply(found("nope", located(9, "RUN other", 9)));
     assert_eq!(model.recent()[0].failure, Some(located(5, "RUN *** make", 2)));
     assert_eq!(model.recent()[1].failure, Some(located(3, "RUN ***", 1)));
+}
+
+/// Runs a build of `app` through `model`: `steps` are (name, from cache), one second apart,
+/// announced at once; returns it finished.
+fn built(model: &mut Model, fixture: Fixture, steps: &[(&str, bool)]) -> FinishedBuild {
+    let fixture = fixture.image("app:1");
+    let at = fixture.created_at;
+    let updates = steps
+        .iter()
+        .enumerate()
+        .map(|(i, (name, from_cache))| {
+            let digest = format!("{}-{i}", fixture.reference);
+            let start = at + i as f64;
+            if *from_cache {
+                cached(&digest, name, start)
+            } else {
+                done(&digest, name, start, start + 1.0)
+            }
+        })
+        .collect();
+    model.apply(fixture.started());
+    model.apply(fixture.progress(at + steps.len() as f64, updates));
+    let effects = model.apply(fixture.completed(at + steps.len() as f64 + 1.0, Outcome::Succeeded));
+    finished(&effects)[0].clone()
+}
+
+const FROM: &str = "[1/4] FROM docker.io/library/base:latest";
+const COPY: &str = "[2/4] COPY f /f";
+const HI: &str = "[3/4] RUN echo hi";
+
+/// Where the cache broke, as the JSON says it.
+fn broke(build: &FinishedBuild) -> Option<(String, &'static str, &'static str, Option<String>)> {
+    let b = build.view.cache_break.as_ref()?;
+    Some((b.step.clone(), b.instruction, b.reason.label(), b.detail.clone()))
+}
+
+#[test]
+fn a_first_build_and_a_build_that_kept_to_the_cache_broke_nothing() {
+    let mut model = model();
+    let first = built(&mut model, build("a", 1.0), &[(FROM, false), (COPY, false), (HI, false)]);
+    assert_eq!(broke(&first), None, "nothing to compare with");
+    // FROM marked uncached again: BuildKit does that without anything changing.
+    let cached = built(&mut model, build("b", 10.0), &[(FROM, false), (COPY, true), (HI, true)]);
+    assert_eq!(broke(&cached), None);
+    // A step the previous build ran (not from cache) running again is no break either.
+    let mut other = Model::new(Settings::default());
+    built(&mut other, build("a", 1.0), &[(FROM, false), (COPY, false), (HI, false)]);
+    assert_eq!(broke(&built(&mut other, build("b", 10.0), &[(FROM, false), (COPY, false), (HI, false)])), None);
+}
+
+#[test]
+fn the_first_step_that_ran_where_the_previous_build_used_the_cache_says_why() {
+    let cached = [(FROM, false), (COPY, true), (HI, true), ("[4/4] RUN make", true)];
+    let case = |next: Fixture, steps: &[(&str, bool)], before: Fixture| {
+        let mut model = model();
+        built(&mut model, before, &cached);
+        broke(&built(&mut model, next, steps))
+    };
+    let some = |step: &str, instruction, reason, detail: Option<&str>| {
+        Some((step.to_string(), instruction, reason, detail.map(str::to_string)))
+    };
+    // Same text, files changed: the COPY ran, and every step after it.
+    let files = [(FROM, false), (COPY, false), (HI, false), ("[4/4] RUN make", false)];
+    assert_eq!(case(build("b", 10.0), &files, build("a", 1.0)), some("[2/4]", "COPY", "files", None));
+    // The text of a step changed.
+    let edited = [(FROM, false), (COPY, true), ("[3/4] RUN echo hello", false), ("[4/4] RUN make", false)];
+    assert_eq!(
+        case(build("b", 10.0), &edited, build("a", 1.0)),
+        some("[3/4]", "RUN", "instruction", Some("was: RUN echo hi"))
+    );
+    // A build-arg's value changed: named, never its value (long values are masked in the texts,
+    // short ones put back as their name).
+    let args = [(FROM, false), (COPY, true), (HI, false), ("[4/4] RUN make", false)];
+    for (old, new) in [("s3cret-1", "s3cret-2"), ("1", "2")] {
+        let step = |v: &str| format!("[4/4] RUN make V={v}");
+        let mut model = model();
+        let before: Vec<(&str, bool)> = vec![(FROM, false), (COPY, true), (HI, true)];
+        let old_step = step(old);
+        let mut previous = before.clone();
+        previous.push((&old_step, true));
+        built(&mut model, build("a", 1.0).arg("V", old).arg("OTHER", "same"), &previous);
+        let new_step = step(new);
+        let mut now: Vec<(&str, bool)> = args[..3].to_vec();
+        now.push((&new_step, false));
+        let rebuilt = built(&mut model, build("b", 10.0).arg("V", new).arg("OTHER", "same"), &now);
+        assert_eq!(broke(&rebuilt), some("[3/4]", "RUN", "build-arg", Some("V")), "{old} → {new}");
+    }
+    // An argument dropped counts as changed.
+    let mut model = model();
+    built(&mut model, build("a", 1.0).arg("GONE", "x"), &cached);
+    assert_eq!(broke(&built(&mut model, build("b", 10.0), &args)), some("[3/4]", "RUN", "build-arg", Some("GONE")));
+    // Nothing the builds say explains it: the cache was pruned, say.
+    assert_eq!(case(build("b", 10.0), &args, build("a", 1.0)), some("[3/4]", "RUN", "unknown", None));
+    // No cache asked for, for every stage or for this one: said before anything else.
+    let all_ran = [(FROM, false), (COPY, false), ("[3/4] RUN echo hello", false), ("[4/4] RUN make", false)];
+    assert_eq!(
+        case(build("b", 10.0).no_cache(NoCache::All), &all_ran, build("a", 1.0)),
+        some("[2/4]", "COPY", "no-cache", None)
+    );
+}
+
+#[test]
+fn a_changed_base_image_is_told_by_its_resolved_name_or_by_the_engines_image_id() {
+    let from = |digest: &str| format!("[1/3] FROM docker.io/library/base:latest@sha256:{digest}");
+    let (a, b) = (from("aaa"), from("bbb"));
+    let steps = |from: &str, cached: bool| vec![(from.to_string(), false), ("[2/3] RUN make".to_string(), cached)];
+    let run = |model: &mut Model, fixture: Fixture, steps: Vec<(String, bool)>| {
+        let steps: Vec<(&str, bool)> = steps.iter().map(|(n, c)| (n.as_str(), *c)).collect();
+        built(model, fixture, &steps)
+    };
+    // The containerd store names the digest: it changed.
+    let mut model = Model::new(Settings::default());
+    run(&mut model, build("a", 1.0), steps(&a, true));
+    let rebuilt = run(&mut model, build("b", 10.0), steps(&b, false));
+    let detail = Some("docker.io/library/base:latest@sha256:bbb".to_string());
+    assert_eq!(broke(&rebuilt), Some(("[2/3]".to_string(), "RUN", "base-image", detail)));
+
+    // The classic store keeps name and digest: the engine's image ID tells.
+    let plain = "[1/3] FROM docker.io/library/base:latest";
+    let with_image = |model: &mut Model, fixture: Fixture, id: &str, cached: bool| {
+        model.apply(fixture.started());
+        model.apply(Event::BaseImage {
+            reference: fixture.reference.clone(),
+            image: "docker.io/library/base:latest".into(),
+            id: id.into(),
+        });
+        run(model, fixture, steps(plain, cached))
+    };
+    let mut model = Model::new(Settings::default());
+    with_image(&mut model, build("a", 1.0), "sha256:111", true);
+    let same = with_image(&mut model, build("b", 10.0), "sha256:111", false);
+    assert_eq!(broke(&same).map(|b| b.2), Some("unknown"), "the same image");
+    let mut model = Model::new(Settings::default());
+    with_image(&mut model, build("a", 1.0), "sha256:111", true);
+    let replaced = with_image(&mut model, build("b", 10.0), "sha256:222", false);
+    assert_eq!(
+        broke(&replaced).map(|b| (b.2, b.3)),
+        Some(("base-image", Some("docker.io/library/base:latest".to_string())))
+    );
+}
+
+#[test]
+fn a_running_build_says_where_its_cache_broke_as_soon_as_that_step_starts() {
+    let mut model = model();
+    built(&mut model, build("a", 1.0), &[(FROM, false), (COPY, true), (HI, true)]);
+    let b = build("b", 10.0).image("app:1");
+    model.apply(b.started());
+    model.apply(b.progress(10.5, vec![done("b0", FROM, 10.0, 10.2), cached("b1", COPY, 10.3), announced("b2", HI)]));
+    assert_eq!(model.snapshot(11.0)[0].view.cache_break, None, "nothing ran yet");
+    model.apply(b.progress(11.0, vec![running("b2", HI, 11.0)]));
+    let cache_break = model.snapshot(11.5)[0].view.cache_break.clone().unwrap();
+    assert_eq!((cache_break.step.as_str(), cache_break.reason), ("[3/4]", Reason::Unknown));
 }

@@ -180,6 +180,8 @@ mod tests {
             created_at: 100.0,
             image: None,
             secrets: Vec::new(),
+            args: Vec::new(),
+            no_cache: None,
             context: Default::default(),
         }));
         for path in ["/api/v1/builds", "/api/v1/sources", "/api/v1/builds/r1"] {

@@ -6,7 +6,7 @@ use bollard_buildkit_proto::moby::buildkit::v1::{
     BuildHistoryEvent, BuildHistoryEventType, BuildHistoryRecord, StatusResponse,
 };
 
-use crate::model::{name, BuildContext, BuildInfo, Completion, Event, Outcome, Progress, Time, VertexUpdate};
+use crate::model::{name, BuildContext, BuildInfo, Completion, Event, NoCache, Outcome, Progress, Time, VertexUpdate};
 
 /// gRPC code BuildKit records for a build canceled by its client.
 const CODE_CANCELED: i32 = 1;
@@ -76,8 +76,22 @@ pub fn info(record: &BuildHistoryRecord, name_label: &str, clock: &Clock) -> Bui
             .filter(|(k, _)| k.starts_with("build-arg:"))
             .map(|(_, v)| v.clone())
             .collect(),
+        args: record
+            .frontend_attrs
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("build-arg:")?.to_string(), v.clone())))
+            .collect(),
+        no_cache: no_cache(record),
         context: context(record),
     }
+}
+
+/// Whether the build asked for no cache: `no-cache` empty for every step (`--no-cache`), else
+/// the stages it names (`--no-cache-filter`).
+fn no_cache(record: &BuildHistoryRecord) -> Option<NoCache> {
+    let stages = record.frontend_attrs.get("no-cache")?;
+    let stages: Vec<String> = stages.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+    Some(if stages.is_empty() { NoCache::All } else { NoCache::Stages(stages) })
 }
 
 /// The context a record's frontend attributes describe (what buildx and the docker CLI send).

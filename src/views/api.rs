@@ -9,8 +9,8 @@ use crate::builder::Builder;
 use crate::facts::Facts;
 use crate::fleet::Fleet;
 use crate::model::{
-    BuildContext, BuildView, Estimate, Failure, FinishedBuild, Outcome, RunningBuild, StepCounts, StepView, Time,
-    Warnings,
+    BuildContext, BuildView, CacheBreak, Estimate, Failure, FinishedBuild, Outcome, RunningBuild, StepCounts, StepView,
+    Time, Warnings,
 };
 
 /// A build as the API shows it.
@@ -31,6 +31,11 @@ pub struct BuildJson {
     /// What the cache saved: the usual durations of the steps taken from cache, learned from
     /// earlier builds of the same name.
     cache_saved_seconds: f64,
+    /// Where it ran a step that the previous finished build of its name took from cache, and
+    /// why: `step`, `instruction`, `reason` (`no-cache`, `instruction`, `build-arg`,
+    /// `base-image`, `files`, `unknown`) and `detail`; null for a first build and for one that
+    /// kept to the cache.
+    cache_break: Option<CacheBreak>,
     /// The "3" of "3/15".
     current_step: u32,
     /// Steps executing now.
@@ -147,6 +152,7 @@ fn common(
         current_step: view.counts.completed.min(view.counts.total),
         steps: view.counts,
         cache_saved_seconds,
+        cache_break: view.cache_break,
         current: Vec::new(),
         estimate: None,
         error: None,

@@ -170,6 +170,8 @@ pub(crate) mod tests {
             created_at: 100.0,
             image: None,
             secrets: Vec::new(),
+            args: Vec::new(),
+            no_cache: None,
             context: Default::default(),
         }
     }

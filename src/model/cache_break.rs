@@ -1,0 +1,219 @@
+//! Why a rebuild ran a step that the previous finished build of its name took from cache: the
+//! first such step, and a reason read from what BuildKit says of both builds.
+//!
+//! Vertex digests cannot tell: those of steps that read the build context change on every
+//! build, and a classic-store `FROM` keeps its digest when the image behind its tag changes. So
+//! steps are matched by stage and position, and the reason comes from the build's attributes
+//! (no-cache, build-arg values compared by a keyed hash), the steps' texts, the stage's `FROM`
+//! (its text, which names the image's digest where BuildKit resolved one, and the image's ID
+//! where the engine said) and the step's instruction.
+
+use std::collections::BTreeMap;
+
+use super::build::{Build, Vertex};
+use super::event::NoCache;
+use super::mask;
+use super::step::{StepKind, StepState};
+
+/// Why the cache broke at a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// The build asked for no cache (for all stages, or for this step's).
+    NoCache,
+    /// The step's text changed.
+    Instruction,
+    /// A build-arg's value changed.
+    BuildArg,
+    /// The stage's `FROM` now resolves to another image.
+    BaseImage,
+    /// A `COPY` or `ADD` with the same text, whose files changed.
+    Files,
+    /// Nothing the builds say explains it (the cache pruned, say).
+    Unknown,
+}
+
+impl Reason {
+    /// Every reason, in the order they are judged; the `reason` label values.
+    pub const ALL: [Reason; 6] =
+        [Reason::NoCache, Reason::Instruction, Reason::BaseImage, Reason::BuildArg, Reason::Files, Reason::Unknown];
+
+    /// The `reason` label value, as the JSON says it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::NoCache => "no-cache",
+            Reason::Instruction => "instruction",
+            Reason::BuildArg => "build-arg",
+            Reason::BaseImage => "base-image",
+            Reason::Files => "files",
+            Reason::Unknown => "unknown",
+        }
+    }
+}
+
+/// Where a build's cache broke, and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CacheBreak {
+    /// The step, e.g. `[4/7]`.
+    pub step: String,
+    /// Its instruction, e.g. `COPY`.
+    pub instruction: &'static str,
+    /// Why.
+    pub reason: Reason,
+    /// What changed, where it can be said: the build-args by name (never their values), the
+    /// base image as `FROM` names it now, the step's text before. Masked.
+    pub detail: Option<String>,
+}
+
+/// What a finished build leaves for the next build of its name to be compared with.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Previous {
+    /// Its Dockerfile steps by stage and position.
+    steps: BTreeMap<(Option<String>, u32), PreviousStep>,
+    /// Its build-args: name → keyed hash of the value.
+    args: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct PreviousStep {
+    instruction: &'static str,
+    /// Its text with build-arg values put back as `${NAME}`, masked.
+    text: String,
+    cached: bool,
+    /// For a `FROM`: the image's ID, when the engine said.
+    image_id: Option<String>,
+}
+
+impl Previous {
+    /// What `build`, finished, leaves.
+    pub(super) fn of(build: &Build) -> Previous {
+        let steps = build
+            .steps()
+            .into_iter()
+            .filter_map(|v| {
+                let (stage, index, instruction) = position(v)?;
+                let step = PreviousStep {
+                    instruction,
+                    text: text(build, v),
+                    cached: v.state() == StepState::Cached,
+                    image_id: image_id(build, v),
+                };
+                Some(((stage, index), step))
+            })
+            .collect();
+        Previous { steps, args: fingerprints(build) }
+    }
+}
+
+/// Where `build`'s cache broke against `previous`: the first of its steps to start that ran
+/// (not from cache) where the previous build's step at the same stage and position came from
+/// cache. `FROM` steps are left out: BuildKit marks them cached or not from one build to the next
+/// without anything changing.
+pub(super) fn find(previous: &Previous, build: &Build) -> Option<CacheBreak> {
+    let steps = build.steps();
+    let broken = steps
+        .iter()
+        .filter(|v| matches!(v.state(), StepState::Running | StepState::Done | StepState::Failed))
+        .filter_map(|v| {
+            let (stage, index, instruction) = position(v)?;
+            let before = previous.steps.get(&(stage.clone(), index))?;
+            (instruction != "FROM" && before.cached).then_some((*v, stage, before))
+        })
+        .min_by(|a, b| a.0.started.unwrap_or(f64::MAX).total_cmp(&b.0.started.unwrap_or(f64::MAX)))?;
+    let (vertex, stage, before) = broken;
+    let (reason, detail) = reason(previous, build, &steps, vertex, &stage, before);
+    Some(CacheBreak { step: vertex.label().to_string(), instruction: vertex.kind.instruction(), reason, detail })
+}
+
+/// Why `vertex`, of stage `stage`, ran where `before` came from cache.
+fn reason(
+    previous: &Previous,
+    build: &Build,
+    steps: &[&Vertex],
+    vertex: &Vertex,
+    stage: &Option<String>,
+    before: &PreviousStep,
+) -> (Reason, Option<String>) {
+    let no_cache = match &build.info.no_cache {
+        Some(NoCache::All) => true,
+        Some(NoCache::Stages(stages)) => stage.as_deref().is_some_and(|s| stages.iter().any(|n| stage_is(s, n))),
+        None => false,
+    };
+    if no_cache {
+        return (Reason::NoCache, None);
+    }
+    let now = text(build, vertex);
+    if now != before.text || vertex.kind.instruction() != before.instruction {
+        return (Reason::Instruction, Some(format!("was: {} {}", before.instruction, before.text)));
+    }
+    // The stage's base: its `FROM` names another image (a resolved digest), or the engine says
+    // the image behind the same name is another one.
+    let from = steps.iter().find(|v| matches!(position(v), Some((s, _, "FROM")) if s == *stage));
+    if let Some(from) = from {
+        let key = (stage.clone(), 1);
+        if let Some(then) = previous.steps.get(&key).filter(|s| s.instruction == "FROM") {
+            let id = image_id(build, from);
+            let renamed = text(build, from) != then.text;
+            let replaced = id.is_some() && then.image_id.is_some() && id != then.image_id;
+            if renamed || replaced {
+                return (Reason::BaseImage, Some(from.command().to_string()));
+            }
+        }
+    }
+    if matches!(vertex.kind.instruction(), "COPY" | "ADD") {
+        return (Reason::Files, None);
+    }
+    let args = fingerprints(build);
+    let mut changed: Vec<&str> = args
+        .iter()
+        .filter(|(name, hash)| previous.args.get(*name) != Some(hash))
+        .chain(previous.args.iter().filter(|(name, _)| !args.contains_key(*name)))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    changed.sort_unstable();
+    changed.dedup();
+    if !changed.is_empty() {
+        return (Reason::BuildArg, Some(changed.join(", ")));
+    }
+    (Reason::Unknown, None)
+}
+
+/// A Dockerfile step's stage, position and instruction.
+fn position(v: &Vertex) -> Option<(Option<String>, u32, &'static str)> {
+    match &v.kind {
+        StepKind::Dockerfile { stage, index, instruction, .. } => Some((stage.clone(), *index, instruction)),
+        _ => None,
+    }
+}
+
+/// Whether BuildKit's stage label `label` (which may carry a platform, `linux/amd64 base`) is
+/// the stage `name` of a `--no-cache-filter`.
+fn stage_is(label: &str, name: &str) -> bool {
+    label.split_whitespace().last() == Some(name.trim())
+}
+
+/// A step's text with the build's build-arg values put back as `${NAME}`: BuildKit writes
+/// expanded values into step names, and a value too short to be masked would otherwise make a
+/// changed value look like a changed instruction.
+fn text(build: &Build, v: &Vertex) -> String {
+    let mut text = v.command().to_string();
+    for (name, value) in &build.info.args {
+        if !value.is_empty() && value.len() < mask::MIN_MASKED_LEN {
+            text = text.replace(value.as_str(), &format!("${{{name}}}"));
+        }
+    }
+    text
+}
+
+/// The image ID the engine gave for a `FROM` step's image, if it did.
+fn image_id(build: &Build, v: &Vertex) -> Option<String> {
+    match &v.kind {
+        StepKind::Dockerfile { instruction: "FROM", command, .. } => build.images.get(command).cloned(),
+        _ => None,
+    }
+}
+
+/// The build's build-args, each value by its keyed hash.
+fn fingerprints(build: &Build) -> BTreeMap<String, u64> {
+    build.info.args.iter().map(|(name, value)| (name.clone(), mask::fingerprint(value))).collect()
+}
