@@ -664,3 +664,142 @@ async fn bake_and_compose_builds_are_told_apart() {
     );
     daemon.stop().await;
 }
+
+/// The newest finished build of `name` in `/api/v1/builds/{ref}`, once `count` of its builds
+/// have finished.
+async fn newest_finished(daemon: &Daemon, name: &str, count: usize) -> serde_json::Value {
+    let reference = eventually(Duration::from_secs(60), &format!("{count} builds of {name} finished"), || async {
+        let (_, list) = daemon.get("/api/v1/builds").await;
+        let list: serde_json::Value = serde_json::from_str(&list).ok()?;
+        let builds: Vec<&serde_json::Value> =
+            list["builds"].as_array()?.iter().filter(|b| b["name"] == name && b["state"] != "running").collect();
+        (builds.len() == count).then(|| builds[0]["ref"].as_str().map(str::to_string))?
+    })
+    .await;
+    let (_, one) = daemon.get(&format!("/api/v1/builds/{reference}")).await;
+    serde_json::from_str(&one).unwrap()
+}
+
+/// `(step, instruction, reason, detail)` of a build's `cache_break`, or `None` when it is null.
+fn cache_break(build: &serde_json::Value) -> Option<(String, String, String, Option<String>)> {
+    let b = build.get("cache_break").filter(|b| !b.is_null())?;
+    let text = |key: &str| b[key].as_str().unwrap_or_default().to_string();
+    Some((text("step"), text("instruction"), text("reason"), b["detail"].as_str().map(str::to_string)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
+async fn each_reason_a_rebuild_left_the_cache_is_told() {
+    let _engine = ENGINE.lock().await;
+    let daemon = daemon().await;
+    let name = engine::unique("why");
+    let base = engine::unique("why-base");
+    let secret = engine::unique("s3cr3t-arg");
+    let other = engine::unique("s3cr3t-other");
+    // The base is a tag of this test's own, so that the image behind it can change.
+    testkit::container_builder::docker(&["tag", "tinybase:latest", &format!("{base}:latest")]);
+    let nonce = engine::unique("nonce");
+    let dockerfile = |greeting: &str| {
+        format!("FROM {base}:latest\nARG V\nCOPY f /f\nRUN echo {nonce} {greeting}\nRUN echo uses $V\n")
+    };
+    let context = Context::with_file(&dockerfile("hi"), "f", "one");
+    let label = format!("{LABEL}={name}");
+    let mut count = 0;
+    let mut rebuild = |args: Vec<String>| {
+        count += 1;
+        let (context, label, tag, count) = (&context, &label, format!("{name}:latest"), count);
+        let daemon = &daemon;
+        let name = &name;
+        async move {
+            let mut all = vec!["--label".to_string(), label.clone()];
+            all.extend(args);
+            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            let report = build(context, &tag, &all).await;
+            assert!(report.success, "{}", report.raw);
+            (newest_finished(daemon, name, count).await, report)
+        }
+    };
+    let arg = |value: &str| vec!["--build-arg".to_string(), format!("V={value}")];
+    // Each change is made after a build that kept to the cache: a break is a step that the
+    // previous build took from cache.
+
+    // A first build, and one that keeps to the cache: nothing to say.
+    let (first, _) = rebuild(arg(&secret)).await;
+    assert_eq!(cache_break(&first), None, "a first build: {first}");
+    let (cached, report) = rebuild(arg(&secret)).await;
+    assert_eq!(report.cached_steps(), 3, "{}", report.raw);
+    assert_eq!(cache_break(&cached), None, "fully cached: {cached}");
+
+    // The file the COPY reads changed (in size too: BuildKit's context transfer skips a file
+    // whose size and time look unchanged).
+    std::fs::write(context.path().join("f"), "two, longer").unwrap();
+    let (files, _) = rebuild(arg(&secret)).await;
+    // The COPY runs again; or BuildKit (0.13) calls it cached and runs the step after it.
+    let copy_ran = Some(("[2/4]".into(), "COPY".into(), "files".into(), None));
+    let after_copy = Some(("[3/4]".into(), "RUN".into(), "files".into(), Some("[2/4] COPY f /f".into())));
+    let said = cache_break(&files);
+    assert!(said == copy_ran || said == after_copy, "{files}");
+    let (again, _) = rebuild(arg(&secret)).await;
+    assert_eq!(cache_break(&again), None, "cached again: {again}");
+
+    // A build-arg's value changed: the first RUN after its ARG ran, though it does not use it.
+    let (changed, _) = rebuild(arg(&other)).await;
+    assert_eq!(
+        cache_break(&changed),
+        Some(("[3/4]".into(), "RUN".into(), "build-arg".into(), Some("V".into()))),
+        "{changed}"
+    );
+    rebuild(arg(&other)).await;
+
+    // The step's text changed.
+    std::fs::write(context.path().join("Dockerfile"), dockerfile("hello")).unwrap();
+    let (edited, _) = rebuild(arg(&other)).await;
+    let was = format!("was: RUN echo {nonce} hi");
+    assert_eq!(cache_break(&edited), Some(("[3/4]".into(), "RUN".into(), "instruction".into(), Some(was))), "{edited}");
+    rebuild(arg(&other)).await;
+
+    // The build asked for no cache.
+    let mut no_cache = arg(&other);
+    no_cache.push("--no-cache".into());
+    let (uncached, _) = rebuild(no_cache).await;
+    assert_eq!(cache_break(&uncached), Some(("[2/4]".into(), "COPY".into(), "no-cache".into(), None)), "{uncached}");
+    rebuild(arg(&other)).await;
+
+    // The image behind the base's tag changed: another image, with a layer of its own (one
+    // that differs only in its config keeps the cache), made by a build of its own.
+    let relabeled = Context::new(&format!("FROM tinybase:latest\nRUN echo {nonce} > /variant\n"));
+    let variant = engine::unique("why-variant");
+    assert!(build(&relabeled, &format!("{variant}:latest"), &[]).await.success);
+    testkit::container_builder::docker(&["tag", &format!("{variant}:latest"), &format!("{base}:latest")]);
+    let (based, _) = rebuild(arg(&other)).await;
+    let (step, instruction, reason, detail) = cache_break(&based).unwrap_or_else(|| panic!("{based}"));
+    assert_eq!((step.as_str(), instruction.as_str(), reason.as_str()), ("[2/4]", "COPY", "base-image"), "{based}");
+    assert!(detail.as_deref().unwrap_or_default().contains(&base), "the image as FROM names it: {based}");
+    rebuild(arg(&other)).await;
+
+    // The cache is gone (pruned by hand): nothing the builds say explains it. (With a COPY
+    // first, it would look like changed files.)
+    let pruned_name = engine::unique("why-pruned");
+    let runs_only = Context::new(&format!("FROM {base}:latest\nRUN echo {nonce} pruned\nRUN echo after\n"));
+    let pruned_label = format!("{LABEL}={pruned_name}");
+    for count in [1, 2] {
+        assert!(build(&runs_only, &format!("{pruned_name}:latest"), &["--label", &pruned_label]).await.success);
+        assert_eq!(cache_break(&newest_finished(&daemon, &pruned_name, count).await), None);
+    }
+    testkit::container_builder::docker(&["builder", "prune", "--all", "--force"]);
+    assert!(build(&runs_only, &format!("{pruned_name}:latest"), &["--label", &pruned_label]).await.success);
+    let pruned = newest_finished(&daemon, &pruned_name, 3).await;
+    assert_eq!(cache_break(&pruned), Some(("[2/3]".into(), "RUN".into(), "unknown".into(), None)), "{pruned}");
+
+    // Counted once each, by reason; no value of a build-arg anywhere.
+    let m = daemon.metrics().await;
+    for reason in ["files", "build-arg", "instruction", "no-cache", "base-image", "unknown"] {
+        let labels = [("builder", "default"), ("reason", reason)];
+        assert_eq!(sample(&m, "buildkit_build_cache_breaks_total", &labels), Some(1.0), "{reason}: {m}");
+    }
+    let (_, list) = daemon.get("/api/v1/builds").await;
+    for body in [&list, &m] {
+        assert!(!body.contains(&secret) && !body.contains(&other), "a build-arg value leaked: {body}");
+    }
+    testkit::container_builder::docker(&["rmi", &format!("{base}:latest"), &format!("{variant}:latest")]);
+}

@@ -27,7 +27,8 @@ pub enum Reason {
     BuildArg,
     /// The stage's `FROM` now resolves to another image.
     BaseImage,
-    /// A `COPY` or `ADD` with the same text, whose files changed.
+    /// A `COPY` or `ADD` with the same text, whose files changed: the step itself, or the step
+    /// right after one that BuildKit called cached (its `detail` names the COPY).
     Files,
     /// Nothing the builds say explains it (the cache pruned, say).
     Unknown,
@@ -174,6 +175,16 @@ fn reason(
     changed.dedup();
     if !changed.is_empty() {
         return (Reason::BuildArg, Some(changed.join(", ")));
+    }
+    // Its input, the step before it in its stage, is a COPY or ADD that BuildKit called cached:
+    // BuildKit 0.13 says so of a COPY whose files changed, and runs the steps after it.
+    let index = position(vertex).map_or(0, |(_, index, _)| index);
+    let input = steps.iter().find(|v| matches!(position(v), Some((s, i, _)) if s == *stage && i + 1 == index));
+    if let Some(input) = input.filter(|v| matches!(v.kind.instruction(), "COPY" | "ADD")) {
+        if input.state() == StepState::Cached {
+            let detail = format!("{} {} {}", input.label(), input.kind.instruction(), input.command());
+            return (Reason::Files, Some(detail));
+        }
     }
     (Reason::Unknown, None)
 }

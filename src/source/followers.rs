@@ -16,9 +16,12 @@ use tonic::transport::Channel;
 use tonic::Code;
 use tracing::{debug, error, Instrument};
 
+use bollard::Docker;
+
 use super::convert::{self, Clock};
 use super::{content, failure};
 use crate::builder::Builder;
+use crate::model::step::StepKind;
 use crate::model::{Completion, Event, Progress};
 
 /// Times a build's `Status` stream is reopened after failing while the build still runs.
@@ -56,6 +59,8 @@ pub(super) struct Watch {
     client: ControlClient<Channel>,
     /// The same channel, for the content store.
     channel: Channel,
+    /// The Docker Engine itself, for a Docker source: asked for the images builds start from.
+    docker: Option<Docker>,
     builder: Arc<Builder>,
     clock: Clock,
     name_label: String,
@@ -79,6 +84,7 @@ impl Watch {
     pub(super) fn new(
         client: ControlClient<Channel>,
         channel: Channel,
+        docker: Option<Docker>,
         builder: Arc<Builder>,
         clock: Clock,
         name_label: &str,
@@ -86,6 +92,7 @@ impl Watch {
         Watch {
             client,
             channel,
+            docker,
             builder,
             clock,
             name_label: name_label.to_string(),
@@ -113,7 +120,14 @@ impl Watch {
     }
 
     fn follow(&mut self, reference: String, delay: Duration) {
-        let task = follow(self.client.clone(), reference.clone(), self.builder.clone(), self.clock, delay);
+        let task = follow(
+            self.client.clone(),
+            self.docker.clone(),
+            reference.clone(),
+            self.builder.clone(),
+            self.clock,
+            delay,
+        );
         let id = self.followers.spawn(task.in_current_span()).id();
         self.followed_by.insert(id, reference);
     }
@@ -261,9 +275,11 @@ pub(super) fn newest(finished: HashMap<String, Completion>, count: usize) -> Vec
 }
 
 /// Follows the progress of running build `reference`, after `delay`, until its `Status` stream
-/// ends.
+/// ends. With `docker` (a Docker source), each image a `FROM` step names is looked up once, for
+/// its ID.
 async fn follow(
     mut client: ControlClient<Channel>,
+    docker: Option<Docker>,
     reference: String,
     builder: Arc<Builder>,
     clock: Clock,
@@ -279,10 +295,17 @@ async fn follow(
             return (reference, how);
         }
     };
+    let mut bases: HashSet<String> = HashSet::new();
     loop {
         match stream.message().await {
             Ok(Some(message)) => {
                 let progress = convert::progress(&reference, &message, &clock, builder.keeps_output());
+                if let Some(docker) = &docker {
+                    for image in base_images(&progress).filter(|image| bases.insert(image.clone())) {
+                        let task = image_id(docker.clone(), reference.clone(), image, builder.clone());
+                        tokio::spawn(task.in_current_span());
+                    }
+                }
                 builder.apply(Event::Progress(progress));
             }
             Ok(None) => return (reference, Followed::Ended),
@@ -292,6 +315,29 @@ async fn follow(
                 return (reference, how);
             }
         }
+    }
+}
+
+/// The images the `FROM` steps of `progress` name.
+fn base_images(progress: &Progress) -> impl Iterator<Item = String> + '_ {
+    progress.vertexes.iter().filter_map(|v| match StepKind::parse(&v.name) {
+        StepKind::Dockerfile { instruction: "FROM", command, .. } if !command.is_empty() => Some(command),
+        _ => None,
+    })
+}
+
+/// Asks the engine for the ID of `image`, which a `FROM` of running build `reference` names:
+/// in the classic image store, neither the step's name nor its digest changes when the image
+/// behind the tag does. An image the engine does not have (a stage's name, `scratch`, one
+/// pulled into BuildKit's own store) has no ID to give, and the step's name is all there is.
+async fn image_id(docker: Docker, reference: String, image: String, builder: Arc<Builder>) {
+    match docker.inspect_image(&image).await {
+        Ok(inspect) => {
+            if let Some(id) = inspect.id {
+                builder.apply(Event::BaseImage { reference, image, id });
+            }
+        }
+        Err(error) => debug!(%image, %error, "no image ID for a FROM"),
     }
 }
 

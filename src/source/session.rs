@@ -22,7 +22,7 @@ use tracing::{debug, info, warn, Instrument};
 use super::convert::Clock;
 use super::followers::{newest, seed, History, Watch};
 use super::peer::{Comeback, Peers};
-use super::spec::SourceSpec;
+use super::spec::{Endpoint, SourceSpec};
 use super::{dial, usage, SourceError, SourceOptions};
 use crate::builder::Builder;
 use crate::clock::now;
@@ -83,7 +83,13 @@ impl Session<'_> {
         let replay = BuildHistoryRequest { early_exit: true, ..Default::default() };
         let replay = client.listen_build_history(replay).await.map_err(failed)?.into_inner();
         let mut phase = Phase::replaying(Box::pin(replay), self.seed);
-        let mut watch = Watch::new(client.clone(), channel, self.builder.clone(), clock, &self.options.name_label);
+        // A Docker source's engine knows the images its builds start from.
+        let docker = match endpoint {
+            Endpoint::Docker(transport) => super::engine::client(transport, link.timeout).ok(),
+            _ => None,
+        };
+        let mut watch =
+            Watch::new(client.clone(), channel, docker, self.builder.clone(), clock, &self.options.name_label);
         let mut probe = tokio::time::interval_at(tokio::time::Instant::now() + link.keepalive, link.keepalive);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut probes: JoinSet<bool> = JoinSet::new();
