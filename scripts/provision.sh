@@ -3,7 +3,8 @@
 #
 #   * Debian 12 packages: containerd runc iptables busybox-static prometheus (+ promtool)
 #     chromium chromium-driver curl ca-certificates stress-ng openssl tini (its tini-static is the
-#     engines' docker-init, which buildx's container builders need) python3-venv
+#     engines' docker-init, which buildx's container builders need) python3-venv docker-registry
+#     (an image registry the tests start on loopback, so that a buildkitd's base image can change)
 #   * kubernetes-validate (PyPI, pinned), in a venv at $PREFIX/kubernetes-validate: it checks the
 #     Kubernetes manifests against the 1.31 schema, which it carries (no cluster needed)
 #   * Debian 13's docker.io (Docker Engine 26.1, BuildKit v0.13), docker-buildx, docker-cli
@@ -43,7 +44,8 @@ die() { printf '[provision] ERROR: %s\n' "$*" >&2; exit 1; }
 exec </dev/null
 
 # --- 1. Debian packages of this machine -------------------------------------------------------
-APT_PACKAGES=(containerd runc iptables busybox-static prometheus chromium chromium-driver curl ca-certificates stress-ng openssl tini python3-venv)
+APT_PACKAGES=(containerd runc iptables busybox-static prometheus chromium chromium-driver curl ca-certificates stress-ng openssl tini python3-venv
+  docker-registry)
 
 is_installed() {
   [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null || true)" = "install ok installed" ]

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use buildkit_exporter::source::spec::Link;
-use testkit::buildkitd::{buildkitd, context, BASE, BUILDKITD, NAME_LABEL};
+use testkit::buildkitd::{buildkitd, context, Registry, BASE, BUILDKITD, NAME_LABEL};
 use testkit::engine::unique;
 use testkit::metrics::{finished_builds, sample, samples, sum};
 use testkit::proxy::Proxy;
@@ -330,4 +330,145 @@ async fn the_tls_link_cut_and_restored_loses_and_doubles_nothing() {
     assert_eq!(sample(&m, "buildkit_builds_started_total", &[("builder", TLS)]), Some(3.0), "{m}");
     assert_eq!(finished_builds(&m, &across), 1.0, "{m}");
     daemon.stop().await;
+}
+
+/// `(step, instruction, reason, detail)` of the cache break of the newest finished build of
+/// `name` on `builder`, once `count` of its builds have finished there.
+async fn cache_break(
+    daemon: &Daemon,
+    builder: &str,
+    name: &str,
+    count: usize,
+) -> Option<(String, String, String, Option<String>)> {
+    let build = eventually(Duration::from_secs(60), &format!("{builder}: {count} builds of {name}"), || async {
+        let (_, list) = daemon.get("/api/v1/builds").await;
+        let list: serde_json::Value = serde_json::from_str(&list).ok()?;
+        let builds: Vec<&serde_json::Value> = list["builds"]
+            .as_array()?
+            .iter()
+            .filter(|b| b["name"] == name && b["builder"] == builder && b["state"] != "running")
+            .collect();
+        (builds.len() == count).then(|| builds[0].clone())
+    })
+    .await;
+    let b = build.get("cache_break").filter(|b| !b.is_null())?;
+    let text = |key: &str| b[key].as_str().unwrap_or_default().to_string();
+    Some((text("step"), text("instruction"), text("reason"), b["detail"].as_str().map(str::to_string)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a standalone buildkitd: run scripts/test.sh"]
+async fn each_reason_a_rebuild_left_the_cache_is_told() {
+    let _bk = BUILDKITD.lock().await;
+    let bk = buildkitd();
+    let registry = Registry::start().await;
+    let daemon = daemon().await;
+    let name = unique("bk-why");
+    let nonce = unique("nonce");
+    let (secret, other) = (unique("s3cr3t-arg"), unique("s3cr3t-other"));
+    // The base comes from a registry, so that the image behind its tag can change.
+    let base = format!("{}/{}:latest", registry.address, unique("bk-why-base"));
+    bk.push(&context("FROM scratch\nCOPY busybox /bin/busybox\n"), &base).await;
+    let dockerfile = |greeting: &str| {
+        format!(
+            "FROM {base}\nSHELL [\"/bin/busybox\", \"sh\", \"-c\"]\nARG V\nCOPY f /f\n\
+             RUN /bin/busybox echo {nonce} {greeting}\nRUN /bin/busybox echo uses $V\n"
+        )
+    };
+    let build_context = context(&dockerfile("hi"));
+    std::fs::write(build_context.path().join("f"), "one").unwrap();
+    let mut count = 0;
+    // Builds once more; returns the cache break each link saw, which must be the same.
+    let mut rebuild = |options: Vec<String>| {
+        count += 1;
+        let (bk, daemon, name, build_context, count) = (&bk, &daemon, &name, &build_context, count);
+        async move {
+            let options: Vec<&str> = options.iter().map(String::as_str).collect();
+            let report = bk.run(build_context, &format!("{name}:1"), &options).await;
+            assert!(report.success, "{}", report.raw);
+            let unix = cache_break(daemon, UNIX, name, count).await;
+            assert_eq!(cache_break(daemon, TLS, name, count).await, unix, "both links say the same");
+            unix
+        }
+    };
+    let arg = |value: &str| vec![format!("build-arg:V={value}")];
+
+    assert_eq!(rebuild(arg(&secret)).await, None, "a first build");
+    assert_eq!(rebuild(arg(&secret)).await, None, "fully cached");
+
+    std::fs::write(build_context.path().join("f"), "two, longer").unwrap();
+    let files = rebuild(arg(&secret)).await;
+    let after_copy = Some(("[3/4]".into(), "RUN".into(), "files".into(), Some("[2/4] COPY f /f".into())));
+    assert!(files == Some(("[2/4]".into(), "COPY".into(), "files".into(), None)) || files == after_copy, "{files:?}");
+    assert_eq!(rebuild(arg(&secret)).await, None);
+
+    let changed = rebuild(arg(&other)).await;
+    assert_eq!(changed, Some(("[3/4]".into(), "RUN".into(), "build-arg".into(), Some("V".into()))));
+    assert_eq!(rebuild(arg(&other)).await, None);
+
+    std::fs::write(build_context.path().join("Dockerfile"), dockerfile("hello")).unwrap();
+    let was = format!("was: RUN /bin/busybox echo {nonce} hi");
+    assert_eq!(rebuild(arg(&other)).await, Some(("[3/4]".into(), "RUN".into(), "instruction".into(), Some(was))));
+    assert_eq!(rebuild(arg(&other)).await, None);
+
+    // `buildctl build --no-cache` sets this attribute.
+    let mut no_cache = arg(&other);
+    no_cache.push("no-cache=".into());
+    assert_eq!(rebuild(no_cache).await, Some(("[2/4]".into(), "COPY".into(), "no-cache".into(), None)));
+    assert_eq!(rebuild(arg(&other)).await, None);
+
+    // Another image pushed behind the base's tag: FROM now names another digest.
+    bk.push(&context(&format!("FROM scratch\nCOPY busybox /bin/busybox\nCOPY busybox /{nonce}\n")), &base).await;
+    let (step, instruction, reason, detail) = rebuild(arg(&other)).await.expect("a break");
+    assert_eq!((step.as_str(), instruction.as_str(), reason.as_str()), ("[2/4]", "COPY", "base-image"));
+    let detail = detail.unwrap_or_default();
+    assert!(detail.starts_with(&format!("{base}@sha256:")), "the image as FROM names it now: {detail}");
+
+    // The cache pruned (by hand): nothing the builds say explains it. A Dockerfile without a
+    // COPY, whose rerun would look like changed files.
+    let pruned = unique("bk-why-pruned");
+    let runs_only = context(&format!(
+        "FROM {base}\nSHELL [\"/bin/busybox\", \"sh\", \"-c\"]\nRUN /bin/busybox echo {nonce} pruned\nRUN /bin/busybox echo after\n"
+    ));
+    for count in [1, 2] {
+        assert!(bk.run(&runs_only, &format!("{pruned}:1"), &[]).await.success);
+        assert_eq!(cache_break(&daemon, UNIX, &pruned, count).await, None);
+    }
+    let status = std::process::Command::new(&bk.buildctl)
+        .arg("--addr")
+        .arg(format!("unix://{}", bk.socket.display()))
+        .args(["prune", "--all"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "buildctl prune");
+    assert!(bk.run(&runs_only, &format!("{pruned}:1"), &[]).await.success);
+    assert_eq!(
+        cache_break(&daemon, UNIX, &pruned, 3).await,
+        Some(("[2/3]".into(), "RUN".into(), "unknown".into(), None))
+    );
+
+    // Every reason once on each link.
+    let m = daemon.metrics().await;
+    for builder in [UNIX, TLS] {
+        for (reason, count) in [
+            ("files", 1.0),
+            ("build-arg", 1.0),
+            ("instruction", 1.0),
+            ("no-cache", 1.0),
+            ("base-image", 1.0),
+            ("unknown", 1.0),
+        ] {
+            let labels = [("builder", builder), ("reason", reason)];
+            assert_eq!(
+                sample(&m, "buildkit_build_cache_breaks_total", &labels),
+                Some(count),
+                "{builder} {reason}: {m}"
+            );
+        }
+    }
+    let (_, list) = daemon.get("/api/v1/builds").await;
+    for body in [&list, &m] {
+        assert!(!body.contains(&secret) && !body.contains(&other), "a build-arg value leaked: {body}");
+    }
 }

@@ -80,6 +80,21 @@ impl Buildkitd {
         Build::spawn(command)
     }
 
+    /// Builds `context` and pushes it to `reference` (an image in a [`Registry`]); panics if
+    /// that fails.
+    pub async fn push(&self, context: &Context, reference: &str) {
+        let mut command = Command::new(&self.buildctl);
+        command
+            .arg("--addr")
+            .arg(format!("unix://{}", self.socket.display()))
+            .args(["build", "--progress=rawjson", "--frontend", "dockerfile.v0"])
+            .arg(format!("--local=context={}", context.path().display()))
+            .arg(format!("--local=dockerfile={}", context.path().display()))
+            .arg(format!("--output=type=image,name={reference},push=true"));
+        let report = Build::spawn(command).finish().await;
+        assert!(report.success, "push of {reference}: {}", report.raw);
+    }
+
     /// Runs a `buildctl build` to the end.
     pub async fn run(&self, context: &Context, image: &str, options: &[&str]) -> BuildReport {
         self.build(context, image, options).finish().await
@@ -147,6 +162,54 @@ pub fn context(dockerfile: &str) -> Context {
 
 /// The first lines of every Dockerfile here: a busybox base made in the build itself.
 pub const BASE: &str = "FROM scratch\nCOPY busybox /bin/busybox\nSHELL [\"/bin/busybox\", \"sh\", \"-c\"]\nRUN /bin/busybox --install -s /bin\n";
+
+/// An image registry of the test's own (Debian's `docker-registry`, on a free loopback port,
+/// storing in a temporary directory), for builds to start `FROM` images that can change: a
+/// buildkitd pulls and pushes plain HTTP from 127.0.0.1 without being told. Stopped when
+/// dropped.
+pub struct Registry {
+    /// `127.0.0.1:PORT`.
+    pub address: String,
+    child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    /// Starts it; returns once it answers.
+    pub async fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let address = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        let storage = dir.path().join("data");
+        std::fs::write(
+            &config,
+            format!("version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {address}\n", storage.display()),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("docker-registry (scripts/provision.sh installs it)");
+        let registry = Registry { address, child, _dir: dir };
+        crate::eventually(Duration::from_secs(20), "the registry answers", || async {
+            tokio::net::TcpStream::connect(&registry.address).await.ok().map(|_| ())
+        })
+        .await;
+        registry
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
 
 /// A second buildkitd of its own, started by scripts/buildkitd-up.sh in a state dir of its own
 /// on a free port, and stopped (its state removed) by scripts/buildkitd-down.sh when dropped.
