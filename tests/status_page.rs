@@ -458,6 +458,28 @@ async fn a_finished_build_and_a_failed_one_have_their_own_view() {
     let context = view["context"].as_str().unwrap();
     assert!(context.contains("Dockerfile") && context.contains("TOKEN"), "names of build-args: {view}");
     assert_eq!(view["back"], "/", "the view links back to the list");
+    assert!(!view["facts"].as_str().unwrap().contains("cache broke"), "the first build ran those steps: {view}");
+    at_rest(&browser).await;
+
+    // Built again with another value of its build-arg: the first RUN after the ARG left the
+    // cache, and the view says why, naming the argument and never its value.
+    let changed = format!("TOKEN={}", engine::unique("view-other-secret"));
+    let third =
+        build(&second, &format!("{name}:v3"), &["--label", label.as_str(), "--build-arg", changed.as_str()]).await;
+    assert!(third.success, "{}", third.raw);
+    let listed = eventually(Duration::from_secs(30), "the third build finished", || async {
+        find(&daemon, &name).await.filter(|b| b["tag"] == format!("{name}:v3") && b["state"] == "succeeded")
+    })
+    .await;
+    browser.open(&format!("http://{}/builds/{}", daemon.addr, listed["ref"].as_str().unwrap())).await;
+    let view = eventually(Duration::from_secs(20), "the rebuild's view says where its cache broke", || async {
+        let view = browser.eval(VIEW).await;
+        view["facts"].as_str()?.contains("cache broke").then_some(view)
+    })
+    .await;
+    let facts = view["facts"].as_str().unwrap();
+    assert!(facts.contains("cache broke at [3/4] RUN: build-arg TOKEN changed"), "{view}");
+    assert!(!facts.contains(changed.split('=').nth(1).unwrap()), "{view}");
     at_rest(&browser).await;
 
     // A failed build: the failing step, its error and what it printed last (masked), the step
