@@ -189,6 +189,17 @@ async fn dashboard_and_alerts_on_real_builds(version: Version) {
         "{ran:?}"
     );
     scraped(&prom, &app, "succeeded", 3.0).await;
+    // The rebuild after the change left the cache where the changed build-arg shows.
+    let (_, builds) = daemon.get("/api/v1/builds").await;
+    let builds: serde_json::Value = serde_json::from_str(&builds).unwrap();
+    let rebuilt = builds["builds"].as_array().unwrap().iter().find(|b| b["name"] == app.as_str()).unwrap();
+    assert_eq!(
+        rebuilt["cache_break"],
+        serde_json::json!({"step": "[6/6]", "instruction": "RUN", "reason": "build-arg", "detail": "VERSION"}),
+        "{rebuilt}"
+    );
+    let breaks = prom.query(r#"buildkit_build_cache_breaks_total{reason="build-arg"}"#).await;
+    assert_eq!(breaks.iter().map(|s| s.value).collect::<Vec<_>>(), [1.0], "{breaks:?}");
 
     // A failing build, retried once as a CI job would be, after the failure was seen.
     let failing = Context::new(&format!(
@@ -346,6 +357,8 @@ async fn dashboard_and_alerts_on_real_builds(version: Version) {
     // ...the last results and cache use are those of the builds above.
     let last = panel("Last build by name", "A");
     assert_eq!(of(last, &broken).labels["result"], "failed");
+    let why = panel("Why the cache broke", "A");
+    assert!(why.iter().any(|s| s.labels["reason"] == "build-arg" && s.value > 0.0), "{why:?}");
     let failure = of(panel("Where the last build failed, by name", "A"), &broken);
     assert_eq!((failure.labels["location"].as_str(), failure.labels["exit_code"].as_str()), ("Dockerfile:3", "1"));
     assert!(

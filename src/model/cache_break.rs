@@ -73,12 +73,15 @@ pub struct Previous {
     steps: BTreeMap<(Option<String>, u32), PreviousStep>,
     /// Its build-args: name → keyed hash of the value.
     args: BTreeMap<String, u64>,
+    /// Each build-arg as its step texts show it: `***` where the value is masked, the value
+    /// itself where it is too short to be (and so in the texts already).
+    shown: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 struct PreviousStep {
     instruction: &'static str,
-    /// Its text with build-arg values put back as `${NAME}`, masked.
+    /// Its text as shown (masked).
     text: String,
     cached: bool,
     /// For a `FROM`: the image's ID, when the engine said.
@@ -95,14 +98,14 @@ impl Previous {
                 let (stage, index, instruction) = position(v)?;
                 let step = PreviousStep {
                     instruction,
-                    text: text(build, v),
+                    text: v.command().to_string(),
                     cached: v.state() == StepState::Cached,
                     image_id: image_id(build, v),
                 };
                 Some(((stage, index), step))
             })
             .collect();
-        Previous { steps, args: fingerprints(build) }
+        Previous { steps, args: fingerprints(build), shown: shown(build) }
     }
 }
 
@@ -143,8 +146,15 @@ fn reason(
     if no_cache {
         return (Reason::NoCache, None);
     }
-    let now = text(build, vertex);
-    if now != before.text || vertex.kind.instruction() != before.instruction {
+    // BuildKit writes expanded build-arg values into step names: a text that differs only where
+    // a changed value shows is the same instruction.
+    let now = shown(build);
+    let values: Vec<(&str, &str)> = now
+        .iter()
+        .filter_map(|(name, value)| Some((previous.shown.get(name)?.as_str(), value.as_str())))
+        .filter(|(then, now)| then != now)
+        .collect();
+    if vertex.kind.instruction() != before.instruction || !same_but(&before.text, vertex.command(), &values) {
         return (Reason::Instruction, Some(format!("was: {} {}", before.instruction, before.text)));
     }
     // The stage's base: its `FROM` names another image (a resolved digest), or the engine says
@@ -154,7 +164,7 @@ fn reason(
         let key = (stage.clone(), 1);
         if let Some(then) = previous.steps.get(&key).filter(|s| s.instruction == "FROM") {
             let id = image_id(build, from);
-            let renamed = text(build, from) != then.text;
+            let renamed = from.command() != then.text;
             let replaced = id.is_some() && then.image_id.is_some() && id != then.image_id;
             if renamed || replaced {
                 return (Reason::BaseImage, Some(from.command().to_string()));
@@ -203,17 +213,49 @@ fn stage_is(label: &str, name: &str) -> bool {
     label.split_whitespace().last() == Some(name.trim())
 }
 
-/// A step's text with the build's build-arg values put back as `${NAME}`: BuildKit writes
-/// expanded values into step names, and a value too short to be masked would otherwise make a
-/// changed value look like a changed instruction.
-fn text(build: &Build, v: &Vertex) -> String {
-    let mut text = v.command().to_string();
-    for (name, value) in &build.info.args {
-        if !value.is_empty() && value.len() < mask::MIN_MASKED_LEN {
-            text = text.replace(value.as_str(), &format!("${{{name}}}"));
+/// Each build-arg of `build` as its step texts show it: masked, or too short to be.
+fn shown(build: &Build) -> BTreeMap<String, String> {
+    let show =
+        |value: &str| if value.len() >= mask::MIN_MASKED_LEN { mask::MASK.to_string() } else { value.to_string() };
+    build.info.args.iter().map(|(name, value)| (name.clone(), show(value))).collect()
+}
+
+/// Whether `then` and `now` are the same text but where one shows a build-arg's earlier value
+/// and the other its value now (`values`: pairs of what each shows). A value may also stand in
+/// a text by coincidence (`sleep 1` beside `ARG V=1`), so each place is tried both ways.
+fn same_but(then: &str, now: &str, values: &[(&str, &str)]) -> bool {
+    fn from(
+        then: &[u8],
+        now: &[u8],
+        values: &[(&[u8], &[u8])],
+        failed: &mut std::collections::HashSet<(usize, usize)>,
+    ) -> bool {
+        if then.is_empty() || now.is_empty() {
+            return then.is_empty() && now.is_empty();
         }
+        if failed.contains(&(then.len(), now.len())) {
+            return false;
+        }
+        let same = then[0] == now[0] && from(&then[1..], &now[1..], values, failed);
+        let swapped = same
+            || values.iter().any(|(old, new)| {
+                !old.is_empty()
+                    && then.starts_with(old)
+                    && now.starts_with(new)
+                    && from(&then[old.len()..], &now[new.len()..], values, failed)
+            });
+        if !swapped {
+            failed.insert((then.len(), now.len()));
+        }
+        swapped
     }
-    text
+    // Texts this long are compared as they are: the search goes one byte deeper per byte.
+    const MAX_SEARCHED: usize = 4096;
+    if then == now || values.is_empty() || then.len().max(now.len()) > MAX_SEARCHED {
+        return then == now;
+    }
+    let values: Vec<(&[u8], &[u8])> = values.iter().map(|(a, b)| (a.as_bytes(), b.as_bytes())).collect();
+    from(then.as_bytes(), now.as_bytes(), &values, &mut Default::default())
 }
 
 /// The image ID the engine gave for a `FROM` step's image, if it did.
@@ -227,4 +269,22 @@ fn image_id(build: &Build, v: &Vertex) -> Option<String> {
 /// The build's build-args, each value by its keyed hash.
 fn fingerprints(build: &Build) -> BTreeMap<String, u64> {
     build.info.args.iter().map(|(name, value)| (name.clone(), mask::fingerprint(value))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_but;
+
+    #[test]
+    fn texts_that_differ_only_where_a_changed_value_shows_are_the_same() {
+        let v = [("1", "2")];
+        assert!(same_but("echo test 1 && sleep 1", "echo test 2 && sleep 1", &v), "a 1 that is not the value");
+        assert!(same_but("make V=1 W=1", "make V=2 W=2", &v));
+        assert!(!same_but("echo test 1 && sleep 1", "echo test 2 && sleep 3", &v), "an edit beside the value");
+        assert!(!same_but("echo hi", "echo hello", &v));
+        assert!(same_but("echo *** x", "echo 7 x", &[("***", "7")]), "a long value, masked, then a short one");
+        assert!(!same_but("echo 1", "echo 2", &[]), "nothing changed that could show");
+        let long = "x".repeat(5000);
+        assert!(!same_but(&format!("{long}1"), &format!("{long}2"), &v), "long texts are compared as they are");
+    }
 }

@@ -35,6 +35,7 @@ pub const METRICS: &[(&str, bool)] = &[
     ("buildkit_build_warnings_total", true),
     ("buildkit_build_cache_saved_seconds_total", true),
     ("buildkit_build_last_failure_info", true),
+    ("buildkit_build_cache_breaks_total", false),
     ("buildkit_exporter_source_up", false),
     ("buildkit_exporter_source_reconnects_total", false),
     ("buildkit_exporter_build_info", false),
