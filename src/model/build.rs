@@ -27,6 +27,9 @@ pub(super) struct Vertex {
     pub error: Option<String>,
     /// The last lines it printed, while it runs (and after, if it failed); when kept at all.
     pub output: Option<Box<Tail>>,
+    /// BuildKit ran it once for this build and an earlier one running at the same time
+    /// (deduplication): it is this build's step, run by the other.
+    pub shared: bool,
 }
 
 impl Vertex {
@@ -128,6 +131,7 @@ impl Build {
                 self.warnings.push(title.into_owned());
             }
         }
+        let mut renamed = false;
         for update in &progress.vertexes {
             let next_seq = self.vertices.len() as u32;
             let name = self.mask.apply(&update.name);
@@ -140,10 +144,12 @@ impl Build {
                 cached: false,
                 error: None,
                 output: None,
+                shared: false,
             });
             if vertex.name != name {
                 vertex.kind = StepKind::parse(&name);
                 vertex.name = name.into_owned();
+                renamed = true;
             }
             vertex.started = update.started.or(vertex.started);
             vertex.completed = update.completed;
@@ -154,12 +160,61 @@ impl Build {
                 vertex.output = None;
             }
         }
+        if renamed && self.vertices.values().any(|v| v.shared) {
+            self.own_positions();
+        }
         if output_lines > 0 {
             for (digest, chunk) in &progress.logs {
                 if let Some(vertex) =
                     self.vertices.get_mut(digest).filter(|v| v.started.is_some() && v.completed.is_none())
                 {
                     vertex.output.get_or_insert_with(Default::default).push(chunk, output_lines, &self.mask);
+                }
+            }
+        }
+    }
+
+    /// Whether it has a vertex of `digest`.
+    pub fn has(&self, digest: &str) -> bool {
+        self.vertices.contains_key(digest)
+    }
+
+    /// Marks the vertex of `digest` as run by another build (see [`Vertex::shared`]), and gives
+    /// it this build's own position.
+    pub fn share(&mut self, digest: &str) {
+        if let Some(vertex) = self.vertices.get_mut(digest) {
+            vertex.shared = true;
+        }
+        self.own_positions();
+    }
+
+    /// Gives shared steps this build's own stage and step count. BuildKit names a vertex it runs
+    /// for several builds once, as the build that asked first numbers it (`[2/3]` in a 4-step
+    /// build): the position within the stage is the same in both (the vertex's whole chain of
+    /// inputs is), the stage and the count are the other build's. Where this build's own steps
+    /// are all of one stage, the shared ones are taken to be of it too; a build of several
+    /// stages keeps BuildKit's names.
+    fn own_positions(&mut self) {
+        let own: std::collections::BTreeSet<(Option<String>, u32)> = self
+            .vertices
+            .values()
+            .filter(|v| !v.shared)
+            .filter_map(|v| match &v.kind {
+                StepKind::Dockerfile { stage, total, .. } => Some((stage.clone(), *total)),
+                _ => None,
+            })
+            .collect();
+        let Some((own_stage, own_total)) = own.iter().next().filter(|_| own.len() == 1).cloned() else { return };
+        for vertex in self.vertices.values_mut().filter(|v| v.shared) {
+            if let StepKind::Dockerfile { label, stage, index, total, .. } = &mut vertex.kind {
+                if (stage.as_ref(), *total) != (own_stage.as_ref(), own_total) && *index <= own_total {
+                    let position = format!("{index}/{own_total}");
+                    *label = match &own_stage {
+                        Some(own) => format!("[{own} {position}]"),
+                        None => format!("[{position}]"),
+                    };
+                    *stage = own_stage.clone();
+                    *total = own_total;
                 }
             }
         }

@@ -110,14 +110,14 @@ impl Previous {
 }
 
 /// Where `build`'s cache broke against `previous`: the first of its steps to start that ran
-/// (not from cache) where the previous build's step at the same stage and position came from
-/// cache. `FROM` steps are left out: BuildKit marks them cached or not from one build to the next
+/// (not from cache, nor for another build) where the previous build's step at the same stage
+/// and position came from cache. `FROM` steps are left out: BuildKit marks them cached or not from one build to the next
 /// without anything changing.
 pub(super) fn find(previous: &Previous, build: &Build) -> Option<CacheBreak> {
     let steps = build.steps();
     let broken = steps
         .iter()
-        .filter(|v| matches!(v.state(), StepState::Running | StepState::Done | StepState::Failed))
+        .filter(|v| !v.shared && matches!(v.state(), StepState::Running | StepState::Done | StepState::Failed))
         .filter_map(|v| {
             let (stage, index, instruction) = position(v)?;
             let before = previous.steps.get(&(stage.clone(), index))?;

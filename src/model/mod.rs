@@ -209,14 +209,20 @@ impl Model {
             Event::Progress(progress) => {
                 if let Some(build) = self.running.get_mut(&progress.reference) {
                     let vertices = build.vertex_count();
+                    let new: Vec<&str> =
+                        progress.vertexes.iter().map(|v| v.digest.as_str()).filter(|d| !build.has(d)).collect();
                     build.apply(&progress, self.settings.output_lines);
                     if progress.image.is_some() {
                         if let Some(declared) = build.declared_name() {
                             self.names.admit(&declared);
                         }
                     }
+                    let grew = build.vertex_count() != vertices;
+                    if !new.is_empty() {
+                        self.share(&progress.reference, &new);
+                    }
                     // Only new vertices or an export name can rename it or grow its steps.
-                    if progress.image.is_some() || build.vertex_count() != vertices {
+                    if progress.image.is_some() || grew {
                         effects.extend(self.announce(&progress.reference));
                     }
                 }
@@ -287,6 +293,27 @@ impl Model {
             effects.extend(self.announce(&reference));
         }
         effects
+    }
+
+    /// Marks which of `digests`, vertices new to running build `reference`, BuildKit runs once
+    /// for it and another running build (deduplication): the build that started first runs
+    /// such a vertex, and in each later one it is shared.
+    fn share(&mut self, reference: &str, digests: &[&str]) {
+        let Some(this) = self.running.get(reference) else { return };
+        let first = |build: &Build| (build.info.created_at, build.info.reference.clone());
+        let this_first = first(this);
+        let mut later: Vec<(String, &str)> = Vec::new();
+        for (other_ref, other) in self.running.iter().filter(|(r, _)| r.as_str() != reference) {
+            for digest in digests.iter().filter(|d| other.has(d)) {
+                let sharer = if first(other) < this_first { reference } else { other_ref.as_str() };
+                later.push((sharer.to_string(), digest));
+            }
+        }
+        for (sharer, digest) in later {
+            if let Some(build) = self.running.get_mut(&sharer) {
+                build.share(digest);
+            }
+        }
     }
 
     /// A running build's name and instructions, when they changed since last announced and

@@ -40,13 +40,16 @@ pub struct StepView {
     /// The last lines it printed, masked: while it runs, or if it failed; only when
     /// `--build.output-lines` keeps any.
     pub output: Vec<String>,
+    /// BuildKit ran it once for this build and one that started earlier (deduplication): its
+    /// result was reused, so it counts as from cache once done, and has no run time here.
+    pub shared: bool,
 }
 
 impl StepView {
-    /// Execution time of a step that ran (not from cache) and succeeded.
+    /// Execution time of a step that ran (not from cache, nor for another build) and succeeded.
     pub fn run_time(&self) -> Option<f64> {
         match (self.state, self.started, self.completed) {
-            (StepState::Done, Some(started), Some(completed)) => Some((completed - started).max(0.0)),
+            (StepState::Done, Some(started), Some(completed)) if !self.shared => Some((completed - started).max(0.0)),
             _ => None,
         }
     }
@@ -64,6 +67,11 @@ impl StepView {
             _ => return false,
         };
         self.usual.is_some_and(|usual| ran > SLOWER_FACTOR * usual && ran - usual >= SLOWER_MARGIN)
+    }
+
+    /// Whether its result was reused: taken from cache, or shared and done.
+    pub fn from_cache(&self) -> bool {
+        self.state == StepState::Cached || (self.shared && self.state == StepState::Done)
     }
 
     /// How long it took, once it finished.
@@ -90,7 +98,7 @@ impl StepCounts {
         StepCounts {
             total: steps.len() as u32,
             completed: count(|s| matches!(s, StepState::Done | StepState::Cached)),
-            cached: count(|s| s == StepState::Cached),
+            cached: steps.iter().filter(|s| s.from_cache()).count() as u32,
         }
     }
 }
@@ -302,6 +310,7 @@ impl Model {
                     usual: self.estimates.usual(name, &v.key()),
                     error: v.error.clone(),
                     output: v.output.as_ref().map(|t| t.lines()).unwrap_or_default(),
+                    shared: v.shared,
                 }
             })
             .collect()

@@ -994,6 +994,7 @@ fn a_step_is_slower_than_usual_past_twice_its_usual_time_and_ten_seconds_more() 
         usual,
         error: None,
         output: Vec::new(),
+        shared: false,
     };
     // Usually 20 s: slower past 40 s while it runs...
     let running = step(StepState::Running, Some(100.0), None, Some(20.0));
@@ -1268,4 +1269,63 @@ fn a_running_build_says_where_its_cache_broke_as_soon_as_that_step_starts() {
     model.apply(b.progress(11.0, vec![running("b2", HI, 11.0)]));
     let cache_break = model.snapshot(11.5)[0].view.cache_break.clone().unwrap();
     assert_eq!((cache_break.step.as_str(), cache_break.reason), ("[3/4]", Reason::Files));
+}
+
+#[test]
+fn a_step_run_once_for_two_builds_is_each_builds_own_and_counted_executed_once() {
+    let mut model = model();
+    let (a, b) = (build("a", 1.0).image("three:1"), build("b", 2.0).image("four:1"));
+    model.apply(a.started());
+    model.apply(b.started());
+    // BuildKit names the shared vertices as the build that asked first numbers them.
+    model.apply(a.progress(
+        3.0,
+        vec![
+            cached("from", "[1/3] FROM base", 3.0),
+            running("shared", "[2/3] RUN make", 3.0),
+            announced("a3", "[3/3] RUN a"),
+        ],
+    ));
+    model.apply(b.progress(
+        3.5,
+        vec![
+            cached("from", "[1/3] FROM base", 3.0),
+            running("shared", "[2/3] RUN make", 3.0),
+            announced("b3", "[3/4] RUN b"),
+            announced("b4", "[4/4] RUN b2"),
+        ],
+    ));
+    let views = model.snapshot(4.0);
+    let view = |r: &str| views.iter().find(|v| v.view.reference == r).unwrap().view.clone();
+    let labels = |r: &str| view(r).steps.iter().map(|s| (s.label.clone(), s.shared)).collect::<Vec<_>>();
+    assert_eq!(labels("a"), [("[1/3]".into(), false), ("[2/3]".into(), false), ("[3/3]".into(), false)]);
+    assert_eq!(
+        labels("b"),
+        [("[1/4]".into(), true), ("[2/4]".into(), true), ("[3/4]".into(), false), ("[4/4]".into(), false)],
+        "its own positions, marked shared"
+    );
+    assert_eq!(views.iter().find(|v| v.view.reference == "b").unwrap().current_step(), 2);
+
+    // Both end: the shared step ran once, for a; for b its result was reused.
+    model.apply(a.progress(9.0, vec![done("shared", "[2/3] RUN make", 3.0, 8.0), done("a3", "[3/3] RUN a", 8.0, 9.0)]));
+    model.apply(b.progress(
+        10.0,
+        vec![
+            done("shared", "[2/3] RUN make", 3.0, 8.0),
+            done("b3", "[3/4] RUN b", 8.0, 9.0),
+            done("b4", "[4/4] RUN b2", 9.0, 10.0),
+        ],
+    ));
+    let a_done = finished(&model.apply(a.completed(9.5, Outcome::Succeeded)))[0].clone();
+    let b_done = finished(&model.apply(b.completed(10.5, Outcome::Succeeded)))[0].clone();
+    let ran = |f: &FinishedBuild| {
+        f.finished_steps().filter(|s| s.run_time().is_some()).map(|s| s.label.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(ran(&a_done), ["[2/3]", "[3/3]"]);
+    assert_eq!(ran(&b_done), ["[3/4]", "[4/4]"], "the shared step is not b's to time");
+    assert_eq!(
+        (b_done.view.counts.cached, b_done.view.counts.completed),
+        (2, 4),
+        "FROM from cache, the shared step reused"
+    );
 }

@@ -101,6 +101,9 @@ struct StepJson {
     usual_seconds: Option<f64>,
     /// It ran, or has been running, past twice its usual duration and 10 s more.
     slower_than_usual: bool,
+    /// BuildKit ran it once for this build and one that started earlier (deduplication): this
+    /// build reused its result, as from cache.
+    shared: bool,
     /// Why it failed.
     error: Option<String>,
     /// Its last lines of output while it runs, or if it failed, with `--build.output-lines`.
@@ -122,6 +125,7 @@ fn steps_json(steps: &[StepView], now: Time) -> Vec<StepJson> {
             expected_seconds: s.expected,
             usual_seconds: s.usual,
             slower_than_usual: s.slower_than_usual(now),
+            shared: s.shared,
             error: s.error.clone(),
             output: s.output.clone(),
         })

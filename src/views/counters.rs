@@ -308,7 +308,9 @@ impl Record for Counters {
                 for step in build.finished_steps() {
                     let [steps, cached, failed] = self.step_counters(builder, name, step.instruction);
                     steps.inc();
-                    if step.state == StepState::Cached {
+                    // A shared step's result was reused, as from cache: it ran once, for the
+                    // build that asked first.
+                    if step.from_cache() {
                         cached.inc();
                     }
                     if step.state == StepState::Failed {
