@@ -803,3 +803,75 @@ async fn each_reason_a_rebuild_left_the_cache_is_told() {
     }
     testkit::container_builder::docker(&["rmi", &format!("{base}:latest"), &format!("{variant}:latest")]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine: run scripts/test.sh"]
+async fn a_step_two_concurrent_builds_share_is_each_builds_own_and_runs_once() {
+    let _engine = ENGINE.lock().await;
+    let daemon = daemon().await;
+    let nonce = engine::unique("nonce");
+    let (three, four) = (engine::unique("shares-three"), engine::unique("shares-four"));
+    // The same first steps, so the same vertices: BuildKit runs them once for both.
+    let shared = format!("FROM tinybase:latest\nRUN echo {nonce} shared && sleep 20\n");
+    let first = Context::new(&format!("{shared}RUN echo three\n"));
+    let second = Context::new(&format!("{shared}RUN echo four\nRUN echo four again\n"));
+    let step_list = |name: String| {
+        let daemon = &daemon;
+        async move {
+            let (_, list) = daemon.get("/api/v1/builds").await;
+            let list: serde_json::Value = serde_json::from_str(&list).ok()?;
+            let build = list["builds"].as_array()?.iter().find(|b| b["name"] == name.as_str())?.clone();
+            Some(build)
+        }
+    };
+    let running_a = Build::start(&first, &format!("{three}:latest"), &["--label", &format!("{LABEL}={three}")]);
+    eventually(Duration::from_secs(60), "the shared step running for the first build", || async {
+        let build = step_list(three.clone()).await?;
+        (build["step_list"][1]["state"] == "running").then_some(())
+    })
+    .await;
+    let running_b = Build::start(&second, &format!("{four}:latest"), &["--label", &format!("{LABEL}={four}")]);
+    // While it runs: the second build's own position, marked shared, running.
+    let live = eventually(Duration::from_secs(60), "the second build at the shared step", || async {
+        let build = step_list(four.clone()).await?;
+        (build["step_list"].as_array()?.len() == 4 && build["step_list"][1]["state"] == "running").then_some(build)
+    })
+    .await;
+    let labels = |build: &serde_json::Value| -> Vec<String> {
+        build["step_list"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(labels(&live), ["[1/4]", "[2/4]", "[3/4]", "[4/4]"], "never another build's numbering: {live}");
+    assert_eq!(live["step_list"][1]["shared"], true, "{live}");
+    assert_eq!(live["current"][0]["step"], "[2/4]", "{live}");
+    let (a, b) = (running_a.finish().await, running_b.finish().await);
+    assert!(a.success && b.success, "{}\n{}", a.raw, b.raw);
+
+    let m = eventually(Duration::from_secs(60), "both counted", || async {
+        let m = daemon.metrics().await;
+        (sum(&m, "buildkit_builds_completed_total", &[("result", "succeeded")]) == 2.0).then_some(m)
+    })
+    .await;
+    let (one, two) = (step_list(three.clone()).await.unwrap(), step_list(four.clone()).await.unwrap());
+    let (one, two) = (
+        serde_json::from_str::<serde_json::Value>(
+            &daemon.get(&format!("/api/v1/builds/{}", one["ref"].as_str().unwrap())).await.1,
+        )
+        .unwrap(),
+        serde_json::from_str::<serde_json::Value>(
+            &daemon.get(&format!("/api/v1/builds/{}", two["ref"].as_str().unwrap())).await.1,
+        )
+        .unwrap(),
+    );
+    assert_eq!(labels(&one), ["[1/3]", "[2/3]", "[3/3]"], "{one}");
+    assert_eq!(labels(&two), ["[1/4]", "[2/4]", "[3/4]", "[4/4]"], "{two}");
+    let shared_flags = |build: &serde_json::Value| -> Vec<bool> {
+        build["step_list"].as_array().unwrap().iter().map(|s| s["shared"].as_bool().unwrap()).collect()
+    };
+    assert!(shared_flags(&one).iter().all(|s| !s), "the first build ran them: {one}");
+    assert_eq!(shared_flags(&two)[1..], [true, false, false], "{two}");
+    // The shared step ran once: four RUNs timed, not five; for the second build it was reused.
+    assert_eq!(sum(&m, "buildkit_step_duration_seconds_count", &[("instruction", "RUN")]), 4.0, "{m}");
+    let cached = sample(&m, "buildkit_steps_cached_total", &[("name", &four)]);
+    assert_eq!(cached, two["steps"]["cached"].as_f64(), "{m}");
+    assert!(cached >= Some(1.0), "the shared step reused: {m}");
+}
