@@ -472,3 +472,58 @@ async fn each_reason_a_rebuild_left_the_cache_is_told() {
         assert!(!body.contains(&secret) && !body.contains(&other), "a build-arg value leaked: {body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a standalone buildkitd: run scripts/test.sh"]
+async fn a_step_two_concurrent_builds_share_is_each_builds_own_and_runs_once() {
+    let _bk = BUILDKITD.lock().await;
+    let bk = buildkitd();
+    let registry = Registry::start().await;
+    let daemon = daemon().await;
+    let nonce = unique("nonce");
+    // From a registry's image, not the build context: a context's vertices differ per build.
+    let base = format!("{}/{}:latest", registry.address, unique("bk-shared-base"));
+    bk.push(&context("FROM scratch\nCOPY busybox /bin/busybox\n"), &base).await;
+    let shared = format!(
+        "FROM {base}\nSHELL [\"/bin/busybox\", \"sh\", \"-c\"]\nRUN /bin/busybox echo {nonce} shared && /bin/busybox sleep 20\n"
+    );
+    let (three, four) = (unique("bk-shares-three"), unique("bk-shares-four"));
+    let first = context(&format!("{shared}RUN /bin/busybox echo three\n"));
+    let second = context(&format!("{shared}RUN /bin/busybox echo four\nRUN /bin/busybox echo four again\n"));
+    let build_of = |name: String| {
+        let daemon = &daemon;
+        async move {
+            let (_, list) = daemon.get("/api/v1/builds").await;
+            let list: serde_json::Value = serde_json::from_str(&list).ok()?;
+            list["builds"].as_array()?.iter().find(|b| b["name"] == name.as_str() && b["builder"] == UNIX).cloned()
+        }
+    };
+    let running_a = bk.build(&first, &format!("{three}:1"), &[]);
+    eventually(Duration::from_secs(60), "the shared step running for the first build", || async {
+        (build_of(three.clone()).await?["step_list"][1]["state"] == "running").then_some(())
+    })
+    .await;
+    let running_b = bk.build(&second, &format!("{four}:1"), &[]);
+    let live = eventually(Duration::from_secs(60), "the second build at the shared step", || async {
+        let build = build_of(four.clone()).await?;
+        (build["step_list"].as_array()?.len() == 4 && build["step_list"][1]["state"] == "running").then_some(build)
+    })
+    .await;
+    let labels = |build: &serde_json::Value| -> Vec<String> {
+        build["step_list"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(labels(&live), ["[1/4]", "[2/4]", "[3/4]", "[4/4]"], "{live}");
+    assert_eq!(live["step_list"][1]["shared"], true, "{live}");
+    let (a, b) = (running_a.finish().await, running_b.finish().await);
+    assert!(a.success && b.success, "{}\n{}", a.raw, b.raw);
+    for builder in [UNIX, TLS] {
+        counted(&daemon, builder, &three, "succeeded", 1.0).await;
+        counted(&daemon, builder, &four, "succeeded", 1.0).await;
+    }
+    let m = daemon.metrics().await;
+    for builder in [UNIX, TLS] {
+        // Four RUNs timed, not five: the shared one ran once.
+        let runs = sum(&m, "buildkit_step_duration_seconds_count", &[("builder", builder), ("instruction", "RUN")]);
+        assert_eq!(runs, 4.0, "{builder}: {m}");
+    }
+}

@@ -133,7 +133,7 @@ pub struct BuildView {
     pub warnings: Warnings,
     /// Where it ran a step that the previous finished build of its name took from cache, and
     /// why; `None` for a first build and for one that kept to the cache.
-    pub cache_break: Option<CacheBreak>,
+    pub cache_break: Option<Box<CacheBreak>>,
 }
 
 impl BuildView {
@@ -288,7 +288,11 @@ impl Model {
             steps,
             context: build.context.clone(),
             warnings: Warnings { count: build.warnings.len() as u32, titles: build.warnings.clone() },
-            cache_break: self.last.get(&name).and_then(|last| super::cache_break::find(&last.previous, build)),
+            cache_break: self
+                .last
+                .get(&name)
+                .and_then(|last| super::cache_break::find(&last.previous, build))
+                .map(Box::new),
             name,
         }
     }

@@ -35,7 +35,7 @@ pub struct BuildJson {
     /// why: `step`, `instruction`, `reason` (`no-cache`, `instruction`, `build-arg`,
     /// `base-image`, `files`, `unknown`) and `detail`; null for a first build and for one that
     /// kept to the cache.
-    cache_break: Option<CacheBreak>,
+    cache_break: Option<Box<CacheBreak>>,
     /// The "3" of "3/15".
     current_step: u32,
     /// Steps executing now.
