@@ -983,3 +983,39 @@ async fn a_step_slower_than_usual_is_said_while_it_runs_and_after() {
     browser.stop().await;
     daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Docker engine and Chromium: run scripts/test.sh"]
+async fn a_shared_step_is_shown_at_the_builds_own_position_and_said_shared() {
+    let _engine = ENGINE.lock().await;
+    let daemon = daemon().await;
+    let nonce = engine::unique("nonce");
+    let (three, four) = (engine::unique("page-shares-three"), engine::unique("page-shares-four"));
+    let shared = format!("FROM tinybase:latest\nRUN echo {nonce} shared && sleep 15\n");
+    let first = Context::new(&format!("{shared}RUN echo three\n"));
+    let second = Context::new(&format!("{shared}RUN echo four\nRUN echo four again\n"));
+    let a = Build::start(&first, "", &["--label", &format!("{LABEL}={three}")]);
+    eventually(Duration::from_secs(60), "the shared step running", || async {
+        find(&daemon, &three).await.filter(|b| b["current"][0]["step"] == "[2/3]")
+    })
+    .await;
+    let b = Build::start(&second, "", &["--label", &format!("{LABEL}={four}")]);
+    let running = running_build(&daemon, &four).await;
+    let browser = Browser::start(1100, 1200).await;
+    browser.open(&format!("http://{}/builds/{}", daemon.addr, running["ref"].as_str().unwrap())).await;
+    let view = browser
+        .until(
+            Duration::from_secs(60),
+            "the second build's shared step said",
+            "const rows = [...document.querySelectorAll('#build ol.steps li')];
+             const note = rows.length === 4 && rows[1].querySelector('.shared');
+             return note ? { labels: rows.map(li => li.querySelector('.cmd').textContent.split(']')[0] + ']'),
+                             note: note.textContent, others: rows.filter(li => li.querySelector('.shared')).length } : null;",
+        )
+        .await;
+    assert_eq!(view["labels"], dockerfile_order(4), "its own numbering: {view}");
+    assert!(view["note"].as_str().unwrap().starts_with("⇄ shared"), "{view}");
+    assert!(view["others"].as_u64() <= Some(2), "FROM and the RUN at most: {view}");
+    let (a, b) = (a.finish().await, b.finish().await);
+    assert!(a.success && b.success, "{}\n{}", a.raw, b.raw);
+}
