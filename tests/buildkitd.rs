@@ -527,3 +527,65 @@ async fn a_step_two_concurrent_builds_share_is_each_builds_own_and_runs_once() {
         assert_eq!(runs, 4.0, "{builder}: {m}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a standalone buildkitd: run scripts/test.sh"]
+async fn a_step_slower_than_usual_is_said_while_it_runs_and_after() {
+    let _bk = BUILDKITD.lock().await;
+    let bk = buildkitd();
+    let daemon = daemon().await;
+    let name = unique("bk-slow-step");
+    let label = format!("label:{NAME_LABEL}={name}");
+    // The same step text both times: only the file it reads differs (1 s, then 22 s).
+    let dockerfile = format!("{BASE}RUN echo {}\nCOPY seconds /seconds\nRUN sleep $(cat /seconds)\n", unique("nonce"));
+    let sleeping_for = |seconds: &str| {
+        let context = context(&dockerfile);
+        std::fs::write(context.path().join("seconds"), seconds).unwrap();
+        context
+    };
+    let quick = bk.run(&sleeping_for("1"), &format!("{name}:1"), &[&label]).await;
+    assert!(quick.success, "{}", quick.raw);
+    let usual =
+        quick.steps().iter().find(|v| v.name.contains("RUN sleep")).and_then(|v| Some(v.completed? - v.started?));
+    let usual = usual.expect("the quick build ran its sleeping step");
+    counted(&daemon, UNIX, &name, "succeeded", 1.0).await;
+    let slow_context = sleeping_for("22");
+    let slow = bk.build(&slow_context, &format!("{name}:1"), &[&label]);
+
+    // While it runs: its usual time exported, then, past twice that and 10 s more, said.
+    let build_of = || async {
+        let (_, list) = daemon.get("/api/v1/builds").await;
+        let list: serde_json::Value = serde_json::from_str(&list).ok()?;
+        list["builds"].as_array()?.iter().find(|b| b["name"] == name.as_str() && b["builder"] == UNIX).cloned()
+    };
+    let said = eventually(Duration::from_secs(60), "the sleeping step slower than usual", || async {
+        let build = build_of().await.filter(|b| b["state"] == "running")?;
+        let current = build["current"].as_array()?.first()?.clone();
+        (current["slower_than_usual"] == true).then_some((build, current))
+    })
+    .await;
+    let (running, current) = said;
+    assert!((current["usual_seconds"].as_f64().unwrap() - usual).abs() < 0.001, "{current}, the client saw {usual} s");
+    let m = daemon.metrics().await;
+    let reference = running["ref"].as_str().unwrap();
+    let exported = sample(&m, "buildkit_build_step_running_expected_seconds", &[("builder", UNIX), ("ref", reference)]);
+    assert!((exported.unwrap() - usual).abs() < 0.001, "{m}");
+    let report = slow.finish().await;
+    assert!(report.success, "{}", report.raw);
+
+    // Finished: still slower than usual, that step only.
+    let done = eventually(Duration::from_secs(60), "the slow build finished", || async {
+        build_of().await.filter(|b| b["state"] == "succeeded" && b["ref"] == reference)
+    })
+    .await;
+    let (_, detail) = daemon.get(&format!("/api/v1/builds/{}", done["ref"].as_str().unwrap())).await;
+    let detail: serde_json::Value = serde_json::from_str(&detail).unwrap();
+    let slower: Vec<&str> = detail["step_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["slower_than_usual"] == true)
+        .map(|s| s["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(slower, ["sleep $(cat /seconds)"], "{detail}");
+}
