@@ -508,6 +508,20 @@ async fn a_finished_build_and_a_failed_one_have_their_own_view() {
     assert!(failure.contains("[3/4]") && failure.contains("exit code: 3"), "{view}");
     assert_eq!(view["failure_line"], "Dockerfile line 4, exit code 3", "{view}");
     assert_eq!(view["failure_source"], "RUN echo \"using $TOKEN\" && exit 3", "{view}");
+    // The link the failure alert carries (the name's, not the build's) opens this build.
+    let failed_ref = failed["ref"].as_str().unwrap();
+    browser.open(&format!("http://{}/builds/last-failed?builder=default&name={failing}", daemon.addr)).await;
+    let linked = browser
+        .until(
+            Duration::from_secs(20),
+            "the name's last failure opened",
+            &format!("if (location.pathname !== '/builds/{failed_ref}') return null;{VIEW}"),
+        )
+        .await;
+    assert!(linked["badge"].as_str().unwrap().contains("FAILED"), "{linked}");
+    assert_eq!(linked["failure_line"], "Dockerfile line 4, exit code 3", "{linked}");
+    browser.open(&format!("http://{}/builds/{failed_ref}", daemon.addr)).await;
+    browser.until(Duration::from_secs(20), "the failed build's view again", VIEW).await;
     assert_eq!(view["outputs"][2], "using ***", "{view}");
     let leaked = format!("return document.documentElement.outerHTML.includes('{secret}');");
     assert_eq!(browser.eval(&leaked).await, false, "the build-arg value is never shown");

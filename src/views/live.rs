@@ -35,7 +35,7 @@ impl Live {
             builders.iter().map(|b| (b.name.as_str(), b.facts(), b.snapshot(now))).collect();
         let failures: Vec<(&str, Vec<FailureLabels>)> = builders
             .iter()
-            .map(|b| (b.name.as_str(), b.last_failures().iter().map(|f| self.failure_labels(f)).collect()))
+            .map(|b| (b.name.as_str(), b.last_failures().iter().map(|f| self.failure_labels(&b.name, f)).collect()))
             .collect();
         let mut samples = Samples::default();
         for (builder, failures) in &failures {
@@ -67,14 +67,19 @@ impl Live {
 type FailureLabels = [String; 8];
 
 impl Live {
-    fn failure_labels(&self, failure: &LastFailure) -> FailureLabels {
+    /// The labels of `builder`'s `failure`. The link is the name's, not the build's
+    /// (`/builds/last-failed?builder=B&name=N`, which the page resolves to the newest failed
+    /// build of the name): a ref in a label would outlive its build here.
+    fn failure_labels(&self, builder: &str, failure: &LastFailure) -> FailureLabels {
         let step = failure.step.as_ref();
         let location = failure.failure.as_ref().and_then(|f| f.location.as_ref()).map(|l| match l.end_line {
             Some(end) => format!("{}:{}-{end}", l.file, l.line),
             None => format!("{}:{}", l.file, l.line),
         });
         let exit_code = failure.failure.as_ref().and_then(|f| f.exit_code);
-        let url = self.external_url.as_ref().map(|base| format!("{base}/builds/{}", failure.reference));
+        let url = self.external_url.as_ref().map(|base| {
+            format!("{base}/builds/last-failed?builder={}&name={}", query_value(builder), query_value(&failure.name))
+        });
         [
             failure.name.clone(),
             step.map(|s| s.label.clone()).unwrap_or_default(),
@@ -86,6 +91,20 @@ impl Live {
             url.unwrap_or_default(),
         ]
     }
+}
+
+/// `value` as a URL query value: unreserved characters as they are, every other byte
+/// percent-encoded.
+fn query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// The series of one running build.
@@ -327,20 +346,26 @@ pub(crate) mod tests {
         assert_eq!(
             render(),
             [format!(
-                r#"buildkit_build_last_failure_info{{builder="default",command="make part-1",exit_code="3",instruction="RUN",location="Dockerfile:4-5",message="{message}",name="app",step="[2/3]",url="https://ci.example.com/buildkit/builds/r1"}} 1"#
+                r#"buildkit_build_last_failure_info{{builder="default",command="make part-1",exit_code="3",instruction="RUN",location="Dockerfile:4-5",message="{message}",name="app",step="[2/3]",url="https://ci.example.com/buildkit/builds/last-failed?builder=default&name=app"}} 1"#
             )]
         );
-        // Without what BuildKit says of where, the labels are empty, not absent.
+        // Without what BuildKit says of where, the labels are empty, not absent; no label
+        // names a ref.
         failed_at("r2", None);
         let lines = render();
         assert_eq!(lines.len(), 1, "one per name: {lines:?}");
-        assert!(
-            lines[0].contains(r#"exit_code="",instruction="RUN",location="","#) && lines[0].contains("/builds/r2"),
-            "{lines:?}"
-        );
+        assert!(lines[0].contains(r#"exit_code="",instruction="RUN",location="","#), "{lines:?}");
+        assert!(!lines.iter().any(|l| l.contains("r1") || l.contains("r2")), "{lines:?}");
         builder.apply(Event::Started(info("r3")));
         builder.apply(progress("r3", 3, Some("app")));
         builder.apply(succeeded("r3", 120.0));
         assert!(render().is_empty());
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(query_value("default/ci"), "default%2Fci");
+        assert_eq!(query_value("team/app name&x=ü"), "team%2Fapp%20name%26x%3D%C3%BC");
+        assert_eq!(query_value("a-b_c.d~e"), "a-b_c.d~e");
     }
 }
