@@ -169,7 +169,7 @@ pub enum ConfigError {
     #[error("invalid --web.telemetry-path {0:?}: it must start with / and not be / itself")]
     TelemetryPath(String),
     /// A `--web.external-url` that cannot be used.
-    #[error("invalid --web.external-url {0:?}: expected an http:// or https:// URL, e.g. https://builds.example.com/exporter")]
+    #[error("invalid --web.external-url {0:?}: expected an http:// or https:// URL without credentials, e.g. https://builds.example.com")]
     ExternalUrl(String),
     /// Two sources with the same builder name.
     #[error("two sources are named {0:?}: give each a different NAME= prefix")]
@@ -281,7 +281,9 @@ fn external_url(text: &str) -> Option<String> {
     let uri: hyper::Uri = text.parse().ok()?;
     let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
     let host_ok = uri.host().is_some_and(|h| !h.is_empty());
-    (scheme_ok && host_ok && uri.query().is_none() && !text.contains('#'))
+    // Credentials would be copied into every link.
+    let no_user = uri.authority().is_some_and(|a| !a.as_str().contains('@'));
+    (scheme_ok && host_ok && no_user && uri.query().is_none() && !text.contains('#'))
         .then(|| text.trim_end_matches('/').to_string())
 }
 

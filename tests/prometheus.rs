@@ -18,7 +18,7 @@ const LABEL: &str = "org.opencontainers.image.title";
 /// The job name the rules, the compose stack and the Kubernetes Service agree on.
 const JOB: &str = "buildkit-exporter";
 /// Where users would reach the exporter, for the links in alerts.
-const EXTERNAL_URL: &str = "https://builds.example.com/exporter";
+const EXTERNAL_URL: &str = "https://builds.example.com";
 
 /// The rules file with thresholds replaced: `(record name, value)`. Only the thresholds group
 /// changes; a name that is not there fails the test.

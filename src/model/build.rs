@@ -281,12 +281,22 @@ impl Build {
     }
 }
 
-/// `failure` as views may show it: masked with `mask`.
+/// Most characters of a failure's Dockerfile lines kept.
+const MAX_LOCATION_CHARS: usize = 2000;
+
+/// `failure` as views may show it: masked with `mask`, its Dockerfile lines cut to
+/// [`MAX_LOCATION_CHARS`].
 pub(super) fn shown_failure(failure: Failure, mask: &Mask) -> Failure {
     Failure {
         location: failure.location.map(|mut location| {
             location.file = mask.apply(&location.file).into_owned();
-            location.text = mask.apply(&location.text).into_owned();
+            // Masked whole, then cut: a cut first could split a value and leave part of it.
+            let mut text = mask.apply(&location.text).into_owned();
+            if let Some((cut, _)) = text.char_indices().nth(MAX_LOCATION_CHARS) {
+                text.truncate(cut);
+                text.push('…');
+            }
+            location.text = text;
             location
         }),
         exit_code: failure.exit_code,

@@ -23,7 +23,7 @@ pub enum Reason {
     NoCache,
     /// The step's text changed.
     Instruction,
-    /// A build-arg's value changed.
+    /// A build-arg's value changed (or one was added or dropped).
     BuildArg,
     /// The stage's `FROM` now resolves to another image.
     BaseImage,
@@ -35,7 +35,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Every reason, in the order they are judged; the `reason` label values.
+    /// Every reason: the `reason` label values.
     pub const ALL: [Reason; 6] =
         [Reason::NoCache, Reason::Instruction, Reason::BaseImage, Reason::BuildArg, Reason::Files, Reason::Unknown];
 
@@ -94,6 +94,8 @@ impl Previous {
         let steps = build
             .steps()
             .into_iter()
+            // A shared step may keep the other build's stage and position.
+            .filter(|v| !v.shared)
             .filter_map(|v| {
                 let (stage, index, instruction) = position(v)?;
                 let step = PreviousStep {
@@ -223,40 +225,40 @@ fn shown(build: &Build) -> BTreeMap<String, String> {
 /// Whether `then` and `now` are the same text but where one shows a build-arg's earlier value
 /// and the other its value now (`values`: pairs of what each shows). A value may also stand in
 /// a text by coincidence (`sleep 1` beside `ARG V=1`), so each place is tried both ways.
+///
+/// A search over positions in both texts, each pair visited once: at most
+/// ([`MAX_SEARCHED`] + 1)² small steps, whatever the texts; longer texts are compared as they
+/// are.
 fn same_but(then: &str, now: &str, values: &[(&str, &str)]) -> bool {
-    fn from(
-        then: &[u8],
-        now: &[u8],
-        values: &[(&[u8], &[u8])],
-        failed: &mut std::collections::HashSet<(usize, usize)>,
-    ) -> bool {
-        if then.is_empty() || now.is_empty() {
-            return then.is_empty() && now.is_empty();
-        }
-        if failed.contains(&(then.len(), now.len())) {
-            return false;
-        }
-        let same = then[0] == now[0] && from(&then[1..], &now[1..], values, failed);
-        let swapped = same
-            || values.iter().any(|(old, new)| {
-                !old.is_empty()
-                    && then.starts_with(old)
-                    && now.starts_with(new)
-                    && from(&then[old.len()..], &now[new.len()..], values, failed)
-            });
-        if !swapped {
-            failed.insert((then.len(), now.len()));
-        }
-        swapped
-    }
-    // Texts this long are compared as they are: the search goes one byte deeper per byte.
-    const MAX_SEARCHED: usize = 4096;
     if then == now || values.is_empty() || then.len().max(now.len()) > MAX_SEARCHED {
         return then == now;
     }
-    let values: Vec<(&[u8], &[u8])> = values.iter().map(|(a, b)| (a.as_bytes(), b.as_bytes())).collect();
-    from(then.as_bytes(), now.as_bytes(), &values, &mut Default::default())
+    let (then, now) = (then.as_bytes(), now.as_bytes());
+    let width = now.len() + 1;
+    let mut seen = vec![false; (then.len() + 1) * width];
+    let mut todo = vec![(0usize, 0usize)];
+    while let Some((i, j)) = todo.pop() {
+        if (i, j) == (then.len(), now.len()) {
+            return true;
+        }
+        if std::mem::replace(&mut seen[i * width + j], true) {
+            continue;
+        }
+        if i < then.len() && j < now.len() && then[i] == now[j] {
+            todo.push((i + 1, j + 1));
+        }
+        for (old, new) in values {
+            let (old, new) = (old.as_bytes(), new.as_bytes());
+            if !old.is_empty() && then[i..].starts_with(old) && now[j..].starts_with(new) {
+                todo.push((i + old.len(), j + new.len()));
+            }
+        }
+    }
+    false
 }
+
+/// Longest step text searched for changed build-arg values (bytes).
+const MAX_SEARCHED: usize = 512;
 
 /// The image ID the engine gave for a `FROM` step's image, if it did.
 fn image_id(build: &Build, v: &Vertex) -> Option<String> {
@@ -273,7 +275,7 @@ fn fingerprints(build: &Build) -> BTreeMap<String, u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::same_but;
+    use super::{same_but, MAX_SEARCHED};
 
     #[test]
     fn texts_that_differ_only_where_a_changed_value_shows_are_the_same() {
@@ -284,7 +286,20 @@ mod tests {
         assert!(!same_but("echo hi", "echo hello", &v));
         assert!(same_but("echo *** x", "echo 7 x", &[("***", "7")]), "a long value, masked, then a short one");
         assert!(!same_but("echo 1", "echo 2", &[]), "nothing changed that could show");
-        let long = "x".repeat(5000);
+        assert!(same_but("make V=1", "make V=", &[("1", "")]), "a value emptied at the end");
+        assert!(!same_but("make V= x", "make V=1 x", &[("", "1")]), "nothing shows where a value was empty");
+        let long = "x".repeat(600);
         assert!(!same_but(&format!("{long}1"), &format!("{long}2"), &v), "long texts are compared as they are");
+    }
+
+    #[test]
+    fn the_search_is_bounded_whatever_the_texts() {
+        // Values of every length against a long run of the same byte: each pair of positions
+        // is visited once.
+        let then = "1".repeat(MAX_SEARCHED);
+        let now = format!("{}2", "1".repeat(MAX_SEARCHED - 1));
+        let values = [("1", "11"), ("1", ""), ("11", "1"), ("1", "2")];
+        assert!(same_but(&then, &now, &values));
+        assert!(!same_but(&then, &format!("{}3", "1".repeat(MAX_SEARCHED - 1)), &values));
     }
 }

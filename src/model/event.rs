@@ -14,8 +14,9 @@ pub struct BuildInfo {
     pub image: Option<String>,
     /// Build-arg values, masked wherever text from the build is kept.
     pub secrets: Vec<String>,
-    /// Build-args by name and value, held in memory only: the values are compared with the
-    /// previous build's through a keyed hash, never kept beyond the build.
+    /// Build-args by name and value, held in memory only. Once the build is over, only a keyed
+    /// hash of each value is kept, with the name's last build, to compare the next build's
+    /// with (and a value too short to be masked, which step texts show anyway).
     pub args: Vec<(String, String)>,
     /// Whether the build asked for no cache.
     pub no_cache: Option<NoCache>,
@@ -89,8 +90,9 @@ pub struct Completion {
     /// Warnings BuildKit recorded (lint checks and others; BuildKit 0.16+, else 0).
     pub warnings: u32,
     /// Where a failed build failed, when the record says so in its error's details; a
-    /// standalone buildkitd keeps those in a blob, which comes later as
-    /// [`Event::FailureFound`].
+    /// standalone buildkitd keeps those in a blob, which is read, for a build held as running
+    /// when its completion comes, and applied as [`Event::FailureFound`] (a failure seen only
+    /// in history goes without).
     pub failure: Option<Failure>,
 }
 

@@ -111,8 +111,9 @@ struct Last {
     completed_at: Time,
     /// Its failure, if it failed.
     failure: Option<LastFailure>,
-    /// Its steps, for the next build's cache to be compared with.
-    previous: cache_break::Previous,
+    /// Its steps, for the next build's cache to be compared with; none under a placeholder
+    /// name, which unrelated Dockerfiles share.
+    previous: Option<cache_break::Previous>,
 }
 
 /// A bounded set of refs; the oldest is forgotten first.
@@ -265,12 +266,14 @@ impl Model {
                     let image = build.mask.apply(&image).into_owned();
                     build.images.insert(image, id);
                 }
+                // Names nothing: no build is renamed.
+                return effects;
             }
             Event::FailureFound { reference, secrets, failure } => {
-                let failure = build::shown_failure(failure, &mask::Mask::new(&secrets));
                 if let Some(build) = self.running.get_mut(&reference) {
-                    build.failure = Some(failure);
+                    build.failure = Some(build::shown_failure(failure, &build.mask));
                 } else if let Some(finished) = self.recent.iter_mut().rev().find(|b| b.view.reference == reference) {
+                    let failure = build::shown_failure(failure, &mask::Mask::new(&secrets));
                     finished.failure.get_or_insert_with(|| failure.clone());
                     let last = self.last.get_mut(&finished.view.name).and_then(|last| last.failure.as_mut());
                     if let Some(last) = last.filter(|last| last.reference == reference) {
@@ -457,7 +460,7 @@ impl Model {
             return;
         }
         // Bounded: `name` is one the name set admitted, or a placeholder.
-        let previous = cache_break::Previous::of(build);
+        let previous = (name != UNKNOWN && name != OVERFLOW).then(|| cache_break::Previous::of(build));
         self.last.insert(name.to_string(), Last { completed_at, failure, previous });
     }
 
@@ -468,7 +471,8 @@ impl Model {
         }
         let observed: Vec<Observed> = steps
             .iter()
-            .filter(|v| v.error.is_none())
+            // A shared step ran for another build: its time is that build's to learn.
+            .filter(|v| v.error.is_none() && !v.shared)
             .filter_map(|v| {
                 let duration = v.completed? - v.started?;
                 Some(Observed { key: v.key(), cached: v.cached, duration })

@@ -56,8 +56,12 @@ impl StepView {
 
     /// Whether it ran (or has been running, at `now`) past [`SLOWER_FACTOR`] times its usual
     /// duration, and at least [`SLOWER_MARGIN`] seconds more: shorter steps vary too much to
-    /// judge. A step taken from cache is never slower.
+    /// judge. A step taken from cache, or shared, is never slower.
     pub fn slower_than_usual(&self, now: Time) -> bool {
+        // A shared step ran for another build, as it did there.
+        if self.shared {
+            return false;
+        }
         let ran = match (self.state, self.started) {
             (StepState::Running, Some(started)) => now - started,
             (StepState::Done | StepState::Failed, _) => match self.duration() {
@@ -138,7 +142,8 @@ pub struct BuildView {
 
 impl BuildView {
     /// What the cache saved this build: the usual durations of the steps it took from cache
-    /// (those never seen running count nothing).
+    /// (those never seen running count nothing). A shared step saves nothing here: it ran, for
+    /// another build, while this one waited.
     pub fn cache_saved(&self) -> f64 {
         self.steps.iter().filter(|s| s.state == StepState::Cached).filter_map(|s| s.usual).sum()
     }
@@ -291,7 +296,8 @@ impl Model {
             cache_break: self
                 .last
                 .get(&name)
-                .and_then(|last| super::cache_break::find(&last.previous, build))
+                .and_then(|last| last.previous.as_ref())
+                .and_then(|previous| super::cache_break::find(previous, build))
                 .map(Box::new),
             name,
         }

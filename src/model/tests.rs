@@ -1237,6 +1237,7 @@ fn a_changed_base_image_is_told_by_its_resolved_name_or_by_the_engines_image_id(
     // The classic store keeps name and digest: the engine's image ID tells.
     let plain = "[1/3] FROM docker.io/library/base:latest";
     let with_image = |model: &mut Model, fixture: Fixture, id: &str, cached: bool| {
+        let fixture = fixture.image("app:1");
         model.apply(fixture.started());
         model.apply(Event::BaseImage {
             reference: fixture.reference.clone(),
@@ -1328,4 +1329,35 @@ fn a_step_run_once_for_two_builds_is_each_builds_own_and_counted_executed_once()
         (2, 4),
         "FROM from cache, the shared step reused"
     );
+}
+
+#[test]
+fn a_failures_lines_are_masked_before_they_are_cut() {
+    let mut model = model();
+    let a = build("a", 1.0).secret("s3cret-value-0123456789").image("app:1");
+    model.apply(a.started());
+    let Event::Completed(mut completion) = a.completed(2.0, Outcome::Failed("failed".into())) else { unreachable!() };
+    // The value straddles where the text is cut.
+    let text = format!("RUN {} s3cret-value-0123456789", "x".repeat(1993));
+    completion.failure = Some(located(3, &text, 1));
+    let done = finished(&model.apply(Event::Completed(completion)))[0].clone();
+    let shown = done.failure.unwrap().location.unwrap().text;
+    // Cut first, "s3" would be left; masked first, the cut falls in the mask.
+    assert!(!shown.contains("s3"), "{shown}");
+    assert!(shown.ends_with(" **…"), "{}", &shown[shown.len() - 10..]);
+    assert_eq!(shown.chars().count(), 2001);
+}
+
+#[test]
+fn builds_without_a_name_are_never_compared_with_each_other() {
+    let mut model = model();
+    let steps = |cached| vec![done("f", FROM, 1.0, 1.5), VertexUpdate { cached, ..done("c", COPY, 2.0, 3.0) }];
+    for (reference, cached) in [("a", true), ("b", false)] {
+        let fixture = build(reference, 1.0);
+        model.apply(fixture.started());
+        model.apply(fixture.progress(3.0, steps(cached)));
+        let done = finished(&model.apply(fixture.completed(4.0, Outcome::Succeeded)))[0].clone();
+        assert_eq!(done.view.name, "unknown");
+        assert_eq!(done.view.cache_break, None, "{reference}: unrelated Dockerfiles share the placeholder");
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::encoding;
@@ -50,6 +50,9 @@ pub(super) fn route<B>(views: &Views, request: &Request<B>) -> Response<Full<Byt
     }
     const JSON: &str = "application/json";
     let path = request.uri().path();
+    if path == LAST_FAILED {
+        return last_failed(views, request.uri().query().unwrap_or_default());
+    }
     // (status, content type, body, whether it is worth compressing)
     let (status, content_type, body, compressible) = if path == views.telemetry_path {
         (StatusCode::OK, METRICS_CONTENT_TYPE, Bytes::from(views.exposition.render()), true)
@@ -76,6 +79,62 @@ pub(super) fn route<B>(views: &Views, request: &Request<B>) -> Response<Full<Byt
     let (response, body) =
         if compressible { encoding::negotiate(response, request.headers(), body) } else { (response, body) };
     response.body(Full::new(body)).expect("static response")
+}
+
+/// The address of a name's last failure, which the failure series link to (a link of the
+/// name's: a build's ref in a label would outlive the build).
+const LAST_FAILED: &str = "/builds/last-failed";
+
+/// `/builds/last-failed?builder=B&name=N`: a redirect to the page of the newest failed build of
+/// that name on that builder, while its last build is a failure.
+fn last_failed(views: &Views, query: &str) -> Response<Full<Bytes>> {
+    let builder = query_param(query, "builder").unwrap_or_default();
+    let name = query_param(query, "name").unwrap_or_default();
+    let found = views
+        .fleet
+        .builders()
+        .iter()
+        .filter(|b| b.name == builder)
+        .flat_map(|b| b.last_failures())
+        .find(|f| f.name == name);
+    let response = Response::builder().header(CONTENT_TYPE, "text/plain; charset=utf-8");
+    match found {
+        // Relative, so that it holds under whatever path a proxy serves the exporter at.
+        Some(failure) => response
+            .status(StatusCode::SEE_OTHER)
+            .header(LOCATION, format!("./{}", failure.reference))
+            .body(Full::new(Bytes::new())),
+        None => response.status(StatusCode::NOT_FOUND).body(Full::new(Bytes::from(format!(
+            "the last build of {name:?} on builder {builder:?} is not a failure the exporter knows of \
+             (a later build succeeded, or the exporter restarted)\n"
+        )))),
+    }
+    .expect("valid response")
+}
+
+/// The value of `key` in a URL query, percent-decoded (`+` as a space).
+fn query_param(query: &str, key: &str) -> Option<String> {
+    let value = query.split('&').find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='))?;
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'%' => match (bytes.get(i + 1).and_then(|b| hex(*b)), bytes.get(i + 2).and_then(|b| hex(*b))) {
+                (Some(high), Some(low)) => {
+                    out.push((high * 16 + low) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Whether `path` is the status page: `/`, or a build's own address `/builds/{ref}` (the same
@@ -258,5 +317,44 @@ mod tests {
             let reply = call(&views, Method::GET, path, &asks).await;
             assert_eq!((reply.header(CONTENT_ENCODING), reply.header(VARY)), (None, None), "{path}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_names_last_failure_redirects_to_its_build_while_it_is_the_last_build() {
+        let (views, builder) = views();
+        let path = "/builds/last-failed?builder=default&name=team%2Fapp";
+        assert_eq!(get(&views, path).await.status, StatusCode::NOT_FOUND, "no failure yet");
+        let failed = |reference: &str, outcome| {
+            let info =
+                BuildInfo { reference: reference.into(), image: Some("team/app:1".into()), ..Default::default() };
+            builder.apply(Event::Started(info.clone()));
+            let completion = crate::model::Completion {
+                info,
+                completed_at: 10.0,
+                outcome,
+                generation: 0,
+                warnings: 0,
+                failure: None,
+            };
+            builder.apply(Event::Completed(completion));
+        };
+        failed("r1", crate::model::Outcome::Failed("boom".into()));
+        let found = get(&views, path).await;
+        assert_eq!((found.status, found.header(LOCATION)), (StatusCode::SEE_OTHER, Some("./r1")));
+        let other = get(&views, "/builds/last-failed?builder=ci&name=team%2Fapp").await;
+        assert_eq!(other.status, StatusCode::NOT_FOUND, "another builder");
+        failed("r2", crate::model::Outcome::Succeeded);
+        let gone = get(&views, path).await;
+        assert_eq!(gone.status, StatusCode::NOT_FOUND);
+        assert!(gone.text().contains("is not a failure"), "{}", gone.text());
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(query_param("builder=default%2Fci&name=a+b", "builder").as_deref(), Some("default/ci"));
+        assert_eq!(query_param("builder=default%2Fci&name=a+b", "name").as_deref(), Some("a b"));
+        assert_eq!(query_param("name=%C3%BC%2", "name").as_deref(), Some("ü%2"), "a broken escape as it is");
+        assert_eq!(query_param("names=x", "name"), None);
+        assert_eq!(query_param("", "name"), None);
     }
 }

@@ -57,7 +57,8 @@ pub async fn read(channel: Channel, digest: &str, size: i64, timeout: Duration) 
         let path = PathAndQuery::from_static("/containerd.services.content.v1.Content/Read");
         let codec: ProstCodec<ReadContentRequest, ReadContentResponse> = ProstCodec::default();
         let mut stream = grpc.server_streaming(tonic::Request::new(request), path, codec).await?.into_inner();
-        let mut blob = Vec::with_capacity(size as usize);
+        // Grown as it comes: the size is the record's word for it, not yet the store's.
+        let mut blob = Vec::with_capacity((size as usize).min(64 * 1024));
         while let Some(chunk) = stream.message().await? {
             if blob.len() as i64 + chunk.data.len() as i64 > size {
                 return Err(ReadError::Short { got: blob.len() + chunk.data.len(), size });

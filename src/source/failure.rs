@@ -15,10 +15,10 @@ use serde::Deserialize;
 
 use crate::model::event::{Failure, Location};
 
-/// Most lines of an instruction kept; a longer one keeps its first lines.
+/// Most lines of an instruction kept; a longer one keeps its first lines. Lines are kept whole
+/// here: the model masks them, then cuts them to length, so that no cut splits a value before it
+/// is masked.
 const MAX_LINES: usize = 20;
-/// Most characters of an instruction's text kept.
-const MAX_TEXT_CHARS: usize = 2000;
 
 /// `errdefs.Source`, as BuildKit marshals it to JSON.
 #[derive(Deserialize)]
@@ -80,21 +80,16 @@ fn location(source: Source) -> Option<Location> {
     let last = source.ranges.iter().filter_map(|r| r.end.as_ref()).map(|p| p.line).max().unwrap_or(first).max(first);
     let data = base64::engine::general_purpose::STANDARD.decode(info.data.as_bytes()).ok()?;
     let file = String::from_utf8_lossy(&data);
-    let last = last.min(first + MAX_LINES as u32 - 1);
+    let last = last.min(first.saturating_add(MAX_LINES as u32 - 1));
     let lines: Vec<&str> = file.lines().skip(first as usize - 1).take((last - first + 1) as usize).collect();
     if lines.is_empty() {
         return None;
     }
-    let mut text = lines.join("\n");
-    if let Some((cut, _)) = text.char_indices().nth(MAX_TEXT_CHARS) {
-        text.truncate(cut);
-        text.push('…');
-    }
     Some(Location {
         file: info.filename,
         line: first,
-        end_line: (last > first).then_some(first + lines.len() as u32 - 1),
-        text,
+        end_line: (lines.len() > 1).then_some(first + lines.len() as u32 - 1),
+        text: lines.join("\n"),
     })
 }
 
@@ -172,6 +167,15 @@ mod tests {
             any("gatewayapi.ExitMessage", "\u{8}\u{3}"),
         ];
         assert_eq!(from_details(&useless), None);
+    }
+
+    #[test]
+    fn lines_past_the_file_or_past_every_number_are_not_invented() {
+        let details = [source("FROM a\nRUN b\n", r#"[{"start":{"line":2},"end":{"line":9}}]"#)];
+        let location = from_details(&details).unwrap().location.unwrap();
+        assert_eq!((location.line, location.end_line, location.text.as_str()), (2, None, "RUN b"));
+        let huge = [source("FROM a\n", r#"[{"start":{"line":4294967295},"end":{"line":4294967295}}]"#)];
+        assert_eq!(from_details(&huge), None);
     }
 
     #[test]

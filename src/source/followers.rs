@@ -32,6 +32,10 @@ const STATUS_RETRY_DELAY: Duration = Duration::from_secs(2);
 const ORDER_WAIT: Duration = Duration::from_secs(5);
 /// Longest read of a failed build's error blob.
 const BLOB_WAIT: Duration = Duration::from_secs(10);
+/// Most error blobs read at once; a failure beyond them shows without where it failed.
+const MAX_BLOB_READS: usize = 8;
+/// Longest wait for the engine to say what image a `FROM` names.
+const IMAGE_WAIT: Duration = Duration::from_secs(2);
 
 /// How a build's `Status` stream ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +80,10 @@ pub(super) struct Watch {
     pending: HashMap<String, Completion>,
     /// Each ends with a ref whose completion has waited long enough.
     deadlines: JoinSet<String>,
-    /// Reads of failed builds' error blobs; each ends with what to apply.
-    blobs: JoinSet<Option<Event>>,
+    /// Reads of failed builds' error blobs; each ends with its ref and what to apply.
+    blobs: JoinSet<(String, Option<Event>)>,
+    /// Refs whose error blob is being read: BuildKit sends a completion twice.
+    reading: HashSet<String>,
 }
 
 impl Watch {
@@ -103,6 +109,7 @@ impl Watch {
             pending: HashMap::new(),
             deadlines: JoinSet::new(),
             blobs: JoinSet::new(),
+            reading: HashSet::new(),
         }
     }
 
@@ -112,8 +119,11 @@ impl Watch {
         tokio::select! {
             Some(ended) = self.followers.join_next_with_id() => self.followed(ended),
             Some(Ok(reference)) = self.deadlines.join_next() => self.complete(&reference),
-            Some(Ok(Some(found))) = self.blobs.join_next() => {
-                self.builder.apply(found);
+            Some(Ok((reference, found))) = self.blobs.join_next() => {
+                self.reading.remove(&reference);
+                if let Some(found) = found {
+                    self.builder.apply(found);
+                }
             }
             else => std::future::pending().await,
         }
@@ -195,7 +205,12 @@ impl Watch {
         let (Some(blob), None) = (&record.external_error, &completion.failure) else { return };
         let failed = matches!(completion.outcome, crate::model::Outcome::Failed(_));
         let details = record.error.as_ref().is_some_and(|e| !e.details.is_empty());
-        if !failed || details || !self.builder.is_running(&record.r#ref) {
+        if !failed || details || !self.builder.is_running(&record.r#ref) || self.blobs.len() >= MAX_BLOB_READS {
+            return;
+        }
+        // BuildKit sends a completion twice, and the first may wait here while the build still
+        // counts as running.
+        if !self.reading.insert(record.r#ref.clone()) {
             return;
         }
         let (channel, digest, size) = (self.channel.clone(), blob.digest.clone(), blob.size);
@@ -205,13 +220,16 @@ impl Watch {
                 Ok(blob) => failure::from_blob(&blob).map_err(|e| e.to_string()),
                 Err(error) => Err(error.to_string()),
             };
-            match failure {
-                Ok(found) => found.map(|failure| Event::FailureFound { reference, secrets, failure }),
+            let found = match failure {
+                Ok(found) => {
+                    found.map(|failure| Event::FailureFound { reference: reference.clone(), secrets, failure })
+                }
                 Err(error) => {
                     debug!(%error, %digest, "where the build failed could not be read");
                     None
                 }
-            }
+            };
+            (reference, found)
         };
         self.blobs.spawn(read.in_current_span());
     }
@@ -301,9 +319,10 @@ async fn follow(
             Ok(Some(message)) => {
                 let progress = convert::progress(&reference, &message, &clock, builder.keeps_output());
                 if let Some(docker) = &docker {
-                    for image in base_images(&progress).filter(|image| bases.insert(image.clone())) {
-                        let task = image_id(docker.clone(), reference.clone(), image, builder.clone());
-                        tokio::spawn(task.in_current_span());
+                    // Once per image and stream, before the progress that names it is applied.
+                    let new: Vec<String> = base_images(&progress).filter(|image| bases.insert(image.clone())).collect();
+                    for image in new {
+                        image_id(docker, &reference, image, &builder).await;
                     }
                 }
                 builder.apply(Event::Progress(progress));
@@ -330,14 +349,16 @@ fn base_images(progress: &Progress) -> impl Iterator<Item = String> + '_ {
 /// in the classic image store, neither the step's name nor its digest changes when the image
 /// behind the tag does. An image the engine does not have (a stage's name, `scratch`, one
 /// pulled into BuildKit's own store) has no ID to give, and the step's name is all there is.
-async fn image_id(docker: Docker, reference: String, image: String, builder: Arc<Builder>) {
-    match docker.inspect_image(&image).await {
-        Ok(inspect) => {
+/// The image is never logged: its name may hold a build-arg's value.
+async fn image_id(docker: &Docker, reference: &str, image: String, builder: &Builder) {
+    match tokio::time::timeout(IMAGE_WAIT, docker.inspect_image(&image)).await {
+        Ok(Ok(inspect)) => {
             if let Some(id) = inspect.id {
-                builder.apply(Event::BaseImage { reference, image, id });
+                builder.apply(Event::BaseImage { reference: reference.to_string(), image, id });
             }
         }
-        Err(error) => debug!(%image, %error, "no image ID for a FROM"),
+        Ok(Err(_)) => debug!(%reference, "the engine has no image for one of the build's FROM steps"),
+        Err(_) => debug!(%reference, "the engine did not say what image a FROM names in time"),
     }
 }
 

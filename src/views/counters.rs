@@ -23,8 +23,9 @@ const STEP_BUCKETS: &[f64] = &[0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 /// Series that change when builds start or finish.
 ///
 /// Every series here lives as long as the daemon, so each label is paid for by every image
-/// name: the default keeps the per-name cost to 27 series (28 while its last build failed) (see README, "What it costs"), and
-/// the step series by name and instruction are opt-in (`step_detail`).
+/// name: the default keeps the per-name cost here to 27 series (see README, "What it costs",
+/// where a name's last failure, a point-in-time series, adds one), and the step series by name
+/// and instruction are opt-in (`step_detail`).
 #[derive(Debug)]
 pub struct Counters {
     /// Step counters carry `instruction`, and the step histogram `name`, as well.
