@@ -199,6 +199,39 @@ fn from_capture(corpus: &mut Corpus, path: &Path) {
     }
 }
 
+/// Error blobs as a standalone buildkitd keeps them: a status whose details say where (the
+/// details Engine 26.1 recorded for a failing two-line `RUN` that names a build-arg's value).
+fn error_blobs(corpus: &mut Corpus) {
+    use bollard_buildkit_proto::google::protobuf::Any;
+    let detail = |kind: &str, value: String| Any {
+        type_url: format!("github.com/moby/buildkit/{kind}+json"),
+        value: value.into_bytes(),
+    };
+    let dockerfile = "FROM tinybase\nARG TOKEN\nRUN echo one\nRUN echo $TOKEN && \\\n  exit 3 # s3cret-value\n";
+    let data = base64::engine::general_purpose::STANDARD.encode(dockerfile);
+    for ranges in [
+        r#"[{"start":{"line":4},"end":{"line":4}},{"start":{"line":5},"end":{"line":5}}]"#,
+        r#"[{"start":{"line":1}}]"#,
+    ] {
+        let status = Status {
+            code: 2,
+            message: "process did not complete successfully: exit code: 3".into(),
+            details: vec![
+                detail("stack.Stack", r#"{"frames":[]}"#.into()),
+                detail(
+                    "errdefs.Source",
+                    format!(
+                        r#"{{"info":{{"filename":"Dockerfile","data":"{data}","language":"Dockerfile"}},"ranges":{ranges}}}"#
+                    ),
+                ),
+                detail("errdefs.Vertex", r#"{"digest":"sha256:14ab"}"#.into()),
+                detail("gatewayapi.ExitMessage", r#"{"Code":3}"#.into()),
+            ],
+        };
+        corpus.add("error_blob", &status.encode_to_vec());
+    }
+}
+
 fn hand_made(corpus: &mut Corpus) {
     let at = |seconds| Some(Timestamp { seconds, nanos: 250_000_000 });
     let record = |reference: &str| BuildHistoryRecord {
@@ -306,6 +339,7 @@ fn main() {
     for path in std::env::args_os().skip(1) {
         from_capture(&mut corpus, Path::new(&path));
     }
+    error_blobs(&mut corpus);
     hand_made(&mut corpus);
     let mut written: Vec<_> = corpus.written.into_iter().collect();
     written.sort();
