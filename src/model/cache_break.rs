@@ -113,8 +113,8 @@ impl Previous {
 
 /// Where `build`'s cache broke against `previous`: the first of its steps to start that ran
 /// (not from cache, nor for another build) where the previous build's step at the same stage
-/// and position came from cache. `FROM` steps are left out: BuildKit marks them cached or not from one build to the next
-/// without anything changing.
+/// and position came from cache. `FROM` steps are left out: BuildKit marks them cached or not
+/// from one build to the next without anything changing.
 pub(super) fn find(previous: &Previous, build: &Build) -> Option<CacheBreak> {
     let steps = build.steps();
     let broken = steps
@@ -157,7 +157,8 @@ fn reason(
         .filter(|(then, now)| then != now)
         .collect();
     if vertex.kind.instruction() != before.instruction || !same_but(&before.text, vertex.command(), &values) {
-        return (Reason::Instruction, Some(format!("was: {} {}", before.instruction, before.text)));
+        let was = super::step::truncate(&format!("{} {}", before.instruction, before.text), MAX_DETAIL_CHARS);
+        return (Reason::Instruction, Some(format!("was: {was}")));
     }
     // The stage's base: its `FROM` names another image (a resolved digest), or the engine says
     // the image behind the same name is another one.
@@ -256,6 +257,9 @@ fn same_but(then: &str, now: &str, values: &[(&str, &str)]) -> bool {
     }
     false
 }
+
+/// Longest step text in a `detail` (characters).
+const MAX_DETAIL_CHARS: usize = 200;
 
 /// Longest step text searched for changed build-arg values (bytes).
 const MAX_SEARCHED: usize = 512;
